@@ -1,0 +1,41 @@
+# `make run` and `make test` work on a fresh machine: they create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+PG_TEST_URL ?= postgresql://127.0.0.1:5432/test
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test test-embedded test-services install install-test bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(VENV)/.installed: setup.cfg pyproject.toml | $(PY)
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(VENV)/bin/atelier db upgrade
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile -p $(PORT)
+
+# The whole suite twice: on the embedded defaults, then on PostgreSQL + Redis at 127.0.0.1.
+test: install-test
+	$(VENV)/bin/pytest -p no:cacheprovider tests
+	ATELIER_TEST_DATABASE_URL=$(PG_TEST_URL) ATELIER_TEST_REDIS_URL=$(REDIS_TEST_URL) \
+		$(VENV)/bin/pytest -p no:cacheprovider tests
+
+bench: install-test
+	$(PY) bench/ingest.py
+	$(PY) bench/api.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

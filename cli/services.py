@@ -1,0 +1,76 @@
+"""The long-running processes of the Procfile: web, worker, worker-gpu, scheduler; and the embedded Redis."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import click
+
+NON_GPU_QUEUES = ("default", "index")
+
+
+def _exec(argv: list[str]) -> None:
+    click.echo(" ".join(argv), err=True)
+    os.execvp(argv[0], argv)
+
+
+def _bin(name: str) -> str:
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    return here if os.path.exists(here) else (shutil.which(name) or name)
+
+
+@click.command("web")
+@click.option("--bind", help="host:port (default 127.0.0.1:$PORT)")
+def web(bind):
+    """Serve the web app and API with gunicorn."""
+    import settings
+    from jobs.redis_server import redis_url
+    s = settings.get()
+    redis_url()  # start the embedded redis before forking workers
+    _exec([_bin("gunicorn"), "--workers", str(s.web_workers), "--threads", "4",
+           "--bind", bind or f"127.0.0.1:{s.port}", "--timeout", "600", "--access-logfile", "-",
+           "web:create_app()"])
+
+
+@click.command("worker")
+@click.option("--gpu", is_flag=True, help="Serve the gpu queue: one process, one thread.")
+def worker(gpu):
+    """Run Dramatiq workers (all non-GPU queues, or the gpu queue)."""
+    import settings
+    from jobs.redis_server import redis_url
+    s = settings.get()
+    redis_url()
+    if gpu:
+        args = ["--processes", "1", "--threads", "1", "--queues", "gpu"]
+    else:
+        args = ["--processes", str(s.worker_processes), "--threads", str(s.worker_threads),
+                "--queues", *NON_GPU_QUEUES]
+    _exec([_bin("dramatiq"), "jobs", *args])
+
+
+@click.command("scheduler")
+def scheduler():
+    """Run the APScheduler schedule table (it only enqueues actors)."""
+    from scheduler import run
+    run()
+
+
+@click.group("redis")
+def redis_group():
+    """The embedded Redis (used when REDIS_URL is unset)."""
+
+
+@redis_group.command("start")
+def redis_start():
+    from jobs.redis_server import redis_url
+    click.echo(redis_url())
+
+
+@redis_group.command("stop")
+def redis_stop():
+    from jobs.redis_server import stop_embedded
+    stop_embedded()
+
+
+COMMANDS = [web, worker, scheduler, redis_group]

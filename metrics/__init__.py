@@ -1,0 +1,1 @@
+"""Prometheus metrics (multiprocess registry shared by gunicorn and Dramatiq workers)."""

@@ -1,0 +1,1 @@
+"""Persistence: peewee models per feature, migrations, blob storage, search backends."""

@@ -1,0 +1,95 @@
+"""Users and API keys."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from peewee import BooleanField, CharField, DateTimeField, ForeignKeyField, TextField
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from models_db.db import BaseModel, utcnow
+
+ROLES = ("user", "moderator", "admin")
+SCOPES = ("read", "write")
+KEY_PREFIX = "atl_"
+
+
+class User(BaseModel):
+    username = CharField(max_length=64, unique=True)
+    email = CharField(max_length=254, null=True, unique=True)
+    password_hash = TextField(null=True)
+    role = CharField(max_length=16, default="user")
+    image = TextField(null=True)
+    is_active = BooleanField(default=True)
+    created_at = DateTimeField(default=utcnow)
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in ("moderator", "admin")
+
+    # flask-login protocol
+    is_authenticated = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+class ApiKey(BaseModel):
+    user = ForeignKeyField(User, backref="api_keys", on_delete="CASCADE")
+    name = CharField(max_length=100)
+    key_hash = CharField(max_length=64, unique=True)
+    prefix = CharField(max_length=12)
+    scope = CharField(max_length=8, default="read")
+    created_at = DateTimeField(default=utcnow)
+    last_used_at = DateTimeField(null=True)
+
+    def allows(self, scope: str) -> bool:
+        return scope == "read" or self.scope == "write"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def validate_username(name: str) -> str:
+    name = (name or "").strip()
+    if not (2 <= len(name) <= 64) or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError("username must be 2-64 letters, digits, '-', '_' or '.'")
+    return name
+
+
+def create_user(username: str, *, role: str = "user", password: str | None = None,
+                email: str | None = None) -> User:
+    username = validate_username(username)
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if User.select().where(User.username == username).exists():
+        raise ValueError(f"user {username!r} already exists")
+    user = User(username=username, role=role, email=email or None)
+    if password:
+        user.set_password(password)
+    user.save()
+    return user
+
+
+def create_api_key(user: User, name: str, scope: str = "read") -> tuple[ApiKey, str]:
+    """Returns the row and the plain key; only the key's hash is stored."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    key = KEY_PREFIX + secrets.token_urlsafe(30)
+    row = ApiKey.create(user=user, name=name, key_hash=hash_key(key), prefix=key[:10], scope=scope)
+    return row, key
+
+
+def user_for_key(key: str) -> tuple[User, ApiKey] | None:
+    row = (ApiKey.select(ApiKey, User).join(User)
+           .where(ApiKey.key_hash == hash_key(key.strip()), User.is_active == True)  # noqa: E712
+           .first())
+    return (row.user, row) if row else None

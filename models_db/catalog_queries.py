@@ -1,0 +1,198 @@
+"""Reading the catalog: filtered, sorted, keyset-paged model listings and hash lookups, fetched in a
+few set-based queries so a page of 100 models with versions, files and tags costs five round trips."""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from peewee import JOIN, Tuple, fn
+
+from models_db.accounts import User
+from models_db.catalog import Model, ModelFile, ModelFileHash, ModelTag, ModelVersion, Tag
+from models_db.db import utcnow
+
+SORTS = {"Highest Rated": Model.rating, "Most Downloaded": Model.download_count, "Newest": Model.published_at}
+PERIOD_DAYS = {"Day": 1, "Week": 7, "Month": 30, "Year": 365}
+
+
+class BadCursor(ValueError):
+    pass
+
+
+@dataclass
+class ModelFilter:
+    query: str = ""
+    tag: str = ""
+    username: str = ""
+    types: list = field(default_factory=list)
+    base_models: list = field(default_factory=list)
+    ids: list = field(default_factory=list)
+    nsfw: bool | None = None
+    period: str = "AllTime"
+    rating: float | None = None
+    allow_no_credit: bool | None = None
+    allow_derivatives: bool | None = None
+    allow_different_license: bool | None = None
+    allow_commercial_use: str = ""
+
+
+def _where(f: ModelFilter):
+    conds = [Model.status == "Published"]
+    if f.query:
+        conds.append(fn.LOWER(Model.name).contains(f.query.lower()))
+    if f.types:
+        conds.append(Model.type.in_(f.types))
+    if f.ids:
+        conds.append(Model.id.in_(f.ids))
+    if f.nsfw is False:
+        conds.append(Model.nsfw == False)  # noqa: E712
+    if f.rating is not None:
+        conds.append(Model.rating >= f.rating)
+    for column, value in ((Model.allow_no_credit, f.allow_no_credit),
+                          (Model.allow_derivatives, f.allow_derivatives),
+                          (Model.allow_different_license, f.allow_different_license)):
+        if value is not None:
+            conds.append(column == value)
+    if f.allow_commercial_use and f.allow_commercial_use != "None":
+        conds.append(Model.allow_commercial_use.contains(f.allow_commercial_use))
+    if f.period in PERIOD_DAYS:
+        conds.append(Model.published_at >= utcnow() - timedelta(days=PERIOD_DAYS[f.period]))
+    if f.username:
+        conds.append(Model.owner == User.select(User.id).where(User.username == f.username))
+    if f.tag:
+        conds.append(fn.EXISTS(ModelTag.select(ModelTag.id).join(Tag).where(
+            ModelTag.model == Model.id, Tag.name == f.tag.strip().lower())))
+    if f.base_models:
+        conds.append(fn.EXISTS(ModelVersion.select(ModelVersion.id).where(
+            ModelVersion.model == Model.id, ModelVersion.status == "Published",
+            ModelVersion.base_model.in_(f.base_models))))
+    return conds
+
+
+def encode_cursor(value, model_id: int) -> str:
+    if isinstance(value, datetime):
+        value = {"t": value.isoformat()}
+    return base64.urlsafe_b64encode(json.dumps([value, model_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str):
+    try:
+        value, model_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if isinstance(value, dict):
+            value = datetime.fromisoformat(value["t"])
+        return value, int(model_id)
+    except (ValueError, TypeError, KeyError):
+        raise BadCursor("invalid cursor") from None
+
+
+def list_models(f: ModelFilter, sort: str, limit: int, cursor: str | None = None,
+                page: int | None = None) -> tuple[list[dict], str | None, int | None]:
+    """Returns (model rows as dicts, next cursor or None, total when paging by page)."""
+    key = SORTS.get(sort, Model.published_at)
+    conds = _where(f)
+    query = Model.select(Model, User.username, User.image.alias("owner_image")).join(
+        User, on=(Model.owner == User.id)).where(*conds)
+    total = None
+    if cursor:
+        value, last_id = decode_cursor(cursor)
+        query = query.where(Tuple(key, Model.id) < Tuple(value, last_id))
+    elif page:
+        total = Model.select(fn.COUNT(Model.id)).where(*conds).scalar()
+        query = query.offset((page - 1) * limit)
+    rows = list(query.order_by(key.desc(), Model.id.desc()).limit(limit + 1).dicts())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1][key.name], rows[-1]["id"])
+    return rows, next_cursor, total
+
+
+def versions_for(model_ids, viewer_id: int | None = None, staff: bool = False) -> dict[int, list[dict]]:
+    """Versions per model, newest first; drafts only for their owner (or staff)."""
+    if not model_ids:
+        return {}
+    query = (ModelVersion.select(ModelVersion, Model.owner).join(Model)
+             .where(ModelVersion.model.in_(list(model_ids))))
+    if not staff:
+        visible = ModelVersion.status == "Published"
+        if viewer_id:
+            visible |= Model.owner == viewer_id
+        query = query.where(visible)
+    out: dict[int, list[dict]] = {}
+    for row in query.order_by(ModelVersion.index.asc(), ModelVersion.id.desc()).dicts():
+        out.setdefault(row["model"], []).append(row)
+    return out
+
+
+def files_for(version_ids) -> dict[int, list[dict]]:
+    """Ingested files per version (pending ones are not shown), with their hashes."""
+    if not version_ids:
+        return {}
+    files = list(ModelFile.select().where(ModelFile.version.in_(list(version_ids)),
+                                          ModelFile.status != "Pending")
+                 .order_by(ModelFile.primary.desc(), ModelFile.id).dicts())
+    hashes: dict[int, dict] = {}
+    if files:
+        for h in ModelFileHash.select().where(ModelFileHash.file.in_([f["id"] for f in files])).dicts():
+            hashes.setdefault(h["file"], {})[h["type"]] = h["hash"]
+    out: dict[int, list[dict]] = {}
+    for f in files:
+        f["hashes"] = hashes.get(f["id"], {})
+        out.setdefault(f["version"], []).append(f)
+    return out
+
+
+def tags_for(model_ids) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {m: [] for m in model_ids}
+    if model_ids:
+        for model_id, name in (ModelTag.select(ModelTag.model, Tag.name).join(Tag)
+                               .where(ModelTag.model.in_(list(model_ids))).order_by(Tag.name).tuples()):
+            out[model_id].append(name)
+    return out
+
+
+def version_ids_by_hash(hashes: list[str]) -> list[int]:
+    """Versions whose files carry any of these hashes (any type, any case), in the order asked."""
+    wanted = [h.strip().upper() for h in hashes if h and h.strip()]
+    if not wanted:
+        return []
+    found = dict(ModelFileHash.select(ModelFileHash.hash, ModelFile.version).join(ModelFile)
+                 .where(ModelFileHash.hash.in_(wanted), ModelFile.status != "Pending")
+                 .order_by(ModelFile.id.desc()).tuples())
+    seen, out = set(), []
+    for h in wanted:
+        vid = found.get(h)
+        if vid is not None and vid not in seen:
+            seen.add(vid)
+            out.append(vid)
+    return out
+
+
+def model_rows(model_ids) -> list[dict]:
+    return list(Model.select(Model, User.username, User.image.alias("owner_image"))
+                .join(User, on=(Model.owner == User.id)).where(Model.id.in_(list(model_ids))).dicts())
+
+
+def tag_page(query: str, limit: int, page: int) -> tuple[list[tuple[str, int]], int]:
+    count = fn.COUNT(Model.id)
+    base = (Tag.select(Tag.name, count.alias("n")).join(ModelTag, JOIN.LEFT_OUTER)
+            .join(Model, JOIN.LEFT_OUTER, on=((ModelTag.model == Model.id) & (Model.status == "Published"))))
+    where = Tag.name.contains(query.lower()) if query else True
+    total = Tag.select(fn.COUNT(Tag.id)).where(where).scalar()
+    rows = (base.where(where).group_by(Tag.id, Tag.name).order_by(count.desc(), Tag.name)
+            .offset((page - 1) * limit).limit(limit).tuples())
+    return list(rows), total
+
+
+def creator_page(query: str, limit: int, page: int) -> tuple[list[tuple[str, str, int]], int]:
+    count = fn.COUNT(Model.id)
+    where = (User.username.contains(query) if query else True)
+    has_models = fn.EXISTS(Model.select(Model.id).where(Model.owner == User.id, Model.status == "Published"))
+    total = User.select(fn.COUNT(User.id)).where(where, has_models).scalar()
+    rows = (User.select(User.username, User.image, count.alias("n"))
+            .join(Model, on=((Model.owner == User.id) & (Model.status == "Published")))
+            .where(where).group_by(User.id, User.username, User.image)
+            .order_by(count.desc(), User.username).offset((page - 1) * limit).limit(limit).tuples())
+    return list(rows), total

@@ -1,0 +1,79 @@
+"""Database handle (a peewee DatabaseProxy), connection set-up and after-commit hooks."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+from peewee import DatabaseProxy, Model, PostgresqlDatabase, SqliteDatabase
+
+import settings
+
+db = DatabaseProxy()
+_state = threading.local()
+_state_url: dict = {}
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def open_database(url: str):
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = url[len("sqlite:///"):] or ":memory:"
+        return SqliteDatabase(path, timeout=30, pragmas={
+            "journal_mode": "wal", "foreign_keys": 1, "synchronous": "normal",
+            "busy_timeout": 30000, "cache_size": -65536})
+    if parsed.scheme in ("postgres", "postgresql"):
+        return PostgresqlDatabase(
+            (parsed.path or "/").lstrip("/") or "postgres", host=parsed.hostname,
+            port=parsed.port or 5432, user=parsed.username, password=parsed.password)
+    raise SystemExit(f"DATABASE_URL: unsupported scheme {parsed.scheme!r} (use sqlite:/// or postgresql://)")
+
+
+def init(url: str | None = None):
+    """Point the proxy at the configured database (idempotent for the same URL)."""
+    url = url or settings.get().database_url
+    if _state_url.get("url") != url:
+        if url.startswith("sqlite:///"):
+            from pathlib import Path
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        db.initialize(open_database(url))
+        _state_url["url"] = url
+    return db.obj
+
+
+@contextmanager
+def transaction():
+    """db.atomic() whose on_commit() callbacks run only after the outermost block commits."""
+    outer = getattr(_state, "hooks", None) is None
+    if outer:
+        _state.hooks = []
+    try:
+        with db.atomic():
+            yield
+    except BaseException:
+        if outer:
+            _state.hooks = None
+        raise
+    if outer:
+        hooks, _state.hooks = _state.hooks, None
+        for hook in hooks:
+            hook()
+
+
+def on_commit(callback) -> None:
+    """Run callback after the surrounding transaction() commits, or now if there is none."""
+    hooks = getattr(_state, "hooks", None)
+    if hooks is None:
+        callback()
+    else:
+        hooks.append(callback)

@@ -1,0 +1,7 @@
+"""Accounts, catalog, uploads, downloads, notifications."""
+from models_db import accounts, catalog, downloads, notifications, uploads
+
+
+def up(db):
+    db.create_tables([accounts.User, accounts.ApiKey, *catalog.TABLES, *uploads.TABLES,
+                      *downloads.TABLES, *notifications.TABLES])

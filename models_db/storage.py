@@ -1,0 +1,172 @@
+"""Content-addressed blob storage: a local directory by default, S3 when STORAGE_URL is s3://."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator
+from urllib.parse import urlparse
+
+import settings
+from models_db.hashing import sha256_stream
+
+
+class BlobStore:
+    """Blobs are named by the lower-case hex SHA256 of their bytes, so equal files are stored once."""
+
+    def put_stream(self, stream: BinaryIO) -> tuple[str, int]:
+        """Store a stream; returns (sha256, size)."""
+        with self.staging_file() as (tmp, path):
+            sha, size = sha256_stream(stream, tmp)
+            tmp.close()
+            self.put_staged(path, sha)
+        return sha, size
+
+    def put_path(self, path: str | os.PathLike) -> tuple[str, int]:
+        with open(path, "rb") as stream:
+            return self.put_stream(stream)
+
+    @contextmanager
+    def staging_file(self):
+        """A temporary file beside the store, removed afterwards unless put_staged moved it."""
+        staging = settings.get().home / "tmp"
+        staging.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=staging, prefix="blob-")
+        tmp = os.fdopen(fd, "wb")
+        try:
+            yield tmp, Path(name)
+        finally:
+            tmp.close()
+            Path(name).unlink(missing_ok=True)
+
+    # the rest is per backend
+    def put_staged(self, path: Path, sha256: str) -> None: ...
+    def exists(self, sha256: str) -> bool: ...
+    def size(self, sha256: str) -> int: ...
+    def open(self, sha256: str) -> BinaryIO: ...
+    def local_path(self, sha256: str): ...
+    def delete(self, sha256: str) -> None: ...
+    def signed_url(self, sha256: str, filename: str, ttl: int) -> str | None: ...
+    def check(self) -> str: ...
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, sha256: str) -> Path:
+        sha256 = sha256.lower()
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise ValueError("not a sha256")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def put_staged(self, path: Path, sha256: str) -> None:
+        target = self.path(sha256)
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o444)
+        os.replace(path, target)
+
+    def exists(self, sha256):
+        return self.path(sha256).exists()
+
+    def size(self, sha256):
+        return self.path(sha256).stat().st_size
+
+    def open(self, sha256):
+        return open(self.path(sha256), "rb")
+
+    @contextmanager
+    def local_path(self, sha256) -> Iterator[Path]:
+        yield self.path(sha256)
+
+    def delete(self, sha256):
+        self.path(sha256).unlink(missing_ok=True)
+
+    def signed_url(self, sha256, filename, ttl):
+        return None  # served by the web app itself (web/downloads.py)
+
+    def check(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+        free = shutil.disk_usage(self.root).free
+        return f"local {self.root} ({free >> 30} GiB free)"
+
+
+class S3BlobStore(BlobStore):
+    def __init__(self, url: str, endpoint_url: str | None):
+        import boto3  # optional extra: pip install -e .[s3]
+        parsed = urlparse(url)
+        self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
+        self.client = boto3.client("s3", endpoint_url=endpoint_url or None)
+
+    def key(self, sha256: str) -> str:
+        return "/".join(p for p in (self.prefix, sha256[:2], sha256[2:4], sha256.lower()) if p)
+
+    def put_staged(self, path, sha256):
+        if not self.exists(sha256):
+            self.client.upload_file(str(path), self.bucket, self.key(sha256))
+
+    def exists(self, sha256):
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
+            return True
+        except self.client.exceptions.ClientError:
+            return False
+
+    def size(self, sha256):
+        return self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))["ContentLength"]
+
+    def open(self, sha256):
+        return self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
+
+    @contextmanager
+    def local_path(self, sha256):
+        with self.staging_file() as (tmp, path):
+            tmp.close()
+            self.client.download_file(self.bucket, self.key(sha256), str(path))
+            yield path
+
+    def delete(self, sha256):
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
+
+    def signed_url(self, sha256, filename, ttl):
+        return self.client.generate_presigned_url("get_object", ExpiresIn=ttl, Params={
+            "Bucket": self.bucket, "Key": self.key(sha256),
+            "ResponseContentDisposition": content_disposition(filename)})
+
+    def check(self):
+        self.client.head_bucket(Bucket=self.bucket)
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def content_disposition(filename: str) -> str:
+    """attachment; filename="x" plus RFC 5987 filename* for names that are not plain ASCII."""
+    from urllib.parse import quote
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
+    value = f'attachment; filename="{ascii_name}"'
+    if ascii_name != filename:
+        value += f"; filename*=UTF-8''{quote(filename)}"
+    return value
+
+
+_stores: dict = {}
+
+
+def get_store() -> BlobStore:
+    s = settings.get()
+    key = (s.storage_url, s.s3_endpoint_url)
+    if key not in _stores:
+        parsed = urlparse(s.storage_url)
+        if parsed.scheme == "file":
+            _stores[key] = LocalBlobStore(Path(parsed.path))
+        elif parsed.scheme == "s3":
+            _stores[key] = S3BlobStore(s.storage_url, s.s3_endpoint_url)
+        else:
+            raise SystemExit(f"STORAGE_URL: unsupported scheme {parsed.scheme!r} (file:// or s3://)")
+    return _stores[key]

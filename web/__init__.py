@@ -1,0 +1,61 @@
+"""The web entrance: create_app() wires one blueprint per feature."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException, NotFound
+
+import settings
+
+
+def create_app(env: dict | None = None) -> Flask:
+    s = settings.reload(env) if env is not None else settings.get()
+    logging.basicConfig(level=s.log_level)
+    from models_db import db as database
+    database.init()
+    import jobs  # noqa: F401  (broker first, then the actors the views enqueue)
+
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=s.secret_key, MAX_CONTENT_LENGTH=None, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False
+
+    from web import accounts, catalog, creators, downloads, health, openapi, uploads
+    for module in (accounts, catalog, creators, downloads, health, openapi, uploads):
+        app.register_blueprint(module.bp)
+    accounts.login_manager.init_app(app)
+
+    @app.before_request
+    def _connect():
+        database.db.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _close(exc):
+        if not database.db.is_closed():
+            database.db.close()
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        if not wants_json():
+            return exc
+        message = "Not found" if exc.description == NotFound.description else exc.description
+        response = jsonify(error=message)
+        response.status_code = exc.code
+        for header in ("Retry-After", "Allow", "WWW-Authenticate"):
+            if header in exc.get_response().headers:
+                response.headers[header] = exc.get_response().headers[header]
+        return response
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception):
+        app.logger.exception("unhandled error on %s", request.path)
+        response = jsonify(error="Internal server error")
+        response.status_code = 500
+        return response
+
+    return app
+
+
+def wants_json() -> bool:
+    return (request.path.startswith(("/api/", "/healthz", "/sdapi/"))
+            or request.accept_mimetypes.best == "application/json")

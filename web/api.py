@@ -1,0 +1,107 @@
+"""Helpers shared by the JSON API blueprints: errors, parameters, absolute URLs, auth."""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import abort, g, jsonify, make_response, request, url_for
+
+import settings
+from models_db.accounts import user_for_key
+from models_db.db import utcnow
+
+TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def error(status: int, reason: str, **extra):
+    """Stops the request with a JSON body {"error": reason, ...extra}."""
+    response = make_response(jsonify(error=reason, **extra), status)
+    abort(response)
+
+
+def multi(name: str) -> list[str]:
+    """A list parameter sent as repeated keys, as one comma-separated value, or both."""
+    out = []
+    for value in request.args.getlist(name) + request.args.getlist(name + "[]"):
+        out.extend(v.strip() for v in value.split(",") if v.strip())
+    return out
+
+
+def boolean(name: str) -> bool | None:
+    value = request.args.get(name, "").strip().lower()
+    if not value:
+        return None
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    error(400, f"{name} must be true or false")
+
+
+def integer(name: str, default: int | None, lo: int, hi: int | None = None) -> int | None:
+    value = request.args.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        error(400, f"{name} must be an integer")
+    if number < lo or (hi is not None and number > hi):
+        error(400, f"{name} must be between {lo} and {hi}" if hi else f"{name} must be at least {lo}")
+    return number
+
+
+def absolute(endpoint: str, **values) -> str:
+    base = settings.get().public_url
+    if base:
+        return base + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)
+
+
+def page_url(**changes) -> str:
+    args = request.args.to_dict(flat=False)
+    args.update({k: [str(v)] for k, v in changes.items() if v is not None})
+    for k in [k for k, v in changes.items() if v is None]:
+        args.pop(k, None)
+    return absolute(request.endpoint, **(request.view_args or {}), **args)
+
+
+def api_key_from_request() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.args.get("token") or None
+
+
+def current_api_user():
+    """The user of the request's API key (Bearer header or ?token=), or of the browser session."""
+    if "api_user" not in g:
+        g.api_user, g.api_key = None, None
+        key = api_key_from_request()
+        if key:
+            found = user_for_key(key)
+            if found is None:
+                error(401, "Invalid API key")
+            g.api_user, g.api_key = found
+            if not g.api_key.last_used_at or (utcnow() - g.api_key.last_used_at).total_seconds() > 60:
+                type(g.api_key).update(last_used_at=utcnow()).where(
+                    type(g.api_key).id == g.api_key.id).execute()
+        else:
+            from flask_login import current_user
+            if current_user and current_user.is_authenticated:
+                g.api_user = current_user._get_current_object()
+    return g.api_user
+
+
+def require_user(scope: str = "read"):
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            user = current_api_user()
+            if user is None:
+                error(401, "Unauthorized", message="An API key is required: send 'Authorization: Bearer <key>'"
+                      " or ?token=<key>.")
+            if g.api_key is not None and not g.api_key.allows(scope):
+                error(403, f"This API key lacks the '{scope}' scope")
+            return view(*args, **kwargs)
+        return wrapped
+    return decorator

@@ -1,0 +1,236 @@
+"""Civitai API v1, read side: models, versions, by-hash lookups, tags, creators, enums."""
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, jsonify, request
+
+from models_db import catalog as c
+from models_db import catalog_queries as q
+from web.api import absolute, boolean, current_api_user, error, integer, multi, page_url
+
+bp = Blueprint("catalog", __name__)
+
+
+def iso(value) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z" if value else None
+
+
+def file_json(f: dict) -> dict:
+    return {
+        "id": f["id"], "sizeKB": f["size_bytes"] / 1024, "name": f["name"], "type": f["type"],
+        "pickleScanResult": f["pickle_scan_result"], "pickleScanMessage": f["pickle_scan_message"],
+        "virusScanResult": f["virus_scan_result"], "virusScanMessage": f["virus_scan_message"],
+        "scannedAt": iso(f["scanned_at"]),
+        "metadata": {"format": f["format"], "size": f["size_kind"], "fp": f["fp"]},
+        "hashes": {t: f["hashes"][t] for t in c.HASH_TYPES if t in f["hashes"]},
+        "downloadUrl": absolute("downloads.download_version", version_id=f["version"], type=f["type"],
+                                format=f["format"]),
+        "primary": bool(f["primary"]),
+    }
+
+
+def version_json(v: dict, model: dict, files: list[dict], with_model: bool, primary_only=False) -> dict:
+    if primary_only:
+        files = [f for f in files if f["primary"]]
+    out = {"id": v["id"]}
+    if with_model:
+        out["modelId"] = model["id"]
+    out.update({
+        "index": v["index"], "name": v["name"], "description": v["description"] or None,
+        "baseModel": v["base_model"], "baseModelType": v["base_model_type"],
+        "createdAt": iso(v["created_at"]), "updatedAt": iso(v["updated_at"]),
+        "publishedAt": iso(v["published_at"]), "status": v["status"], "availability": v["availability"],
+        "nsfwLevel": v["nsfw_level"], "trainedWords": json.loads(v["trained_words_json"]),
+        "earlyAccessTimeFrame": v["early_access_time_frame"], "uploadType": v["upload_type"],
+        "air": c.air(model["type"], v["base_model"], model["id"], v["id"]),
+        "stats": {"downloadCount": v["download_count"], "ratingCount": v["rating_count"],
+                  "rating": v["rating"], "thumbsUpCount": v["thumbs_up_count"],
+                  "thumbsDownCount": v["thumbs_down_count"]},
+    })
+    if with_model:
+        out["model"] = {"name": model["name"], "type": model["type"], "nsfw": model["nsfw"],
+                        "poi": model["poi"]}
+    out["files"] = [file_json(f) for f in files]
+    out["images"] = []
+    out["downloadUrl"] = absolute("downloads.download_version", version_id=v["id"])
+    return out
+
+
+def model_json(m: dict, versions: list[dict], files: dict, tags: list[str], primary_only=False) -> dict:
+    return {
+        "id": m["id"], "name": m["name"], "description": m["description"], "type": m["type"],
+        "poi": m["poi"], "nsfw": m["nsfw"], "nsfwLevel": m["nsfw_level"],
+        "allowNoCredit": m["allow_no_credit"],
+        "allowCommercialUse": [v for v in m["allow_commercial_use"].split(",") if v] or ["None"],
+        "allowDerivatives": m["allow_derivatives"], "allowDifferentLicense": m["allow_different_license"],
+        "minor": m["minor"], "availability": m["availability"], "cosmetic": None,
+        "status": m["status"], "createdAt": iso(m["created_at"]), "publishedAt": iso(m["published_at"]),
+        "stats": {"downloadCount": m["download_count"], "favoriteCount": m["favorite_count"],
+                  "thumbsUpCount": m["thumbs_up_count"], "thumbsDownCount": m["thumbs_down_count"],
+                  "commentCount": m["comment_count"], "ratingCount": m["rating_count"], "rating": m["rating"],
+                  "tippedAmountCount": m["tipped_amount_count"]},
+        "creator": {"username": m["username"], "image": m["owner_image"]},
+        "tags": tags,
+        "modelVersions": [version_json(v, m, files.get(v["id"], []), False, primary_only) for v in versions],
+    }
+
+
+def viewer():
+    user = current_api_user()
+    return (user.id if user else None), bool(user and user.is_staff)
+
+
+def models_json(rows: list[dict], primary_only=False, require_versions=True) -> list[dict]:
+    viewer_id, staff = viewer()
+    ids = [m["id"] for m in rows]
+    versions = q.versions_for(ids, viewer_id, staff)
+    files = q.files_for([v["id"] for vs in versions.values() for v in vs])
+    tags = q.tags_for(ids)
+    return [model_json(m, versions.get(m["id"], []), files, tags[m["id"]], primary_only)
+            for m in rows if versions.get(m["id"]) or not require_versions]
+
+
+def visible(model: dict) -> bool:
+    viewer_id, staff = viewer()
+    return model["status"] == "Published" or staff or model["owner"] == viewer_id
+
+
+@bp.get("/api/v1/models")
+def list_models():
+    limit = integer("limit", 100, 1, 100)
+    page = integer("page", None, 1)
+    cursor = request.args.get("cursor") or None
+    sort = request.args.get("sort") or "Newest"
+    if sort not in q.SORTS:
+        error(400, f"sort must be one of: {', '.join(q.SORTS)}")
+    types = multi("types")
+    bad = [t for t in types if t not in c.MODEL_TYPES]
+    if bad:
+        error(400, f"unknown model type {bad[0]!r}; one of: {', '.join(c.MODEL_TYPES)}")
+    period = request.args.get("period") or "AllTime"
+    if period not in ("AllTime", *q.PERIOD_DAYS):
+        error(400, "period must be one of: AllTime, Year, Month, Week, Day")
+    commercial = request.args.get("allowCommercialUse", "")
+    if commercial and commercial not in c.COMMERCIAL_USES:
+        error(400, "allowCommercialUse must be one of: None, Image, Rent, Sell")
+    try:
+        ids = [int(i) for i in multi("ids")]
+        rating = float(request.args["rating"]) if request.args.get("rating") else None
+    except ValueError:
+        error(400, "ids must be integers and rating a number")
+    f = q.ModelFilter(
+        query=request.args.get("query", "").strip(), tag=request.args.get("tag", "").strip(),
+        username=request.args.get("username", "").strip(), types=types, base_models=multi("baseModels"),
+        ids=ids, nsfw=boolean("nsfw"), period=period, rating=rating,
+        allow_no_credit=boolean("allowNoCredit"), allow_derivatives=boolean("allowDerivatives"),
+        allow_different_license=boolean("allowDifferentLicenses"), allow_commercial_use=commercial)
+    try:
+        rows, next_cursor, total = q.list_models(f, sort, limit, cursor=cursor, page=None if cursor else page)
+    except q.BadCursor:
+        error(400, "invalid cursor")
+    items = models_json(rows, primary_only=bool(boolean("primaryFileOnly")))
+    metadata: dict = {"pageSize": limit}
+    if total is not None:
+        pages = max(1, -(-total // limit))
+        metadata.update(totalItems=total, currentPage=page, totalPages=pages)
+        if page < pages:
+            metadata["nextPage"] = page_url(page=page + 1, cursor=None)
+        if page > 1:
+            metadata["prevPage"] = page_url(page=page - 1, cursor=None)
+    elif next_cursor:
+        metadata["nextCursor"] = next_cursor
+        metadata["nextPage"] = page_url(cursor=next_cursor, page=None)
+    return jsonify(items=items, metadata=metadata)
+
+
+@bp.get("/api/v1/models/<int:model_id>")
+def get_model(model_id: int):
+    rows = q.model_rows([model_id])
+    if not rows or rows[0]["status"] == "Deleted" or not visible(rows[0]):
+        error(404, f"No model with id {model_id}")
+    return jsonify(models_json(rows, require_versions=False)[0])
+
+
+def versions_json(version_ids: list[int]) -> list[dict]:
+    """Full ModelVersion objects (with modelId and model) for these ids, skipping invisible ones."""
+    from models_db.catalog import ModelVersion
+    found = {v["id"]: v for v in ModelVersion.select().where(ModelVersion.id.in_(version_ids)).dicts()}
+    models = {m["id"]: m for m in q.model_rows({v["model"] for v in found.values()})}
+    files = q.files_for(list(found))
+    viewer_id, staff = viewer()
+    out = []
+    for vid in version_ids:
+        v = found.get(vid)
+        m = models.get(v["model"]) if v else None
+        if not v or not m or m["status"] == "Deleted":
+            continue
+        if v["status"] != "Published" and not staff and m["owner"] != viewer_id:
+            continue
+        out.append(version_json(v, m, files.get(vid, []), True))
+    return out
+
+
+@bp.get("/api/v1/model-versions/<int:version_id>")
+def get_version(version_id: int):
+    found = versions_json([version_id])
+    if not found:
+        error(404, f"No model version with id {version_id}")
+    return jsonify(found[0])
+
+
+@bp.get("/api/v1/model-versions/by-hash/<string:file_hash>")
+def get_version_by_hash(file_hash: str):
+    found = versions_json(q.version_ids_by_hash([file_hash]))
+    if not found:
+        error(404, "Model not found")
+    return jsonify(found[0])
+
+
+@bp.post("/api/v1/model-versions/by-hash")
+def versions_by_hash():
+    hashes = request.get_json(silent=True)
+    if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+        error(400, "send a JSON array of hashes")
+    if len(hashes) > 100:
+        error(400, "at most 100 hashes per request")
+    return jsonify(versions_json(q.version_ids_by_hash(hashes)))
+
+
+def _simple_page(fetch, make):
+    limit = integer("limit", 20, 1, 200)
+    page = integer("page", 1, 1)
+    rows, total = fetch(request.args.get("query", "").strip(), limit, page)
+    pages = max(1, -(-total // limit))
+    metadata = {"totalItems": total, "currentPage": page, "pageSize": limit, "totalPages": pages}
+    if page < pages:
+        metadata["nextPage"] = page_url(page=page + 1)
+    if page > 1:
+        metadata["prevPage"] = page_url(page=page - 1)
+    return jsonify(items=[make(r) for r in rows], metadata=metadata)
+
+
+@bp.get("/api/v1/tags")
+def list_tags():
+    return _simple_page(q.tag_page, lambda r: {
+        "name": r[0], "modelCount": r[1], "link": absolute("catalog.list_models", tag=r[0])})
+
+
+@bp.get("/api/v1/creators")
+def list_creators():
+    return _simple_page(q.creator_page, lambda r: {
+        "username": r[0], "modelCount": r[2], "link": absolute("catalog.list_models", username=r[0]),
+        "image": r[1]})
+
+
+@bp.get("/api/v1/enums")
+def enums():
+    return jsonify({
+        "ModelType": list(c.MODEL_TYPES), "ModelFileType": list(c.FILE_TYPES),
+        "ActiveBaseModel": list(c.BASE_MODELS), "BaseModel": list(c.BASE_MODELS),
+        "BaseModelType": ["Standard", "Inpainting", "Refiner", "Pix2Pix"],
+        "ModelFileFormat": list(c.FILE_FORMATS), "ModelFileSize": list(c.FILE_SIZES),
+        "ModelFileFp": list(c.FILE_FPS), "ModelStatus": list(c.MODEL_STATUSES),
+        "CommercialUse": list(c.COMMERCIAL_USES), "HashType": list(c.HASH_TYPES),
+        "ScanResultCode": list(c.SCAN_RESULTS), "NsfwLevel": c.NSFW_LEVELS,
+    })

@@ -1,0 +1,224 @@
+"""GET /api/v1/openapi.json: an OpenAPI 3 description of every API endpoint."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from models_db import catalog as c
+
+bp = Blueprint("openapi", __name__)
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def param(name, where="query", schema=None, description="", required=False, many=False) -> dict:
+    schema = schema or {"type": "string"}
+    if many:
+        schema = {"type": "array", "items": schema}
+    out = {"name": name, "in": where, "schema": schema, "required": required or where == "path"}
+    if many:
+        out.update(style="form", explode=True)
+    if description:
+        out["description"] = description
+    return out
+
+
+def json_body(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def answer(description: str, schema: dict | None = None, extra: dict | None = None) -> dict:
+    out: dict = {"200": {"description": description}}
+    if schema is not None:
+        out["200"]["content"] = {"application/json": {"schema": schema}}
+    for code, text in (extra or {}).items():
+        out[str(code)] = {"description": text, "content": {"application/json": {"schema": ref("Error")}}}
+    return out
+
+
+def op(summary: str, responses: dict, params=(), body=None, auth=None, tag="catalog") -> dict:
+    out = {"summary": summary, "tags": [tag], "parameters": list(params), "responses": responses}
+    if body:
+        out["requestBody"] = body
+    if auth:
+        out["security"] = [{"bearer": []}, {"token": []}]
+        out["description"] = f"Needs an API key with the `{auth}` scope."
+    return out
+
+
+INT = {"type": "integer"}
+BOOL = {"type": "boolean"}
+ENUM = lambda values: {"type": "string", "enum": list(values)}  # noqa: E731
+PAGED = lambda item: {"type": "object", "properties": {  # noqa: E731
+    "items": {"type": "array", "items": item}, "metadata": ref("PageMetadata")}}
+ID = param("id", "path", INT)
+
+SCHEMAS = {
+    "Error": {"type": "object", "required": ["error"], "properties": {
+        "error": {"type": "string"}, "message": {"type": "string"}}},
+    "PageMetadata": {"type": "object", "properties": {
+        "totalItems": INT, "currentPage": INT, "pageSize": INT, "totalPages": INT,
+        "nextPage": {"type": "string", "format": "uri"}, "prevPage": {"type": "string", "format": "uri"},
+        "nextCursor": {"type": "string"}}},
+    "File": {"type": "object", "properties": {
+        "id": INT, "sizeKB": {"type": "number"}, "name": {"type": "string"}, "type": ENUM(c.FILE_TYPES),
+        "pickleScanResult": ENUM(c.SCAN_RESULTS), "pickleScanMessage": {"type": "string", "nullable": True},
+        "virusScanResult": ENUM(c.SCAN_RESULTS), "virusScanMessage": {"type": "string", "nullable": True},
+        "scannedAt": {"type": "string", "format": "date-time", "nullable": True},
+        "metadata": {"type": "object", "properties": {"format": ENUM(c.FILE_FORMATS), "size": ENUM(c.FILE_SIZES),
+                                                      "fp": {"type": "string", "nullable": True}}},
+        "hashes": {"type": "object", "properties": {t: {"type": "string"} for t in c.HASH_TYPES}},
+        "downloadUrl": {"type": "string", "format": "uri"}, "primary": BOOL}},
+    "ModelVersion": {"type": "object", "properties": {
+        "id": INT, "modelId": INT, "index": INT, "name": {"type": "string"}, "description": {"type": "string", "nullable": True},
+        "baseModel": ENUM(c.BASE_MODELS), "baseModelType": {"type": "string"},
+        "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"},
+        "publishedAt": {"type": "string", "format": "date-time", "nullable": True}, "status": ENUM(c.MODEL_STATUSES),
+        "availability": {"type": "string"}, "nsfwLevel": INT, "trainedWords": {"type": "array", "items": {"type": "string"}},
+        "earlyAccessTimeFrame": INT, "uploadType": {"type": "string"}, "air": {"type": "string"},
+        "stats": {"type": "object", "additionalProperties": {"type": "number"}},
+        "model": {"type": "object", "properties": {"name": {"type": "string"}, "type": ENUM(c.MODEL_TYPES),
+                                                   "nsfw": BOOL, "poi": BOOL}},
+        "files": {"type": "array", "items": ref("File")}, "images": {"type": "array", "items": {"type": "object"}},
+        "downloadUrl": {"type": "string", "format": "uri"}}},
+    "Model": {"type": "object", "properties": {
+        "id": INT, "name": {"type": "string"}, "description": {"type": "string"}, "type": ENUM(c.MODEL_TYPES),
+        "poi": BOOL, "nsfw": BOOL, "nsfwLevel": INT, "allowNoCredit": BOOL,
+        "allowCommercialUse": {"type": "array", "items": ENUM(c.COMMERCIAL_USES)}, "allowDerivatives": BOOL,
+        "allowDifferentLicense": BOOL, "minor": BOOL, "availability": {"type": "string"}, "status": ENUM(c.MODEL_STATUSES),
+        "stats": {"type": "object", "additionalProperties": {"type": "number"}},
+        "creator": {"type": "object", "properties": {"username": {"type": "string"},
+                                                     "image": {"type": "string", "nullable": True}}},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "modelVersions": {"type": "array", "items": ref("ModelVersion")}}},
+    "NewModel": {"type": "object", "required": ["name", "type"], "properties": {
+        "name": {"type": "string"}, "type": ENUM(c.MODEL_TYPES), "description": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}}, "nsfw": BOOL, "poi": BOOL, "allowNoCredit": BOOL,
+        "allowDerivatives": BOOL, "allowDifferentLicense": BOOL,
+        "allowCommercialUse": {"type": "array", "items": ENUM(c.COMMERCIAL_USES)}}},
+    "NewVersion": {"type": "object", "required": ["modelId", "name", "baseModel"], "properties": {
+        "modelId": INT, "name": {"type": "string"}, "baseModel": ENUM(c.BASE_MODELS),
+        "description": {"type": "string"}, "trainedWords": {"type": "array", "items": {"type": "string"}},
+        "loginRequired": BOOL}},
+    "Upload": {"type": "object", "properties": {
+        "id": {"type": "string"}, "modelVersionId": INT, "filename": {"type": "string"}, "type": ENUM(c.FILE_TYPES),
+        "size": INT, "offset": INT, "processed": INT, "state": ENUM(("uploading", "processing", "done", "rejected")),
+        "error": {"type": "string", "nullable": True}, "fileId": {"type": "integer", "nullable": True},
+        "chunkSize": INT, "uploadUrl": {"type": "string", "format": "uri"}}},
+    "Health": {"type": "object", "properties": {"status": ENUM(("ok", "unavailable")), "checks": {
+        "type": "object", "additionalProperties": {"type": "object", "properties": {
+            "ok": BOOL, "detail": {"type": "string"}}}}}},
+}
+
+LIST_PARAMS = [
+    param("limit", schema=INT, description="1-100 (default 100)"), param("page", schema=INT),
+    param("cursor", description="opaque; from metadata.nextCursor"), param("query"), param("tag"),
+    param("username"), param("types", schema=ENUM(c.MODEL_TYPES), many=True),
+    param("sort", schema=ENUM(("Highest Rated", "Most Downloaded", "Newest"))),
+    param("period", schema=ENUM(("AllTime", "Year", "Month", "Week", "Day"))), param("rating", schema={"type": "number"}),
+    param("primaryFileOnly", schema=BOOL), param("allowNoCredit", schema=BOOL), param("allowDerivatives", schema=BOOL),
+    param("allowDifferentLicenses", schema=BOOL), param("allowCommercialUse", schema=ENUM(c.COMMERCIAL_USES)),
+    param("nsfw", schema=BOOL), param("baseModels", schema=ENUM(c.BASE_MODELS), many=True),
+    param("ids", schema=INT, many=True),
+]
+SIMPLE_PAGE = [param("limit", schema=INT), param("page", schema=INT), param("query")]
+NOT_FOUND = {404: "not found"}
+WRITE_ERRORS = {400: "invalid input", 401: "no API key", 403: "key lacks the write scope", 404: "not found"}
+
+PATHS = {
+    "/api/v1/models": {
+        "get": op("List published models", answer("A page of models", PAGED(ref("Model")), {400: "bad parameter"}),
+                  LIST_PARAMS),
+        "post": op("Create a model (Draft)", {"201": {"description": "created", "content": {
+            "application/json": {"schema": ref("Model")}}}, **answer("", None, WRITE_ERRORS)},
+            body=json_body(ref("NewModel")), auth="write", tag="creators")},
+    "/api/v1/models/{id}": {"get": op("One model", answer("The model", ref("Model"), NOT_FOUND), [ID])},
+    "/api/v1/models/{id}/publish": {"post": op(
+        "Publish every version that has an accepted file", answer("The model", ref("Model"),
+                                                                  {**WRITE_ERRORS, 409: "nothing to publish"}),
+        [ID], auth="write", tag="creators")},
+    "/api/v1/model-versions": {"post": op("Create a version of one of your models", {
+        "201": {"description": "created", "content": {"application/json": {"schema": ref("ModelVersion")}}},
+        **answer("", None, WRITE_ERRORS)}, body=json_body(ref("NewVersion")), auth="write", tag="creators")},
+    "/api/v1/model-versions/{id}": {"get": op("One model version", answer("The version", ref("ModelVersion"), NOT_FOUND),
+                                              [ID])},
+    "/api/v1/model-versions/{id}/publish": {"post": op(
+        "Publish a version", answer("The version", ref("ModelVersion"), {**WRITE_ERRORS, 409: "no accepted file"}),
+        [ID], auth="write", tag="creators")},
+    "/api/v1/model-versions/{id}/files": {"post": op(
+        "Upload a file in one multipart request", {"202": {"description": "received; ingest queued", "content": {
+            "application/json": {"schema": ref("Upload")}}}, **answer("", None, {**WRITE_ERRORS, 413: "too large"})},
+        [ID], body={"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"], "properties": {
+                "file": {"type": "string", "format": "binary"}, "type": ENUM(c.FILE_TYPES)}}}}},
+        auth="write", tag="creators")},
+    "/api/v1/model-versions/by-hash/{hash}": {"get": op(
+        "The version holding a file with this SHA256, AutoV1, AutoV2, CRC32 or BLAKE3 (any case)",
+        answer("The version", ref("ModelVersion"), NOT_FOUND), [param("hash", "path")])},
+    "/api/v1/model-versions/by-hash": {"post": op(
+        "Versions for up to 100 hashes", answer("Versions found", {"type": "array", "items": ref("ModelVersion")},
+                                                {400: "not a list of at most 100 hashes"}),
+        body=json_body({"type": "array", "items": {"type": "string"}, "maxItems": 100}))},
+    "/api/v1/uploads": {"post": op("Start a resumable upload", {"201": {"description": "started", "content": {
+        "application/json": {"schema": ref("Upload")}}}, **answer("", None, {**WRITE_ERRORS, 413: "too large"})},
+        body=json_body({"type": "object", "required": ["modelVersionId", "filename", "size"], "properties": {
+            "modelVersionId": INT, "filename": {"type": "string"}, "size": INT, "type": ENUM(c.FILE_TYPES)}}),
+        auth="write", tag="creators")},
+    "/api/v1/uploads/{id}": {
+        "get": op("State of an upload (offset to resume from, ingest progress, outcome)",
+                  answer("The upload", ref("Upload"), NOT_FOUND), [param("id", "path")], auth="read", tag="creators"),
+        "put": op("Send the next chunk: header Content-Range: bytes START-END/TOTAL; START must equal offset",
+                  answer("The upload", ref("Upload"), {**WRITE_ERRORS, 409: "wrong offset (body has it)"}),
+                  [param("id", "path"), param("Content-Range", "header", required=True)],
+                  body={"required": True, "content": {"application/octet-stream": {"schema": {
+                      "type": "string", "format": "binary"}}}}, auth="write", tag="creators"),
+        "delete": op("Cancel an unfinished upload", {"204": {"description": "cancelled"},
+                                                     **answer("", None, WRITE_ERRORS)},
+                     [param("id", "path")], auth="write", tag="creators")},
+    "/api/v1/tags": {"get": op("Tags with model counts", answer("A page of tags", PAGED({"type": "object"})), SIMPLE_PAGE)},
+    "/api/v1/creators": {"get": op("Creators with model counts", answer("A page of creators", PAGED({"type": "object"})),
+                                   SIMPLE_PAGE)},
+    "/api/v1/enums": {"get": op("Enumerations", answer("Lists of values", {"type": "object"}))},
+    "/api/v1/me": {"get": op("The user of the API key", answer("The user", {"type": "object", "properties": {
+        "id": INT, "username": {"type": "string"}, "tier": {"type": "string"}, "status": {"type": "string"}}},
+        {401: "no or bad key"}), auth="read", tag="accounts")},
+    "/api/v1/openapi.json": {"get": op("This document", answer("OpenAPI 3", {"type": "object"}), tag="meta")},
+    "/api/download/models/{id}": {"get": op(
+        "Download a file of a version: 307 to a signed storage URL that needs no key",
+        {"307": {"description": "redirect to the file", "headers": {"Location": {"schema": {"type": "string"}}}},
+         **answer("", None, {401: "login required", 403: "file failed its scan", 404: "no such version/file"})},
+        [ID, param("type", schema=ENUM(c.FILE_TYPES)), param("format", schema=ENUM(c.FILE_FORMATS)),
+         param("size", schema=ENUM(c.FILE_SIZES)), param("fp", schema=ENUM(c.FILE_FPS)), param("fileId", schema=INT),
+         param("token")], tag="downloads")},
+    "/api/download/files/{id}/{filename}": {"get": op(
+        "The file bytes (signed link); honours Range with 206/416",
+        {"200": {"description": "the bytes", "content": {"application/octet-stream": {}}},
+         "206": {"description": "a range of the bytes"}, "416": {"description": "range not satisfiable"},
+         "403": {"description": "bad or expired link", "content": {"application/json": {"schema": ref("Error")}}}},
+        [ID, param("filename", "path"), param("expires", schema=INT, required=True),
+         param("sig", required=True), param("Range", "header")], tag="downloads")},
+    "/healthz": {"get": op("Health of database, Redis and storage",
+                           {"200": {"description": "all up", "content": {"application/json": {"schema": ref("Health")}}},
+                            "503": {"description": "something is down", "content": {
+                                "application/json": {"schema": ref("Health")}}}}, tag="meta")},
+}
+
+
+def document(server_url: str) -> dict:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Atelier API", "version": "1", "description":
+                 "Civitai-compatible REST API v1 plus creator uploads. Auth: `Authorization: Bearer <key>` "
+                 "or `?token=<key>` on any path."},
+        "servers": [{"url": server_url}],
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "token": {"type": "apiKey", "in": "query", "name": "token"}}},
+    }
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi():
+    return jsonify(document(request.host_url.rstrip("/")))
