@@ -1,0 +1,161 @@
+"""Test set-up. The suite runs twice from `make test`: on the embedded defaults (SQLite file, embedded
+redis-server) and, when ATELIER_TEST_DATABASE_URL / ATELIER_TEST_REDIS_URL are set, on PostgreSQL and
+Redis. Each session gets its own data directory, database and queue namespace."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+PG_BASE = os.environ.get("ATELIER_TEST_DATABASE_URL", "")
+REDIS = os.environ.get("ATELIER_TEST_REDIS_URL", "")
+RUN_ID = uuid.uuid4().hex[:10]
+HOME = Path(tempfile.mkdtemp(prefix="atelier-test-"))
+PG_DB = f"atelier_test_{RUN_ID}"
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg2
+    conn = psycopg2.connect(PG_BASE)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+def _configure_env() -> None:
+    for name in ("DATABASE_URL", "REDIS_URL", "STORAGE_URL", "PUBLIC_URL", "SECRET_KEY", "PORT"):
+        os.environ.pop(name, None)
+    os.environ.update(ATELIER_HOME=str(HOME), SECRET_KEY="test-secret", LOG_LEVEL="WARNING",
+                      QUEUE_NAMESPACE=f"atelier-test-{RUN_ID}", JOB_MAX_RETRIES="1")
+    if PG_BASE:
+        _pg_admin(f"CREATE DATABASE {PG_DB}")
+        os.environ["DATABASE_URL"] = PG_BASE.rsplit("/", 1)[0] + "/" + PG_DB
+    if REDIS:
+        os.environ["REDIS_URL"] = REDIS
+
+
+_configure_env()
+
+import settings  # noqa: E402
+
+settings.reload()
+from models_db import db as database  # noqa: E402
+from models_db.migrations import upgrade  # noqa: E402
+
+upgrade()
+import jobs  # noqa: E402,F401
+from jobs.broker import broker  # noqa: E402
+
+
+def pytest_report_header(config):
+    s = settings.get()
+    return [f"atelier backends: database={s.database_url.split('@')[-1]} "
+            f"redis={s.redis_url or 'embedded'} home={s.home}"]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    broker.flush_all()
+    database.db.close()
+    if PG_BASE:
+        _pg_admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+    else:
+        from jobs.redis_server import stop_embedded
+        stop_embedded()
+    shutil.rmtree(HOME, ignore_errors=True)
+
+
+def all_tables():
+    from peewee import Model as PeeweeModel
+    from models_db import accounts, catalog, downloads, notifications, uploads
+    tables = []
+    for module in (notifications, downloads, uploads, catalog, accounts):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, PeeweeModel) and value._meta.database is database.db \
+                    and value.__module__ == module.__name__ and value not in tables:
+                tables.append(value)
+    return tables
+
+
+@pytest.fixture(autouse=True)
+def clean_state():
+    """Every test starts with empty tables, queues and storage."""
+    database.db.connect(reuse_if_open=True)
+    names = ", ".join(t._meta.table_name for t in all_tables())
+    if PG_BASE:
+        database.db.execute_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    else:
+        with database.db.atomic():
+            database.db.execute_sql("PRAGMA defer_foreign_keys = ON")
+            for table in all_tables():
+                database.db.execute_sql(f'DELETE FROM "{table._meta.table_name}"')
+    broker.flush_all()
+    for folder in ("blobs", "uploads", "tmp"):
+        shutil.rmtree(HOME / folder, ignore_errors=True)
+    yield
+    if not database.db.is_closed():
+        database.db.close()
+
+
+@pytest.fixture
+def app():
+    from web import create_app
+    app = create_app()
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def worker():
+    """A real Dramatiq worker on the real broker, in this process. Use run_jobs() to drain the queues."""
+    from dramatiq import Worker
+    w = Worker(broker, worker_threads=2, worker_timeout=100)
+    w.start()
+    yield w
+    w.stop()
+
+
+def run_jobs(worker_, rounds: int = 3) -> None:
+    """Waits until every queue is empty and the worker idle (jobs may enqueue more jobs)."""
+    for _ in range(rounds):
+        for queue in list(broker.get_declared_queues()):
+            broker.join(queue, timeout=60_000)
+        worker_.join()
+
+
+@pytest.fixture
+def live_server(app):
+    """The app on a real HTTP port, for third-party clients."""
+    from werkzeug.serving import make_server
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def make_user(name: str = "alice", role: str = "user", scope: str = "write"):
+    from models_db.accounts import create_api_key, create_user
+    user = create_user(name, role=role)
+    _, key = create_api_key(user, "test", scope)
+    return user, key
+
+
+@pytest.fixture
+def alice():
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob():
+    return make_user("bob")

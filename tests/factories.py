@@ -1,0 +1,92 @@
+"""Real model files for tests: tiny random tensors under the real key layouts of each architecture,
+written with safetensors / torch.save exactly as published checkpoints are."""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+RNG = np.random.default_rng(1234)
+SD_UNET = "model.diffusion_model."
+
+
+def _t(*shape, dtype=np.float16):
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+def layout(family: str, dtype=np.float16) -> dict:
+    """Tensors named as in the original single-file checkpoints of each family (tiny shapes)."""
+    unet = {SD_UNET + "input_blocks.0.0.weight": _t(8, 4, 3, 3, dtype=dtype),
+            SD_UNET + "out.2.weight": _t(4, 8, 3, 3, dtype=dtype)}
+    vae = {"first_stage_model.encoder.down.0.block.0.conv1.weight": _t(8, 8, 3, 3, dtype=dtype),
+           "first_stage_model.decoder.up.0.block.0.conv1.weight": _t(8, 8, 3, 3, dtype=dtype)}
+    if family == "SD1":
+        return {**unet, **vae, SD_UNET + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": _t(16, 768, dtype=dtype),
+                "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": _t(64, 768, dtype=dtype)}
+    if family == "SD2":
+        return {**unet, **vae, SD_UNET + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": _t(16, 1024, dtype=dtype),
+                "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight": _t(48, 16, dtype=dtype)}
+    if family == "SDXL":
+        return {**unet, **vae, SD_UNET + "label_emb.0.0.weight": _t(16, 2816, dtype=dtype),
+                "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight": _t(64, 768, dtype=dtype),
+                "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight": _t(48, 16, dtype=dtype)}
+    if family == "FLUX1":
+        return {"double_blocks.0.img_attn.qkv.weight": _t(48, 16, dtype=dtype),
+                "single_blocks.0.linear1.weight": _t(64, 16, dtype=dtype),
+                "img_in.weight": _t(16, 64, dtype=dtype)}
+    if family == "LoRA":
+        return {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": _t(4, 320, dtype=dtype),
+                "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": _t(320, 4, dtype=dtype),
+                "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": np.array(4.0, dtype=dtype),
+                "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": _t(4, 768, dtype=dtype)}
+    if family == "TextualInversion":
+        return {"emb_params": _t(4, 768, dtype=dtype)}
+    if family == "ControlNet":
+        return {"control_model.input_hint_block.0.weight": _t(16, 3, 3, 3, dtype=dtype),
+                "control_model.zero_convs.0.0.weight": _t(8, 8, 1, 1, dtype=dtype)}
+    if family == "VAE":
+        return {"encoder.down.0.block.0.conv1.weight": _t(8, 8, 3, 3, dtype=dtype),
+                "decoder.up.0.block.0.conv1.weight": _t(8, 8, 3, 3, dtype=dtype)}
+    raise ValueError(family)
+
+
+def safetensors_file(path: Path, family: str = "SD1", *, min_bytes: int = 0, dtype=np.float16,
+                     metadata: dict | None = None) -> Path:
+    """A checkpoint of `family`; padded with an extra tensor to reach min_bytes (AutoV1 needs > 1 MiB)."""
+    tensors = layout(family, dtype)
+    have = sum(t.nbytes for t in tensors.values())
+    if min_bytes > have:
+        tensors["pad.weight"] = np.zeros(
+            (min_bytes - have) // np.dtype(dtype).itemsize + 1, dtype=dtype) + RNG.standard_normal(1).astype(dtype)
+    save_file(tensors, str(path), metadata=metadata)
+    return Path(path)
+
+
+def torch_checkpoint(path: Path, family: str = "SD1") -> Path:
+    import torch
+    state = {k: torch.from_numpy(np.array(v)) for k, v in layout(family).items()}
+    torch.save({"state_dict": state}, path)
+    return Path(path)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo owned > /tmp/atelier-test-owned",))
+
+
+def malicious_checkpoint(path: Path) -> Path:
+    """A torch-style zip checkpoint whose pickle calls os.system when loaded."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"state_dict": {}, "x": _Exploit()}, protocol=2))
+        z.writestr("archive/version", "3\n")
+    return Path(path)
+
+
+def truncate(path: Path, drop: int = 1000) -> Path:
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:-drop])
+    return Path(path)

@@ -1,0 +1,53 @@
+"""Test helpers that drive the real entrances (CLI, HTTP)."""
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from cli import main
+
+
+def cli(*args, input=None):
+    result = CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+    return result
+
+
+def import_model(path, *args) -> dict:
+    result = cli("import-model", path, *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def auth(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def catalog_model(owner, name: str, *, model_type="Checkpoint", base_model="SD 1.5", tags=(), publish=True,
+                  nsfw=False, downloads=0, rating=0.0, file_bytes: bytes | None = None, **fields):
+    """A model with one version and one ingested file, built through the catalog's own functions."""
+    import io
+
+    from jobs.ingest import ingest
+    from models_db import catalog as c
+    from models_db.db import transaction
+    from models_db.storage import get_store
+    data = file_bytes if file_bytes is not None else tiny_safetensors(name)
+    sha, size = get_store().put_stream(io.BytesIO(data))
+    with transaction():
+        model = c.create_model(owner, name=name, type=model_type, tags=tags, nsfw=nsfw,
+                               download_count=downloads, rating=rating, **fields)
+        version = c.create_version(model, name="v1", base_model=base_model)
+        file = c.ModelFile.create(version=version, name=f"{name}.safetensors", blob=sha, size_bytes=size)
+    assert ingest(file.id).status == "Ready"
+    if publish:
+        with transaction():
+            c.publish_version(version)
+    return c.Model.get_by_id(model.id)
+
+
+def tiny_safetensors(name: str) -> bytes:
+    """A small valid safetensors file whose bytes are unique to `name`."""
+    import numpy as np
+    from safetensors.numpy import save
+    return save({"w": np.arange(16, dtype=np.float16)}, metadata={"name": name})

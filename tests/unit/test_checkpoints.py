@@ -1,0 +1,88 @@
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from gpu.checkpoints import InvalidModelFile, inspect_file, read_safetensors_header, scan_pickle
+from tests import factories
+
+
+@pytest.mark.parametrize("family", ["SD1", "SD2", "SDXL", "FLUX1", "LoRA", "TextualInversion", "ControlNet", "VAE"])
+def test_architecture_is_recognised_from_tensor_names(tmp_path, family):
+    path = factories.safetensors_file(tmp_path / "m.safetensors", family)
+    info, verdict = inspect_file(path, path.name, "Checkpoint")
+    assert info.architecture == family
+    assert info.format == "SafeTensor" and verdict[0] == "Success"
+
+
+def test_bare_unet_is_recognised_by_its_cross_attention_width(tmp_path):
+    from safetensors.numpy import save_file
+    key = "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"
+    for width, family in ((768, "SD1"), (1024, "SD2"), (2048, "SDXL")):
+        path = tmp_path / f"{width}.safetensors"
+        save_file({key: np.zeros((4, width), np.float16)}, str(path))
+        assert inspect_file(path, path.name, "Checkpoint")[0].architecture == family
+
+
+@pytest.mark.parametrize("dtype,fp", [(np.float16, "fp16"), (np.float32, "fp32")])
+def test_precision_and_counts(tmp_path, dtype, fp):
+    path = factories.safetensors_file(tmp_path / "m.safetensors", "SD1", dtype=dtype, metadata={"ss_note": "hi"})
+    info, _ = inspect_file(path, path.name, "Checkpoint")
+    assert info.fp == fp
+    assert info.details["tensors"] == len(factories.layout("SD1"))
+    assert info.details["metadata"] == {"ss_note": "hi"}
+
+
+def test_truncated_safetensors_is_refused_with_the_missing_byte_count(tmp_path):
+    path = factories.truncate(factories.safetensors_file(tmp_path / "m.safetensors"), 1000)
+    with pytest.raises(InvalidModelFile, match="truncated safetensors file.*1000 missing"):
+        inspect_file(path, path.name, "Checkpoint")
+
+
+def test_garbage_named_safetensors_is_refused(tmp_path):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(InvalidModelFile, match="safetensors"):
+        inspect_file(path, path.name, "Checkpoint")
+
+
+def test_inconsistent_offsets_are_refused(tmp_path):
+    header = json.dumps({"a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 6]}}).encode()
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 6)
+    with pytest.raises(InvalidModelFile, match="offsets"):
+        read_safetensors_header(path)
+
+
+def test_trailing_garbage_is_refused(tmp_path):
+    path = factories.safetensors_file(tmp_path / "m.safetensors")
+    path.write_bytes(path.read_bytes() + b"junk")
+    with pytest.raises(InvalidModelFile, match="trailing"):
+        inspect_file(path, path.name, "Checkpoint")
+
+
+def test_dangerous_pickle_is_flagged_and_never_loaded(tmp_path):
+    path = factories.malicious_checkpoint(tmp_path / "evil.ckpt")
+    verdict, message = scan_pickle(path)
+    assert verdict == "Danger" and "system" in message
+    info, (result, _) = inspect_file(path, path.name, "Checkpoint")
+    assert result == "Danger" and info.architecture is None
+
+
+def test_clean_torch_checkpoint_is_read(tmp_path):
+    path = factories.torch_checkpoint(tmp_path / "ok.ckpt", "SDXL")
+    info, (result, _) = inspect_file(path, path.name, "Checkpoint")
+    assert result == "Success"
+    assert (info.format, info.architecture, info.fp) == ("PickleTensor", "SDXL", "fp16")
+
+
+def test_other_formats_pass_for_non_weight_types(tmp_path):
+    path = tmp_path / "cards.txt"
+    path.write_text("red\ngreen\n")
+    info, verdict = inspect_file(path, path.name, "Wildcards")
+    assert info.format == "Other" and verdict[0] == "Success"
+    weights = tmp_path / "weights.ckpt"
+    weights.write_text("not a checkpoint")
+    with pytest.raises(InvalidModelFile):
+        inspect_file(weights, weights.name, "Checkpoint")

@@ -1,0 +1,23 @@
+import settings
+
+
+def test_defaults_are_embedded(tmp_path):
+    s = settings.load({"ATELIER_HOME": str(tmp_path)})
+    assert s.database_url == f"sqlite:///{tmp_path / 'atelier.db'}"
+    assert s.redis_url == "" and s.storage_url == f"file://{tmp_path / 'blobs'}"
+    assert s.port == 8000
+
+
+def test_secret_key_is_generated_once_and_kept(tmp_path):
+    first = settings.load({"ATELIER_HOME": str(tmp_path)}).secret_key
+    assert len(first) == 64
+    assert settings.load({"ATELIER_HOME": str(tmp_path)}).secret_key == first
+    assert settings.load({"ATELIER_HOME": str(tmp_path), "SECRET_KEY": "given"}).secret_key == "given"
+
+
+def test_services_by_url(tmp_path):
+    s = settings.load({"ATELIER_HOME": str(tmp_path), "DATABASE_URL": "postgresql://u@h:5432/d",
+                       "REDIS_URL": "redis://h:6379/1", "STORAGE_URL": "s3://bucket/p", "PORT": "8123"})
+    assert (s.database_url, s.redis_url, s.storage_url, s.port) == (
+        "postgresql://u@h:5432/d", "redis://h:6379/1", "s3://bucket/p", 8123)
+    assert not s.is_sqlite
