@@ -23,6 +23,9 @@ class User(BaseModel):
     is_active = BooleanField(default=True)
     created_at = DateTimeField(default=utcnow)
 
+    class Meta:
+        table_name = "users"  # "user" is reserved in PostgreSQL
+
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
 

@@ -86,7 +86,7 @@ def all_tables():
 def clean_state():
     """Every test starts with empty tables, queues and storage."""
     database.db.connect(reuse_if_open=True)
-    names = ", ".join(t._meta.table_name for t in all_tables())
+    names = ", ".join(f'"{t._meta.table_name}"' for t in all_tables())
     if PG_BASE:
         database.db.execute_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
     else:

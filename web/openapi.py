@@ -52,7 +52,9 @@ BOOL = {"type": "boolean"}
 ENUM = lambda values: {"type": "string", "enum": list(values)}  # noqa: E731
 PAGED = lambda item: {"type": "object", "properties": {  # noqa: E731
     "items": {"type": "array", "items": item}, "metadata": ref("PageMetadata")}}
-ID = param("id", "path", INT)
+MODEL_ID = param("model_id", "path", INT)
+VERSION_ID = param("version_id", "path", INT)
+UPLOAD_ID = param("upload_id", "path")
 
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {
@@ -133,29 +135,29 @@ PATHS = {
         "post": op("Create a model (Draft)", {"201": {"description": "created", "content": {
             "application/json": {"schema": ref("Model")}}}, **answer("", None, WRITE_ERRORS)},
             body=json_body(ref("NewModel")), auth="write", tag="creators")},
-    "/api/v1/models/{id}": {"get": op("One model", answer("The model", ref("Model"), NOT_FOUND), [ID])},
-    "/api/v1/models/{id}/publish": {"post": op(
+    "/api/v1/models/{model_id}": {"get": op("One model", answer("The model", ref("Model"), NOT_FOUND), [MODEL_ID])},
+    "/api/v1/models/{model_id}/publish": {"post": op(
         "Publish every version that has an accepted file", answer("The model", ref("Model"),
                                                                   {**WRITE_ERRORS, 409: "nothing to publish"}),
-        [ID], auth="write", tag="creators")},
+        [MODEL_ID], auth="write", tag="creators")},
     "/api/v1/model-versions": {"post": op("Create a version of one of your models", {
         "201": {"description": "created", "content": {"application/json": {"schema": ref("ModelVersion")}}},
         **answer("", None, WRITE_ERRORS)}, body=json_body(ref("NewVersion")), auth="write", tag="creators")},
-    "/api/v1/model-versions/{id}": {"get": op("One model version", answer("The version", ref("ModelVersion"), NOT_FOUND),
-                                              [ID])},
-    "/api/v1/model-versions/{id}/publish": {"post": op(
+    "/api/v1/model-versions/{version_id}": {"get": op("One model version", answer("The version", ref("ModelVersion"), NOT_FOUND),
+                                                      [VERSION_ID])},
+    "/api/v1/model-versions/{version_id}/publish": {"post": op(
         "Publish a version", answer("The version", ref("ModelVersion"), {**WRITE_ERRORS, 409: "no accepted file"}),
-        [ID], auth="write", tag="creators")},
-    "/api/v1/model-versions/{id}/files": {"post": op(
+        [VERSION_ID], auth="write", tag="creators")},
+    "/api/v1/model-versions/{version_id}/files": {"post": op(
         "Upload a file in one multipart request", {"202": {"description": "received; ingest queued", "content": {
             "application/json": {"schema": ref("Upload")}}}, **answer("", None, {**WRITE_ERRORS, 413: "too large"})},
-        [ID], body={"required": True, "content": {"multipart/form-data": {"schema": {
+        [VERSION_ID], body={"required": True, "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["file"], "properties": {
                 "file": {"type": "string", "format": "binary"}, "type": ENUM(c.FILE_TYPES)}}}}},
         auth="write", tag="creators")},
-    "/api/v1/model-versions/by-hash/{hash}": {"get": op(
+    "/api/v1/model-versions/by-hash/{file_hash}": {"get": op(
         "The version holding a file with this SHA256, AutoV1, AutoV2, CRC32 or BLAKE3 (any case)",
-        answer("The version", ref("ModelVersion"), NOT_FOUND), [param("hash", "path")])},
+        answer("The version", ref("ModelVersion"), NOT_FOUND), [param("file_hash", "path")])},
     "/api/v1/model-versions/by-hash": {"post": op(
         "Versions for up to 100 hashes", answer("Versions found", {"type": "array", "items": ref("ModelVersion")},
                                                 {400: "not a list of at most 100 hashes"}),
@@ -165,17 +167,17 @@ PATHS = {
         body=json_body({"type": "object", "required": ["modelVersionId", "filename", "size"], "properties": {
             "modelVersionId": INT, "filename": {"type": "string"}, "size": INT, "type": ENUM(c.FILE_TYPES)}}),
         auth="write", tag="creators")},
-    "/api/v1/uploads/{id}": {
+    "/api/v1/uploads/{upload_id}": {
         "get": op("State of an upload (offset to resume from, ingest progress, outcome)",
-                  answer("The upload", ref("Upload"), NOT_FOUND), [param("id", "path")], auth="read", tag="creators"),
+                  answer("The upload", ref("Upload"), NOT_FOUND), [UPLOAD_ID], auth="read", tag="creators"),
         "put": op("Send the next chunk: header Content-Range: bytes START-END/TOTAL; START must equal offset",
                   answer("The upload", ref("Upload"), {**WRITE_ERRORS, 409: "wrong offset (body has it)"}),
-                  [param("id", "path"), param("Content-Range", "header", required=True)],
+                  [UPLOAD_ID, param("Content-Range", "header", required=True)],
                   body={"required": True, "content": {"application/octet-stream": {"schema": {
                       "type": "string", "format": "binary"}}}}, auth="write", tag="creators"),
         "delete": op("Cancel an unfinished upload", {"204": {"description": "cancelled"},
                                                      **answer("", None, WRITE_ERRORS)},
-                     [param("id", "path")], auth="write", tag="creators")},
+                     [UPLOAD_ID], auth="write", tag="creators")},
     "/api/v1/tags": {"get": op("Tags with model counts", answer("A page of tags", PAGED({"type": "object"})), SIMPLE_PAGE)},
     "/api/v1/creators": {"get": op("Creators with model counts", answer("A page of creators", PAGED({"type": "object"})),
                                    SIMPLE_PAGE)},
@@ -184,19 +186,19 @@ PATHS = {
         "id": INT, "username": {"type": "string"}, "tier": {"type": "string"}, "status": {"type": "string"}}},
         {401: "no or bad key"}), auth="read", tag="accounts")},
     "/api/v1/openapi.json": {"get": op("This document", answer("OpenAPI 3", {"type": "object"}), tag="meta")},
-    "/api/download/models/{id}": {"get": op(
+    "/api/download/models/{version_id}": {"get": op(
         "Download a file of a version: 307 to a signed storage URL that needs no key",
         {"307": {"description": "redirect to the file", "headers": {"Location": {"schema": {"type": "string"}}}},
          **answer("", None, {401: "login required", 403: "file failed its scan", 404: "no such version/file"})},
-        [ID, param("type", schema=ENUM(c.FILE_TYPES)), param("format", schema=ENUM(c.FILE_FORMATS)),
+        [VERSION_ID, param("type", schema=ENUM(c.FILE_TYPES)), param("format", schema=ENUM(c.FILE_FORMATS)),
          param("size", schema=ENUM(c.FILE_SIZES)), param("fp", schema=ENUM(c.FILE_FPS)), param("fileId", schema=INT),
          param("token")], tag="downloads")},
-    "/api/download/files/{id}/{filename}": {"get": op(
+    "/api/download/files/{file_id}/{filename}": {"get": op(
         "The file bytes (signed link); honours Range with 206/416",
         {"200": {"description": "the bytes", "content": {"application/octet-stream": {}}},
          "206": {"description": "a range of the bytes"}, "416": {"description": "range not satisfiable"},
          "403": {"description": "bad or expired link", "content": {"application/json": {"schema": ref("Error")}}}},
-        [ID, param("filename", "path"), param("expires", schema=INT, required=True),
+        [param("file_id", "path", INT), param("filename", "path"), param("expires", schema=INT, required=True),
          param("sig", required=True), param("Range", "header")], tag="downloads")},
     "/healthz": {"get": op("Health of database, Redis and storage",
                            {"200": {"description": "all up", "content": {"application/json": {"schema": ref("Health")}}},

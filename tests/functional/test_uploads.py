@@ -1,0 +1,127 @@
+"""Creator endpoints: create a model and version, upload (multipart or resumable chunks), publish."""
+import hashlib
+import io
+
+import pytest
+
+from models_db.catalog import ModelFile
+from models_db.storage import get_store
+from models_db.uploads import Upload
+from tests import factories
+from tests.conftest import make_user, run_jobs
+from tests.helpers import auth
+
+
+def new_version(client, key, **model_fields):
+    model = client.post("/api/v1/models", headers=auth(key), json={
+        "name": "Inkwash", "type": "LORA", "tags": ["Ink", "style"],
+        "description": "<p>ink</p><script>alert(1)</script>", **model_fields})
+    assert model.status_code == 201, model.get_json()
+    version = client.post("/api/v1/model-versions", headers=auth(key), json={
+        "modelId": model.get_json()["id"], "name": "v1", "baseModel": "SD 1.5", "trainedWords": ["inkwash"]})
+    assert version.status_code == 201, version.get_json()
+    return model.get_json(), version.get_json()
+
+
+def test_create_upload_ingest_publish(client, worker, alice, tmp_path):
+    model, version = new_version(client, alice[1])
+    assert model["status"] == "Draft" and "<script>" not in model["description"]
+    data = factories.safetensors_file(tmp_path / "ink.safetensors", "LoRA").read_bytes()
+    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
+                       data={"file": (io.BytesIO(data), "ink.safetensors")}, content_type="multipart/form-data")
+    assert sent.status_code == 202 and sent.get_json()["state"] == "processing"
+    run_jobs(worker)
+    upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(alice[1])).get_json()
+    assert upload["state"] == "done" and upload["processed"] == len(data) and upload["fileId"]
+    published = client.post(f"/api/v1/model-versions/{version['id']}/publish", headers=auth(alice[1]))
+    assert published.status_code == 200 and published.get_json()["status"] == "Published"
+    found = client.get(f"/api/v1/model-versions/by-hash/{hashlib.sha256(data).hexdigest()}").get_json()
+    assert found["id"] == version["id"] and found["files"][0]["metadata"]["format"] == "SafeTensor"
+    listed = client.get("/api/v1/models?types=LORA").get_json()["items"][0]
+    assert listed["tags"] == ["ink", "style"] and listed["status"] == "Published"
+
+
+def test_resumable_upload_in_chunks(client, worker, alice, tmp_path):
+    _, version = new_version(client, alice[1])
+    data = factories.safetensors_file(tmp_path / "big.safetensors", "LoRA", min_bytes=3 << 20).read_bytes()
+    start = client.post("/api/v1/uploads", headers=auth(alice[1]), json={
+        "modelVersionId": version["id"], "filename": "big.safetensors", "size": len(data)})
+    assert start.status_code == 201
+    upload = start.get_json()
+    url = upload["uploadUrl"].replace("http://localhost", "")
+    chunk = 1 << 20
+
+    def put(offset, body, total=len(data)):
+        return client.put(url, data=body, headers={**auth(alice[1]), "Content-Range":
+                                                   f"bytes {offset}-{offset + len(body) - 1}/{total}"})
+    assert put(0, data[:chunk]).get_json()["offset"] == chunk
+    wrong = put(0, data[:chunk])  # a client that lost track: told where to resume
+    assert wrong.status_code == 409 and wrong.get_json()["offset"] == chunk
+    short = client.put(url, data=data[chunk:chunk + 10], headers={
+        **auth(alice[1]), "Content-Range": f"bytes {chunk}-{2 * chunk - 1}/{len(data)}"})
+    assert short.status_code == 400
+    assert client.get(url, headers=auth(alice[1])).get_json()["offset"] == chunk
+    offset = chunk
+    while offset < len(data):
+        body = put(offset, data[offset:offset + chunk]).get_json()
+        offset = body["offset"]
+    assert body["state"] == "processing"
+    run_jobs(worker)
+    file = ModelFile.get_by_id(Upload.get_by_id(upload["id"]).file_id)
+    assert file.status == "Ready" and file.size_bytes == len(data)
+    with get_store().open(file.blob) as stored:
+        assert stored.read() == data
+
+
+def test_rejected_upload_leaves_no_file_or_blob(client, worker, alice, tmp_path):
+    _, version = new_version(client, alice[1])
+    data = factories.truncate(factories.safetensors_file(tmp_path / "t.safetensors", "LoRA")).read_bytes()
+    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
+                       data={"file": (io.BytesIO(data), "t.safetensors")}, content_type="multipart/form-data")
+    run_jobs(worker)
+    upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(alice[1])).get_json()
+    assert upload["state"] == "rejected" and "truncated safetensors file" in upload["error"]
+    assert ModelFile.select().count() == 0
+    assert not get_store().exists(hashlib.sha256(data).hexdigest())
+    refused = client.post(f"/api/v1/model-versions/{version['id']}/publish", headers=auth(alice[1]))
+    assert refused.status_code == 409
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ({"type": "LORA"}, "name is required"), ({"name": "x", "type": "Car"}, "type must be one of"),
+    ({"name": "x", "type": "LORA", "tags": "a"}, "tags must be a list"),
+    ({"name": "x", "type": "LORA", "nsfw": "yes"}, "nsfw must be true or false"),
+])
+def test_invalid_model_bodies(client, alice, body, fragment):
+    response = client.post("/api/v1/models", headers=auth(alice[1]), json=body)
+    assert response.status_code == 400 and fragment in response.get_json()["error"]
+
+
+def test_scopes_and_ownership(client, alice, bob):
+    _, reader = make_user("reader", scope="read")
+    assert client.post("/api/v1/models", json={"name": "x", "type": "LORA"}).status_code == 401
+    denied = client.post("/api/v1/models", headers=auth(reader), json={"name": "x", "type": "LORA"})
+    assert denied.status_code == 403 and "write" in denied.get_json()["error"]
+    model, version = new_version(client, alice[1])
+    assert client.post("/api/v1/model-versions", headers=auth(bob[1]), json={
+        "modelId": model["id"], "name": "v2", "baseModel": "SD 1.5"}).status_code == 404
+    assert client.post("/api/v1/uploads", headers=auth(bob[1]), json={
+        "modelVersionId": version["id"], "filename": "x.safetensors", "size": 10}).status_code == 404
+    bad = client.post("/api/v1/uploads", headers=auth(alice[1]), json={
+        "modelVersionId": version["id"], "filename": "../x", "size": -1})
+    assert bad.status_code == 400 and Upload.select().count() == 0
+
+
+def test_expired_uploads_are_cleared(client, alice):
+    from datetime import timedelta
+
+    from jobs.uploads import expire_uploads
+    from models_db.db import utcnow
+    from models_db.uploads import part_path
+    _, version = new_version(client, alice[1])
+    upload = client.post("/api/v1/uploads", headers=auth(alice[1]), json={
+        "modelVersionId": version["id"], "filename": "x.safetensors", "size": 100}).get_json()
+    assert part_path(upload["id"]).exists()
+    Upload.update(updated_at=utcnow() - timedelta(days=3)).execute()
+    assert expire_uploads.fn() == 1
+    assert Upload.get_by_id(upload["id"]).state == "rejected" and not part_path(upload["id"]).exists()
