@@ -18,6 +18,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(PY)
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) -e '.[test]'
+	# a download-only Civitai client used by the tests; its declared deps (a web UI) are not needed
+	$(PIP) --no-deps 'civitai-downloader==1.3.5'
 	touch $@
 
 install: $(VENV)/.installed

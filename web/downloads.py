@@ -64,7 +64,8 @@ def download_version(version_id: int):
     if target is None:
         expires = int(time.time()) + ttl
         target = absolute("downloads.blob", file_id=file.id, filename=file.name, expires=expires,
-                          sig=sign(file.id, expires))
+                          sig=sign(file.id, expires),
+                          **{"response-content-disposition": content_disposition(file.name)})
     response = redirect(target, code=307)
     response.headers["Cache-Control"] = "no-store"
     return response

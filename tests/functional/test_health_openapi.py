@@ -40,3 +40,8 @@ def test_openapi_describes_every_api_route(app, client):
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method.lower()) in documented, f"{method} {rule.rule} is not in the OpenAPI document"
+
+
+def test_openapi_document_is_valid(client):
+    from openapi_spec_validator import validate
+    validate(client.get("/api/v1/openapi.json").get_json())
