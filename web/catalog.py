@@ -198,13 +198,18 @@ def versions_by_hash():
 
 
 def _simple_page(fetch, make):
+    """Offset paging; the cursor is the next page number, for clients that only follow nextCursor."""
     limit = integer("limit", 20, 1, 200)
-    page = integer("page", 1, 1)
+    cursor = request.args.get("cursor", "")
+    if cursor and not cursor.isdigit():
+        error(400, "invalid cursor")
+    page = int(cursor) if cursor else integer("page", 1, 1)
     rows, total = fetch(request.args.get("query", "").strip(), limit, page)
     pages = max(1, -(-total // limit))
     metadata = {"totalItems": total, "currentPage": page, "pageSize": limit, "totalPages": pages}
     if page < pages:
-        metadata["nextPage"] = page_url(page=page + 1)
+        metadata["nextCursor"] = str(page + 1)
+        metadata["nextPage"] = page_url(page=page + 1, cursor=None)
     if page > 1:
         metadata["prevPage"] = page_url(page=page - 1)
     return jsonify(items=[make(r) for r in rows], metadata=metadata)

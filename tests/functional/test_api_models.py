@@ -156,6 +156,9 @@ def test_tags_creators_enums_me(client, alice, bob):
     tags = items(client, "/api/v1/tags")["items"]
     assert {t["name"]: t["modelCount"] for t in tags} == {"style": 2, "anime": 1}
     assert tags[0]["link"].endswith("/api/v1/models?tag=style")
+    first = items(client, "/api/v1/tags?limit=1")
+    assert first["metadata"]["nextCursor"] == "2" and first["items"][0]["name"] == "style"
+    assert items(client, "/api/v1/tags?limit=1&cursor=2")["items"][0]["name"] == "anime"
     creators = items(client, "/api/v1/creators")["items"]
     assert [(c["username"], c["modelCount"]) for c in creators] == [("alice", 2)]
     enums = items(client, "/api/v1/enums")

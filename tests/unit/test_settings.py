@@ -21,3 +21,12 @@ def test_services_by_url(tmp_path):
     assert (s.database_url, s.redis_url, s.storage_url, s.port) == (
         "postgresql://u@h:5432/d", "redis://h:6379/1", "s3://bucket/p", 8123)
     assert not s.is_sqlite
+
+
+def test_readme_documents_every_variable():
+    from pathlib import Path
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert readme.splitlines()[5:7] == ["make run     # creates .venv, installs, migrates, starts web + workers + GPU worker + scheduler on http://127.0.0.1:8000",
+                                       "make test    # installs test dependencies and runs the whole suite (embedded defaults, then PostgreSQL + Redis)"]
+    for name in settings.VARIABLES:
+        assert f"`{name}`" in readme, name
