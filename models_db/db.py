@@ -6,7 +6,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from urllib.parse import urlparse
 
-from peewee import DatabaseProxy, Model, PostgresqlDatabase, SqliteDatabase
+from peewee import DatabaseProxy, Model
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 import settings
 
@@ -26,15 +27,18 @@ def utcnow() -> datetime:
 
 
 def open_database(url: str):
+    """A pooled connection per thread: close() hands it back to the pool instead of dropping it."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = url[len("sqlite:///"):] or ":memory:"
-        return SqliteDatabase(path, timeout=30, pragmas={
+        return PooledSqliteDatabase(path, max_connections=32, stale_timeout=600, timeout=30,
+                                    check_same_thread=False, pragmas={
             "journal_mode": "wal", "foreign_keys": 1, "synchronous": "normal",
             "busy_timeout": 30000, "cache_size": -65536})
     if parsed.scheme in ("postgres", "postgresql"):
-        return PostgresqlDatabase(
-            (parsed.path or "/").lstrip("/") or "postgres", host=parsed.hostname,
+        return PooledPostgresqlDatabase(
+            (parsed.path or "/").lstrip("/") or "postgres", max_connections=32, stale_timeout=600,
+            host=parsed.hostname,
             port=parsed.port or 5432, user=parsed.username, password=parsed.password)
     raise SystemExit(f"DATABASE_URL: unsupported scheme {parsed.scheme!r} (use sqlite:/// or postgresql://)")
 

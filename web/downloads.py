@@ -56,9 +56,10 @@ def download_version(version_id: int):
         error(404, "No file of this version matches the requested type/format/size/fp")
     if not file.downloadable:
         error(403, f"{file.name} is not downloadable: {file.pickle_scan_message or 'it failed its scan'}")
-    from jobs.downloads import record_download
-    user_id = user.id if user else None
-    on_commit(lambda: record_download.send(uuid.uuid4().hex, file.id, user_id))
+    if request.method == "GET":  # a HEAD probe is not a download
+        from jobs.downloads import record_download
+        user_id = user.id if user else None
+        on_commit(lambda: record_download.send(uuid.uuid4().hex, file.id, user_id))
     ttl = settings.get().download_link_ttl
     target = get_store().signed_url(file.blob, file.name, ttl)
     if target is None:

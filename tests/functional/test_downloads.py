@@ -84,6 +84,7 @@ def test_downloads_are_counted_once_by_the_actor(client, imported, worker):
     out, _ = imported
     for _ in range(3):
         client.get(f"/api/download/models/{out['versionId']}")
+    assert client.head(f"/api/download/models/{out['versionId']}").status_code == 307  # a probe, not counted
     run_jobs(worker)
     assert ModelVersion.get_by_id(out["versionId"]).download_count == 3
     assert Model.get_by_id(out["modelId"]).download_count == 3
