@@ -185,6 +185,11 @@ PATHS = {
     "/api/v1/me": {"get": op("The user of the API key", answer("The user", {"type": "object", "properties": {
         "id": INT, "username": {"type": "string"}, "tier": {"type": "string"}, "status": {"type": "string"}}},
         {401: "no or bad key"}), auth="read", tag="accounts")},
+    "/api/v1/notifications": {"get": op("Messages to the user of the API key, newest first", answer(
+        "Notifications", {"type": "object", "properties": {"items": {"type": "array", "items": {
+            "type": "object", "properties": {"id": INT, "kind": {"type": "string"}, "message": {"type": "string"},
+                                             "createdAt": {"type": "string", "format": "date-time"}}}}}},
+        {401: "no or bad key"}), [param("limit", schema=INT)], auth="read", tag="accounts")},
     "/api/v1/openapi.json": {"get": op("This document", answer("OpenAPI 3", {"type": "object"}), tag="meta")},
     "/api/download/models/{version_id}": {"get": op(
         "Download a file of a version: 307 to a signed storage URL that needs no key",

@@ -63,6 +63,8 @@ def test_dangerous_pickle_is_flagged_refused_for_download_and_owner_told(tmp_pat
     run_jobs(worker)
     note = Notification.get(Notification.user == owner)
     assert note.kind == "file-danger" and "evil.ckpt" in note.message and "system" in note.message
+    told = client.get("/api/v1/notifications", headers=auth(key)).get_json()["items"]
+    assert [n["message"] for n in told] == [note.message]
 
 
 def test_login_required_and_unknown_owner(tmp_path):

@@ -1,0 +1,35 @@
+"""atelier user create / api-key create / db upgrade."""
+from models_db.accounts import ApiKey, User, hash_key
+from tests.helpers import auth, cli
+
+
+def test_user_and_key_creation(client):
+    made = cli("user", "create", "erin", "--role", "admin", "--password-stdin", input="correct horse\n")
+    assert made.exit_code == 0
+    user = User.get(User.username == "erin")
+    assert user.role == "admin" and user.check_password("correct horse") and not user.check_password("nope")
+    key = cli("api-key", "create", "erin", "--scope", "read")
+    assert key.exit_code == 0
+    lines = key.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("atl_")
+    stored = ApiKey.get(ApiKey.user == user)
+    assert stored.key_hash == hash_key(lines[0]) and lines[0] not in (stored.key_hash, stored.prefix)
+    assert client.get("/api/v1/me", headers=auth(lines[0])).get_json()["username"] == "erin"
+    assert client.post("/api/v1/models", headers=auth(lines[0]), json={"name": "x", "type": "LORA"}).status_code == 403
+
+
+def test_cli_errors_are_clear():
+    assert cli("user", "create", "erin").exit_code == 0
+    again = cli("user", "create", "erin")
+    assert again.exit_code == 1 and "already exists" in again.output
+    bad = cli("user", "create", "x y")
+    assert bad.exit_code == 1 and "username" in bad.output
+    short = cli("user", "create", "frank", "--password-stdin", input="short\n")
+    assert short.exit_code == 1 and "8 characters" in short.output
+    assert cli("api-key", "create", "ghost").exit_code == 1
+
+
+def test_db_upgrade_is_idempotent():
+    result = cli("db", "upgrade")
+    assert result.exit_code == 0 and "0 migration(s) applied" in result.output
+    assert "applied  0001_initial" in cli("db", "status").output
