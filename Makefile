@@ -27,6 +27,7 @@ install-test: $(VENV)/.installed-test
 
 run: install
 	$(VENV)/bin/atelier db upgrade
+	$(VENV)/bin/atelier metrics-reset
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile -p $(PORT)
 
 # The whole suite twice: on the embedded defaults, then on PostgreSQL + Redis at 127.0.0.1.

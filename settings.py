@@ -28,6 +28,9 @@ VARIABLES = {
     "JOB_MAX_RETRIES": ("5", "Retries of a failed job (exponential backoff)."),
     "JOB_TIME_LIMIT_S": ("3600", "Longest a non-GPU job may run."),
     "JOB_MAX_AGE_S": ("86400", "Jobs older than this are dropped unprocessed."),
+    "JOB_HEARTBEAT_TIMEOUT_S": ("60", "A worker silent this long is dead: its in-flight jobs go back to their queue."),
+    "JOB_MAINTENANCE_CHANCE": ("1000", "Broker commands per million that also run queue maintenance."),
+    "METRICS_DIR": ("$ATELIER_HOME/metrics", "Where processes share Prometheus metrics (multiprocess mode)."),
     "LOG_LEVEL": ("INFO", "Logging level of every process."),
 }
 
@@ -54,6 +57,9 @@ class Settings:
     job_max_retries: int
     job_time_limit_s: int
     job_max_age_s: int
+    job_heartbeat_timeout_s: int
+    job_maintenance_chance: int
+    metrics_dir: Path
     log_level: str
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -115,6 +121,9 @@ def load(env: dict | None = None) -> Settings:
         job_max_retries=num("JOB_MAX_RETRIES"),
         job_time_limit_s=num("JOB_TIME_LIMIT_S"),
         job_max_age_s=num("JOB_MAX_AGE_S"),
+        job_heartbeat_timeout_s=num("JOB_HEARTBEAT_TIMEOUT_S"),
+        job_maintenance_chance=num("JOB_MAINTENANCE_CHANCE"),
+        metrics_dir=Path(raw["METRICS_DIR"] or home / "metrics").resolve(),
         log_level=(raw["LOG_LEVEL"] or "INFO").upper(),
         env=env,
     )

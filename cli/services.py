@@ -28,7 +28,7 @@ def web(bind):
     from jobs.redis_server import redis_url
     s = settings.get()
     redis_url()  # start the embedded redis before forking workers
-    _exec([_bin("gunicorn"), "--workers", str(s.web_workers), "--threads", "4",
+    _exec([_bin("gunicorn"), "--config", "python:web.gunicorn_conf", "--workers", str(s.web_workers), "--threads", "4",
            "--bind", bind or f"127.0.0.1:{s.port}", "--timeout", "600", "--access-logfile", "-",
            "web:create_app()"])
 
@@ -47,6 +47,13 @@ def worker(gpu):
         args = ["--processes", str(s.worker_processes), "--threads", str(s.worker_threads),
                 "--queues", *NON_GPU_QUEUES]
     _exec([_bin("dramatiq"), "jobs", *args])
+
+
+@click.command("metrics-reset")
+def metrics_reset():
+    """Forget the metrics files of processes from an earlier run (the Procfile's start does this)."""
+    import metrics
+    metrics.reset()
 
 
 @click.command("scheduler")
@@ -73,4 +80,4 @@ def redis_stop():
     stop_embedded()
 
 
-COMMANDS = [web, worker, scheduler, redis_group]
+COMMANDS = [web, worker, scheduler, redis_group, metrics_reset]

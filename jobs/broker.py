@@ -7,7 +7,7 @@ from dramatiq.middleware import (AgeLimit, Callbacks, CurrentMessage, Pipelines,
                                  ShutdownNotifications, TimeLimit)
 
 import settings
-from jobs.middleware import DbConnection
+from jobs.middleware import DbConnection, Idempotency, InFlight, Metrics
 from jobs.redis_server import redis_url
 
 QUEUES = ("default", "index", "gpu")
@@ -24,8 +24,13 @@ def build_broker() -> RedisBroker:
         Retries(max_retries=s.job_max_retries, min_backoff=1000, max_backoff=300_000),
         CurrentMessage(),
         DbConnection(),
+        Idempotency(),
+        InFlight(),
+        Metrics(),
     ]
-    broker = RedisBroker(url=redis_url(), namespace=s.queue_namespace, middleware=middleware)
+    broker = RedisBroker(url=redis_url(), namespace=s.queue_namespace, middleware=middleware,
+                         heartbeat_timeout=s.job_heartbeat_timeout_s * 1000,
+                         maintenance_chance=s.job_maintenance_chance)
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import dramatiq
 
 from gpu.checkpoints import InvalidModelFile, inspect_file
+from metrics import definitions as m
 from models_db.catalog import ModelFile, ModelFileHash, ModelVersion
 from models_db.db import on_commit, transaction, utcnow
 from models_db.hashing import hash_file
@@ -31,6 +32,12 @@ def ingest_file(file_id: int) -> None:
 
 def ingest(file_id: int, progress=None) -> Outcome:
     """Idempotent: a file that is no longer Pending is left as it is."""
+    outcome = _ingest(file_id, progress)
+    m.ingest_files.labels(outcome.status).inc()
+    return outcome
+
+
+def _ingest(file_id: int, progress) -> Outcome:
     file = ModelFile.get_or_none(ModelFile.id == file_id)
     if file is None or file.status != "Pending":
         return Outcome("Skipped", "already ingested" if file else "no such file")
@@ -46,6 +53,7 @@ def ingest(file_id: int, progress=None) -> Outcome:
     else:
         with store.local_path(file.blob) as path:
             hashes = hash_file(path, progress or _upload_progress(file.id))
+            m.ingest_bytes.inc(file.size_bytes)
             if hashes["SHA256"].lower() != file.blob:
                 return reject(file, "stored bytes do not match their SHA256")
             try:

@@ -1,13 +1,23 @@
-"""Dramatiq middleware of our own."""
+"""Dramatiq middleware of our own: DB connections, metrics, message-level idempotency, in-flight registry."""
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import threading
+import time
+
 import dramatiq
+from dramatiq.middleware import SkipMessage
 
 from models_db import db as database
 
+DONE_TTL_S = 7 * 24 * 3600
+
 
 class DbConnection(dramatiq.Middleware):
-    """Each message runs with an open database connection, closed (returned) afterwards."""
+    """Each message runs with a database connection from the pool, handed back afterwards; a broken
+    connection is discarded so the retry gets a fresh one."""
 
     def before_worker_boot(self, broker, worker):
         database.init()
@@ -17,7 +27,86 @@ class DbConnection(dramatiq.Middleware):
         database.db.connect(reuse_if_open=True)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        if not database.db.is_closed():
-            database.db.close()
+        if database.db.is_closed():
+            return
+        if exception is not None and database.db.in_transaction():
+            with contextlib.suppress(Exception):  # the connection may be the thing that broke
+                database.db.rollback()
+        database.db.close()  # the pool keeps a healthy connection and drops a broken one
 
     after_skip_message = after_process_message
+
+
+def _redis():
+    from jobs.redis_server import client
+    return client()
+
+
+class Idempotency(dramatiq.Middleware):
+    """A message that already succeeded is skipped if it is delivered again (at-least-once delivery:
+    a worker that dies after finishing but before acking gets its message redelivered)."""
+
+    @staticmethod
+    def key(message) -> str:
+        return f"atelier:done:{message.message_id}"
+
+    def before_process_message(self, broker, message):
+        if _redis().exists(self.key(message)):
+            raise SkipMessage(f"{message.message_id} already done")
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        if exception is None:
+            _redis().set(self.key(message), 1, ex=DONE_TTL_S)
+
+
+class InFlight(dramatiq.Middleware):
+    """Records which messages run where and since when (read by the stale-job reaper)."""
+    KEY = "atelier:inflight"
+
+    def before_process_message(self, broker, message):
+        _redis().hset(self.KEY, message.message_id, json.dumps({
+            "queue": message.queue_name, "actor": message.actor_name, "started": time.time(),
+            "worker": broker.broker_id, "pid": os.getpid()}))
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        _redis().hdel(self.KEY, message.message_id)
+
+    after_skip_message = after_process_message
+
+
+class Metrics(dramatiq.Middleware):
+    """Per-actor counters and durations into the shared Prometheus registry."""
+
+    def __init__(self):
+        self.started = threading.local()
+
+    @staticmethod
+    def _m():
+        from metrics import definitions
+        return definitions
+
+    def before_process_message(self, broker, message):
+        m = self._m()
+        m.job_messages.labels(message.actor_name, message.queue_name, "started").inc()
+        if message.options.get("retries"):
+            m.job_messages.labels(message.actor_name, message.queue_name, "retried").inc()
+        m.job_queue_wait.labels(message.actor_name).observe(max(0.0, time.time() - message.message_timestamp / 1000))
+        self.started.at = time.perf_counter()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        m = self._m()
+        outcome = "failed" if exception is not None else "succeeded"
+        m.job_messages.labels(message.actor_name, message.queue_name, outcome).inc()
+        started = getattr(self.started, "at", None)
+        if started is not None:
+            m.job_duration.labels(message.actor_name).observe(time.perf_counter() - started)
+
+    def after_skip_message(self, broker, message):
+        self._m().job_messages.labels(message.actor_name, message.queue_name, "skipped").inc()
+
+    def after_nack(self, broker, message):
+        self._m().job_messages.labels(message.actor_name, message.queue_name, "dead").inc()
+
+    def after_worker_shutdown(self, broker, worker):
+        import metrics
+        metrics.process_exited(os.getpid())

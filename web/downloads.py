@@ -10,6 +10,7 @@ import uuid
 from flask import Blueprint, redirect, request, send_file
 
 import settings
+from metrics import definitions as m
 from models_db.catalog import Model, ModelFile, ModelVersion
 from models_db.db import on_commit
 from models_db.storage import LocalBlobStore, content_disposition, get_store
@@ -60,6 +61,7 @@ def download_version(version_id: int):
         from jobs.downloads import record_download
         user_id = user.id if user else None
         on_commit(lambda: record_download.send(uuid.uuid4().hex, file.id, user_id))
+        m.downloads.inc()
     ttl = settings.get().download_link_ttl
     target = get_store().signed_url(file.blob, file.name, ttl)
     if target is None:

@@ -1,0 +1,33 @@
+"""GET /metrics for Prometheus, and the HTTP request metrics of every view."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, g, request
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def scrape():
+    import metrics
+    from jobs.queues import QueueCollector
+    body, content_type = metrics.render(QueueCollector())
+    return Response(body, content_type=content_type)
+
+
+def init_app(app) -> None:
+    from metrics import definitions as m
+
+    @app.before_request
+    def _start_timer():
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response):
+        started = g.pop("request_started", None)
+        if started is not None and request.endpoint != "metrics.scrape":
+            endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+            m.http_requests.labels(endpoint, request.method, str(response.status_code)).inc()
+            m.http_latency.labels(endpoint, request.method).observe(time.perf_counter() - started)
+        return response
