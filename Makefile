@@ -18,6 +18,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(PY)
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) -e '.[test]'
+	# Debian's prometheus (and promtool) for the metrics tests; needs root, else those tests are skipped
+	command -v prometheus >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
+		echo "could not install prometheus: its tests will be skipped"
 	# a download-only Civitai client used by the tests; its declared deps (a web UI) are not needed
 	$(PIP) --no-deps 'civitai-downloader==1.3.5'
 	touch $@
