@@ -60,18 +60,30 @@ class Idempotency(dramatiq.Middleware):
 
 
 class InFlight(dramatiq.Middleware):
-    """Records which messages run where and since when (read by the stale-job reaper)."""
+    """Records which messages run where and since when (read by the stale-job reaper), and the last
+    error of each message (shown by `atelier jobs failed`), under the id the Redis broker files them by."""
     KEY = "atelier:inflight"
+    ERRORS = "atelier:job-errors"
+
+    @staticmethod
+    def redis_id(message) -> str:
+        return message.options.get("redis_message_id", message.message_id)
 
     def before_process_message(self, broker, message):
-        _redis().hset(self.KEY, message.message_id, json.dumps({
+        _redis().hset(self.KEY, self.redis_id(message), json.dumps({
             "queue": message.queue_name, "actor": message.actor_name, "started": time.time(),
             "worker": broker.broker_id, "pid": os.getpid()}))
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        _redis().hdel(self.KEY, message.message_id)
+        r = _redis()
+        r.hdel(self.KEY, self.redis_id(message))
+        if exception is None:
+            r.hdel(self.ERRORS, self.redis_id(message))
+        else:
+            r.hset(self.ERRORS, self.redis_id(message), f"{type(exception).__name__}: {exception}"[:2000])
 
-    after_skip_message = after_process_message
+    def after_skip_message(self, broker, message):
+        _redis().hdel(self.KEY, self.redis_id(message))
 
 
 class Metrics(dramatiq.Middleware):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import dramatiq
 from dramatiq import Message
 
 from jobs.broker import broker
@@ -36,25 +37,21 @@ def queue_stats() -> dict[str, dict[str, int]]:
 
 
 def failed(queue: str | None = None) -> list[dict]:
-    """Dead-lettered messages, newest first."""
+    """Dead-lettered messages, newest first. `id` is the broker's id of the delivery."""
+    from jobs.middleware import InFlight
     r = client()
     out = []
     for q in ([queue] if queue else sorted(broker.get_declared_queues())):
-        for message_id, failed_at in r.zrevrange(_key(f"{q}.XQ"), 0, -1, withscores=True):
-            raw = r.hget(_key(f"{q}.XQ.msgs"), message_id)
+        for redis_id, failed_at in r.zrevrange(_key(f"{q}.XQ"), 0, -1, withscores=True):
+            raw = r.hget(_key(f"{q}.XQ.msgs"), redis_id)
             if raw is None:
                 continue
             message = Message.decode(raw)
-            out.append({"id": message.message_id, "queue": q, "actor": message.actor_name,
-                        "args": list(message.args), "kwargs": message.kwargs, "failedAt": failed_at / 1000,
-                        "retries": message.options.get("retries", 0),
-                        "error": last_line(message.options.get("traceback"))})
+            error = r.hget(InFlight.ERRORS, redis_id)
+            out.append({"id": redis_id.decode(), "messageId": message.message_id, "queue": q,
+                        "actor": message.actor_name, "args": list(message.args), "kwargs": message.kwargs,
+                        "failedAt": failed_at / 1000, "error": error.decode() if error else ""})
     return out
-
-
-def last_line(text: str | None) -> str:
-    lines = (text or "").strip().splitlines()
-    return lines[-1] if lines else ""
 
 
 def find_failed(message_id: str) -> tuple[str, Message] | None:
@@ -66,10 +63,12 @@ def find_failed(message_id: str) -> tuple[str, Message] | None:
     return None
 
 
-def _drop_failed(queue: str, message_id: str) -> None:
+def _drop_failed(queue: str, redis_id: str) -> None:
+    from jobs.middleware import InFlight
     r = client()
-    r.zrem(_key(f"{queue}.XQ"), message_id)
-    r.hdel(_key(f"{queue}.XQ.msgs"), message_id)
+    r.zrem(_key(f"{queue}.XQ"), redis_id)
+    r.hdel(_key(f"{queue}.XQ.msgs"), redis_id)
+    r.hdel(InFlight.ERRORS, redis_id)
 
 
 def retry_failed(message_id: str) -> bool:
@@ -78,7 +77,8 @@ def retry_failed(message_id: str) -> bool:
     if found is None:
         return False
     queue, message = found
-    options = {k: v for k, v in message.options.items() if k not in ("retries", "traceback", "eta")}
+    options = {k: v for k, v in message.options.items()
+               if k not in ("retries", "traceback", "eta", "redis_message_id")}
     broker.enqueue(message.copy(queue_name=queue.removesuffix(".DQ"), options=options))
     _drop_failed(queue, message_id)
     return True
@@ -112,3 +112,56 @@ class QueueCollector:
             for state, value in states.items():
                 family.add_metric([queue, state], value)
         yield family
+
+
+# Puts a message back on its queue if it is still in the given worker's in-flight set.
+_REQUEUE = """
+if redis.call('srem', KEYS[1], ARGV[1]) == 1 then
+    if redis.call('hexists', KEYS[3], ARGV[1]) == 1 then
+        redis.call('rpush', KEYS[2], ARGV[1])
+        return 1
+    end
+end
+return 0
+"""
+GRACE_S = 60
+
+
+def stale_jobs(now: float | None = None) -> list[dict]:
+    """In-flight messages that have run longer than their actor's time limit plus a grace period."""
+    from jobs.middleware import InFlight
+    now = time.time() if now is None else now
+    out = []
+    for message_id, raw in client().hgetall(InFlight.KEY).items():
+        entry = json.loads(raw)
+        try:
+            limit_ms = broker.get_actor(entry["actor"]).options.get("time_limit")
+        except Exception:  # an actor this process does not know
+            limit_ms = None
+        limit_s = (limit_ms or _default_time_limit_ms()) / 1000
+        if now - entry["started"] > limit_s + GRACE_S:
+            out.append({"id": message_id.decode(), **entry})
+    return out
+
+
+def _default_time_limit_ms() -> int:
+    from dramatiq.middleware import TimeLimit
+    for middleware in broker.middleware:
+        if isinstance(middleware, TimeLimit):
+            return middleware.time_limit
+    return 600_000
+
+
+@dramatiq.actor(queue_name="default", max_retries=0, time_limit=5 * 60 * 1000)
+def reap_stale_jobs() -> int:
+    """Requeues jobs stuck in flight past their time limit (a hung worker that still heartbeats);
+    jobs of dead workers are requeued by the broker's own maintenance."""
+    from jobs.middleware import InFlight
+    r = client()
+    requeue = r.register_script(_REQUEUE)
+    reaped = 0
+    for job in stale_jobs():
+        keys = [_key(f"__acks__.{job['worker']}.{job['queue']}"), _key(job["queue"]), _key(f"{job['queue']}.msgs")]
+        reaped += requeue(keys=keys, args=[job["id"]])
+        r.hdel(InFlight.KEY, job["id"])
+    return reaped

@@ -8,6 +8,7 @@ from peewee import (BooleanField, CharField, DateTimeField, FloatField, ForeignK
 
 from models_db.accounts import User
 from models_db.db import BaseModel, utcnow
+from models_db.storage import BLOB_REFERENCES
 
 MODEL_TYPES = ("Checkpoint", "TextualInversion", "Hypernetwork", "AestheticGradient", "LORA", "LoCon",
                "DoRA", "Controlnet", "Upscaler", "MotionModule", "VAE", "Poses", "Wildcards", "Workflows",
@@ -146,6 +147,7 @@ class ModelTag(BaseModel):
 
 
 TABLES = [Model, ModelVersion, ModelFile, ModelFileHash, Tag, ModelTag]
+BLOB_REFERENCES.append((ModelFile, ModelFile.blob))
 
 
 def normalize_tags(names) -> list[str]:

@@ -12,6 +12,7 @@ from peewee import JOIN, Tuple, fn
 from models_db.accounts import User
 from models_db.catalog import Model, ModelFile, ModelFileHash, ModelTag, ModelVersion, Tag
 from models_db.db import utcnow
+from models_db.stats import ModelStat
 
 SORTS = {"Highest Rated": Model.rating, "Most Downloaded": Model.download_count, "Newest": Model.published_at}
 PERIOD_DAYS = {"Day": 1, "Week": 7, "Month": 30, "Year": 365}
@@ -36,6 +37,7 @@ class ModelFilter:
     allow_derivatives: bool | None = None
     allow_different_license: bool | None = None
     allow_commercial_use: str = ""
+    period_sorts: bool = False  # the period picks the stats window of the sort instead of filtering
 
 
 def _where(f: ModelFilter):
@@ -57,7 +59,7 @@ def _where(f: ModelFilter):
             conds.append(column == value)
     if f.allow_commercial_use and f.allow_commercial_use != "None":
         conds.append(Model.allow_commercial_use.contains(f.allow_commercial_use))
-    if f.period in PERIOD_DAYS:
+    if f.period in PERIOD_DAYS and not f.period_sorts:
         conds.append(Model.published_at >= utcnow() - timedelta(days=PERIOD_DAYS[f.period]))
     if f.username:
         conds.append(Model.owner == User.select(User.id).where(User.username == f.username))
@@ -89,11 +91,20 @@ def decode_cursor(cursor: str):
 
 def list_models(f: ModelFilter, sort: str, limit: int, cursor: str | None = None,
                 page: int | None = None) -> tuple[list[dict], str | None, int | None]:
-    """Returns (model rows as dicts, next cursor or None, total when paging by page)."""
-    key = SORTS.get(sort, Model.published_at)
+    """Returns (model rows as dicts, next cursor or None, total when paging by page).
+    `Most Downloaded` with a period sorts by the downloads rolled up for that period; other sorts
+    with a period list the models published within it."""
+    f.period_sorts = sort == "Most Downloaded" and f.period in PERIOD_DAYS
     conds = _where(f)
     query = Model.select(Model, User.username, User.image.alias("owner_image")).join(
-        User, on=(Model.owner == User.id)).where(*conds)
+        User, on=(Model.owner == User.id))
+    if f.period_sorts:
+        key = fn.COALESCE(ModelStat.download_count, 0)
+        query = query.switch(Model).join(ModelStat, JOIN.LEFT_OUTER, on=(
+            (ModelStat.model == Model.id) & (ModelStat.period == f.period)))
+    else:
+        key = SORTS.get(sort, Model.published_at)
+    query = query.select_extend(key.alias("sort_key")).where(*conds)
     total = None
     if cursor:
         value, last_id = decode_cursor(cursor)
@@ -105,7 +116,7 @@ def list_models(f: ModelFilter, sort: str, limit: int, cursor: str | None = None
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1][key.name], rows[-1]["id"])
+        next_cursor = encode_cursor(rows[-1]["sort_key"], rows[-1]["id"])
     return rows, next_cursor, total
 
 

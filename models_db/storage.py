@@ -48,6 +48,7 @@ class BlobStore:
     def open(self, sha256: str) -> BinaryIO: ...
     def local_path(self, sha256: str): ...
     def delete(self, sha256: str) -> None: ...
+    def iter_blobs(self): ...  # (sha256, modified unix time) for every blob
     def signed_url(self, sha256: str, filename: str, ttl: int) -> str | None: ...
     def check(self) -> str: ...
 
@@ -65,6 +66,7 @@ class LocalBlobStore(BlobStore):
     def put_staged(self, path: Path, sha256: str) -> None:
         target = self.path(sha256)
         if target.exists():
+            os.utime(target)  # freshly referenced again: not an orphan candidate for a while
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path, 0o444)
@@ -85,6 +87,11 @@ class LocalBlobStore(BlobStore):
 
     def delete(self, sha256):
         self.path(sha256).unlink(missing_ok=True)
+
+    def iter_blobs(self):
+        for path in self.root.glob("??/??/*"):
+            if len(path.name) == 64 and not path.name.startswith("."):
+                yield path.name, path.stat().st_mtime
 
     def signed_url(self, sha256, filename, ttl):
         return None  # served by the web app itself (web/downloads.py)
@@ -135,6 +142,15 @@ class S3BlobStore(BlobStore):
     def delete(self, sha256):
         self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
 
+    def iter_blobs(self):
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "")
+        for page in pages:
+            for obj in page.get("Contents", []):
+                name = obj["Key"].rsplit("/", 1)[-1]
+                if len(name) == 64:
+                    yield name, obj["LastModified"].timestamp()
+
     def signed_url(self, sha256, filename, ttl):
         return self.client.generate_presigned_url("get_object", ExpiresIn=ttl, Params={
             "Bucket": self.bucket, "Key": self.key(sha256),
@@ -154,6 +170,9 @@ def content_disposition(filename: str) -> str:
         value += f"; filename*=UTF-8''{quote(filename)}"
     return value
 
+
+# (peewee model, field) pairs that hold blob addresses; a blob none of them names is an orphan
+BLOB_REFERENCES: list = []
 
 _stores: dict = {}
 

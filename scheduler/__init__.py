@@ -1,27 +1,60 @@
-"""The schedule table. Every entry only enqueues an actor; the work happens in the workers."""
+"""The schedule table. Every entry only enqueues an actor; the work happens in the workers.
+
+Ticks are aligned to the epoch, so every running scheduler computes the same tick number, and a Redis
+key per (entry, tick) set with NX lets exactly one of them send it: run as many schedulers as you like."""
 from __future__ import annotations
 
 import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 log = logging.getLogger("atelier.scheduler")
+EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
-def schedule_table() -> list[tuple]:
-    """(actor, trigger, trigger arguments)"""
-    from jobs.uploads import expire_uploads
+@dataclass(frozen=True)
+class Entry:
+    actor: object  # a dramatiq actor
+    seconds: int
+
+
+def schedule_table() -> list[Entry]:
+    from jobs import downloads, queues, stats, storage, uploads
     return [
-        (expire_uploads, "interval", {"hours": 1}),
+        Entry(queues.reap_stale_jobs, 60),
+        Entry(stats.rollup_stats, 300),
+        Entry(downloads.reconcile_download_counts, 600),
+        Entry(uploads.expire_uploads, 3600),
+        Entry(storage.remove_orphan_blobs, 6 * 3600),
     ]
 
 
-def build(scheduler=None):
+def fire(entry: Entry, now: float | None = None) -> bool:
+    """Sends the entry's message unless another scheduler already sent this tick."""
+    from jobs.redis_server import client
+    from metrics import definitions as m
+    now = time.time() if now is None else now
+    tick = int(now // entry.seconds)
+    key = f"atelier:scheduler:{entry.actor.actor_name}:{tick}"
+    if not client().set(key, os.getpid(), nx=True, ex=max(2 * entry.seconds, 60)):
+        return False
+    entry.actor.send()
+    m.scheduler_last_tick.labels(entry.actor.actor_name).set(now)
+    return True
+
+
+def build(scheduler=None, table: list[Entry] | None = None):
     import jobs  # noqa: F401  (broker first)
     scheduler = scheduler or BlockingScheduler(timezone="UTC")
-    for actor, trigger, args in schedule_table():
-        scheduler.add_job(actor.send, trigger, id=actor.actor_name, name=actor.actor_name,
-                          coalesce=True, max_instances=1, replace_existing=True, **args)
+    for entry in table if table is not None else schedule_table():
+        scheduler.add_job(fire, IntervalTrigger(seconds=entry.seconds, start_date=EPOCH), args=[entry],
+                          id=entry.actor.actor_name, name=entry.actor.actor_name, coalesce=True,
+                          max_instances=1, replace_existing=True, misfire_grace_time=max(1, entry.seconds // 2))
     return scheduler
 
 

@@ -72,9 +72,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 def all_tables():
     from peewee import Model as PeeweeModel
-    from models_db import accounts, catalog, downloads, notifications, uploads
+    from models_db import accounts, catalog, downloads, notifications, stats, uploads
     tables = []
-    for module in (notifications, downloads, uploads, catalog, accounts):
+    for module in (stats, notifications, downloads, uploads, catalog, accounts):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, PeeweeModel) and value._meta.database is database.db \
                     and value.__module__ == module.__name__ and value not in tables:
@@ -95,6 +95,9 @@ def clean_state():
             for table in all_tables():
                 database.db.execute_sql(f'DELETE FROM "{table._meta.table_name}"')
     broker.flush_all()
+    from jobs.redis_server import client
+    for key in client().scan_iter(match="atelier:*"):
+        client().delete(key)
     for folder in ("blobs", "uploads", "tmp"):
         shutil.rmtree(HOME / folder, ignore_errors=True)
     yield

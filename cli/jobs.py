@@ -1,0 +1,100 @@
+"""atelier jobs stats | failed (list, show, retry, purge)"""
+import json
+
+import click
+
+
+@click.group("jobs")
+def jobs_group():
+    """Inspect the queues and the jobs that failed."""
+
+
+@jobs_group.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+def stats(as_json):
+    """Queue depths, in-flight jobs and per-actor totals."""
+    from jobs.queues import queue_stats, stale_jobs
+    from jobs.redis_server import client
+    from jobs.middleware import InFlight
+    depths = queue_stats()
+    inflight = [json.loads(v) | {"id": k.decode()} for k, v in client().hgetall(InFlight.KEY).items()]
+    totals = actor_totals()
+    if as_json:
+        click.echo(json.dumps({"queues": depths, "inFlight": inflight, "actors": totals,
+                               "stale": stale_jobs()}, indent=2))
+        return
+    click.echo(f"{'queue':<12}{'ready':>8}{'delayed':>9}{'in flight':>11}{'dead':>7}")
+    for queue, d in depths.items():
+        click.echo(f"{queue:<12}{d['ready']:>8}{d['delayed']:>9}{d['in_flight']:>11}{d['dead']:>7}")
+    if totals:
+        click.echo(f"\n{'actor':<28}{'started':>9}{'succeeded':>11}{'failed':>8}{'retried':>9}{'skipped':>9}")
+        for actor, t in sorted(totals.items()):
+            click.echo(f"{actor:<28}" + "".join(f"{int(t.get(k, 0)):>{w}}" for k, w in (
+                ("started", 9), ("succeeded", 11), ("failed", 8), ("retried", 9), ("skipped", 9))))
+    for job in inflight:
+        click.echo(f"in flight: {job['actor']} {job['id']} on pid {job['pid']}")
+
+
+def actor_totals() -> dict:
+    """Totals of the per-actor counters, summed over every process of this host."""
+    import metrics
+    from prometheus_client import CollectorRegistry, multiprocess
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=metrics.MULTIPROC_DIR)
+    out: dict = {}
+    for family in registry.collect():
+        if family.name == "atelier_job_messages":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    slot = out.setdefault(sample.labels["actor"], {})
+                    slot[sample.labels["outcome"]] = slot.get(sample.labels["outcome"], 0) + sample.value
+    return out
+
+
+@jobs_group.group("failed", invoke_without_command=True)
+@click.option("--queue", default=None)
+@click.pass_context
+def failed(ctx, queue):
+    """List dead-lettered jobs (and show, retry or purge them)."""
+    if ctx.invoked_subcommand:
+        return
+    from jobs.queues import failed as list_failed
+    items = list_failed(queue)
+    for item in items:
+        click.echo(f"{item['id']}  {item['queue']:<8} {item['actor']:<24} {item['error']}")
+    click.echo(f"{len(items)} failed job(s)", err=True)
+
+
+@failed.command("show")
+@click.argument("message_id")
+def show(message_id):
+    from jobs.queues import describe, find_failed
+    found = find_failed(message_id)
+    if found is None:
+        raise click.ClickException(f"no failed job {message_id}")
+    click.echo(describe(found[1]))
+
+
+@failed.command("retry")
+@click.argument("message_ids", nargs=-1)
+@click.option("--all", "retry_all", is_flag=True)
+def retry(message_ids, retry_all):
+    from jobs.queues import failed as list_failed, retry_failed
+    ids = [item["id"] for item in list_failed()] if retry_all else list(message_ids)
+    if not ids:
+        raise click.ClickException("name the jobs to retry, or pass --all")
+    missing = [i for i in ids if not retry_failed(i)]
+    click.echo(f"requeued {len(ids) - len(missing)} job(s)")
+    if missing:
+        raise click.ClickException(f"not found: {', '.join(missing)}")
+
+
+@failed.command("purge")
+@click.option("--queue", default=None)
+@click.confirmation_option(prompt="Delete these failed jobs for good?")
+def purge(queue):
+    from jobs.queues import purge_failed
+    click.echo(f"purged {purge_failed(queue)} job(s)")
+
+
+COMMANDS = [jobs_group]

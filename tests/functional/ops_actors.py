@@ -1,0 +1,30 @@
+"""Actors used by the operations and fault tests (also loaded by worker subprocesses)."""
+import time
+
+import dramatiq
+
+from jobs.redis_server import client
+
+
+@dramatiq.actor(queue_name="default", max_retries=0)
+def always_fails(tag: str) -> None:
+    if not client().exists(f"test:heal:{tag}"):
+        raise ValueError(f"broken on purpose ({tag})")
+    client().incr(f"test:healed:{tag}")
+
+
+@dramatiq.actor(queue_name="default")
+def count_me(tag: str) -> None:
+    client().incr(f"test:count:{tag}")
+
+
+@dramatiq.actor(queue_name="default", max_retries=5, min_backoff=100, max_backoff=500, time_limit=120_000)
+def slow_write(tag: str) -> None:
+    """Marks its start, waits to be released, then writes one row (idempotently) and counts the finish."""
+    from models_db.accounts import User
+    client().incr(f"test:started:{tag}")
+    deadline = time.time() + 60
+    while not client().exists(f"test:release:{tag}") and time.time() < deadline:
+        time.sleep(0.05)
+    User.insert(username=f"row-{tag}").on_conflict_ignore().execute()
+    client().incr(f"test:finished:{tag}")

@@ -1,0 +1,146 @@
+"""Scheduler, rollups, housekeeping actors, dead letters, idempotency and the jobs CLI."""
+import io
+import json
+import time
+from datetime import timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from jobs.broker import broker
+from jobs.redis_server import client
+from models_db.catalog import Model, ModelVersion
+from models_db.db import utcnow
+from models_db.downloads import Download, record
+from models_db.storage import get_store
+from scheduler import Entry, build, fire
+from tests.conftest import run_jobs
+from tests.functional import ops_actors
+from tests.helpers import catalog_model, cli
+
+
+def queued(actor) -> int:
+    return sum(1 for raw in client().hvals(f"{broker.namespace}:{actor.queue_name}.msgs")
+               if json.loads(raw)["actor_name"] == actor.actor_name)
+
+
+def test_two_schedulers_send_each_tick_once():
+    entry = Entry(ops_actors.count_me, 1)
+    assert fire(entry, now=1000.2) is True and fire(entry, now=1000.7) is False  # same tick
+    assert fire(entry, now=1001.1) is True
+    broker.flush_all()
+    for key in client().scan_iter(match="atelier:scheduler:*"):
+        client().delete(key)
+    schedulers = [build(BackgroundScheduler(timezone="UTC"), [entry]) for _ in range(2)]
+    for s in schedulers:
+        s.start()
+    time.sleep(3.6)
+    for s in schedulers:
+        s.shutdown(wait=True)
+    ticks = list(client().scan_iter(match="atelier:scheduler:count_me:*"))
+    assert len(ticks) >= 3
+    assert queued(ops_actors.count_me) == len(ticks)
+
+
+def test_schedule_table_only_names_actors():
+    from scheduler import schedule_table
+    for entry in schedule_table():
+        assert hasattr(entry.actor, "send") and entry.seconds >= 60
+
+
+def test_rollups_feed_the_period_sort(client, alice):
+    client_ = client
+    hot_week = catalog_model(alice[0], "Hot this week", downloads=0)
+    hot_year = catalog_model(alice[0], "Hot last year", downloads=0)
+    def add(model, n, days_ago):
+        file_id = ModelVersion.get(ModelVersion.model == model).files.get().id
+        for i in range(n):
+            record(f"{model.id}-{days_ago}-{i}", file_id, None)
+        Download.update(created_at=utcnow() - timedelta(days=days_ago)).where(
+            Download.id.startswith(f"{model.id}-{days_ago}-")).execute()
+    add(hot_week, 3, 2)
+    add(hot_year, 10, 200)
+    from jobs.stats import rollup_stats
+    rollup_stats.fn()
+    order = lambda period: [m["name"] for m in client_.get(  # noqa: E731
+        f"/api/v1/models?sort=Most Downloaded&period={period}").get_json()["items"]]
+    assert order("Week") == ["Hot this week", "Hot last year"]
+    assert order("Year") == ["Hot last year", "Hot this week"]
+    assert order("AllTime") == ["Hot last year", "Hot this week"]
+    page = client_.get("/api/v1/models?sort=Most Downloaded&period=Week&limit=1").get_json()
+    rest = client_.get(page["metadata"]["nextPage"].replace("http://localhost", "")).get_json()
+    assert [m["name"] for m in page["items"] + rest["items"]] == ["Hot this week", "Hot last year"]
+
+
+def test_reconcile_repairs_counters(alice):
+    model = catalog_model(alice[0], "Counted")
+    file_id = ModelVersion.get(ModelVersion.model == model).files.get().id
+    for i in range(4):
+        record(f"r{i}", file_id, None)
+    Model.update(download_count=99).execute()
+    from jobs.downloads import reconcile_download_counts
+    assert reconcile_download_counts.fn() == 1
+    assert Model.get_by_id(model.id).download_count == 4
+
+
+def test_orphan_blobs_are_removed_but_referenced_ones_kept(alice):
+    kept = catalog_model(alice[0], "Kept")
+    orphan, _ = get_store().put_stream(io.BytesIO(b"nobody points at me"))
+    from jobs.storage import remove_orphan_blobs
+    assert remove_orphan_blobs.fn() == 0  # both are younger than the grace period
+    assert remove_orphan_blobs.fn(grace_s=-1) == 1
+    assert not get_store().exists(orphan)
+    blob = ModelVersion.get(ModelVersion.model == kept).files.get().blob
+    assert get_store().exists(blob)
+
+
+def test_stale_in_flight_job_is_requeued_and_then_processed():
+    from dramatiq import Worker
+
+    from jobs.middleware import InFlight
+    from jobs.queues import reap_stale_jobs
+    message = ops_actors.count_me.send("stale")
+    consumer = broker.consume("default", prefetch=1, timeout=1000)
+    taken = next(consumer)  # now in this broker's in-flight set, as if a worker hung on it
+    assert taken.message_id == message.message_id
+    client().hset(InFlight.KEY, InFlight.redis_id(taken), json.dumps({
+        "queue": "default", "actor": "count_me", "started": time.time() - 10 * 3600, "worker": broker.broker_id,
+        "pid": 0}))
+    assert reap_stale_jobs.fn() == 1
+    consumer.close()
+    worker = Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        run_jobs(worker)
+    finally:
+        worker.stop()
+    assert int(client().get("test:count:stale")) == 1
+
+
+def test_redelivered_message_is_done_once(worker):
+    message = ops_actors.count_me.send("twice")
+    run_jobs(worker)
+    broker.enqueue(message)  # the same message delivered again, as after a crash before the ack
+    run_jobs(worker)
+    assert int(client().get("test:count:twice")) == 1
+
+
+def test_failed_jobs_cli(worker):
+    ops_actors.always_fails.send("cli")
+    run_jobs(worker)
+    listing = cli("jobs", "failed")
+    assert "ValueError: broken on purpose (cli)" in listing.stdout
+    failed_id = listing.stdout.split()[0]
+    shown = json.loads(cli("jobs", "failed", "show", failed_id).stdout)
+    assert shown["actor"] == "always_fails" and shown["args"] == ["cli"]
+    stats = cli("jobs", "stats", "--json")
+    assert json.loads(stats.stdout)["queues"]["default"]["dead"] == 1
+    client().set("test:heal:cli", 1)
+    assert "requeued 1 job(s)" in cli("jobs", "failed", "retry", failed_id).stdout
+    run_jobs(worker)
+    assert int(client().get("test:healed:cli")) == 1
+    assert cli("jobs", "failed").stdout == ""
+    ops_actors.always_fails.send("purge")
+    run_jobs(worker)
+    assert "purged 1 job(s)" in cli("jobs", "failed", "purge", "--yes").stdout
+    table = cli("jobs", "stats").stdout
+    assert "queue" in table and "always_fails" in table
