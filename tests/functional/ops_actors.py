@@ -28,3 +28,9 @@ def slow_write(tag: str) -> None:
         time.sleep(0.05)
     User.insert(username=f"row-{tag}").on_conflict_ignore().execute()
     client().incr(f"test:finished:{tag}")
+
+
+@dramatiq.actor(queue_name="default", max_retries=20, min_backoff=100, max_backoff=1000)
+def count_slowly(tag: str) -> None:
+    time.sleep(0.05)
+    client().incr(f"test:count:{tag}")
