@@ -119,6 +119,15 @@ class Metrics(dramatiq.Middleware):
     def after_nack(self, broker, message):
         self._m().job_messages.labels(message.actor_name, message.queue_name, "dead").inc()
 
+    def after_worker_boot(self, broker, worker):
+        if "gpu" in (worker.consumer_whitelist or ()):
+            from metrics import gpu
+            self._m().gpu_workers.inc()
+            self.gpu_sampler = gpu.start_sampler()
+
     def after_worker_shutdown(self, broker, worker):
         import metrics
+        sampler = getattr(self, "gpu_sampler", None)
+        if sampler is not None:
+            sampler.set()
         metrics.process_exited(os.getpid())

@@ -144,3 +144,20 @@ def test_failed_jobs_cli(worker):
     assert "purged 1 job(s)" in cli("jobs", "failed", "purge", "--yes").stdout
     table = cli("jobs", "stats").stdout
     assert "queue" in table and "always_fails" in table
+
+
+def test_gpu_worker_gauge_follows_gpu_workers(client):
+    from dramatiq import Worker
+
+    def gauge() -> float:
+        text = client.get("/metrics").get_data(as_text=True)
+        return float(next((line.split()[-1] for line in text.splitlines()
+                           if line.startswith("atelier_gpu_workers ")), 0))
+    before = gauge()
+    gpu_worker = Worker(broker, queues={"gpu"}, worker_threads=1, worker_timeout=100)
+    gpu_worker.start()
+    try:
+        assert gauge() == before + 1
+    finally:
+        gpu_worker.stop()
+    assert gauge() == 0
