@@ -11,26 +11,35 @@ def jobs_group():
 
 @jobs_group.command("stats")
 @click.option("--json", "as_json", is_flag=True)
-def stats(as_json):
-    """Queue depths, in-flight jobs and per-actor totals."""
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between the two samples for rates.")
+def stats(as_json, interval):
+    """Queue depths, in-flight jobs, per-actor totals and current rates (this host's workers)."""
+    import time
+
+    from jobs.middleware import InFlight
     from jobs.queues import queue_stats, stale_jobs
     from jobs.redis_server import client
-    from jobs.middleware import InFlight
+    first = actor_totals()
+    time.sleep(interval)
+    totals = actor_totals()
+    rates = {actor: {k: (v - first.get(actor, {}).get(k, 0)) / interval for k, v in t.items()}
+             for actor, t in totals.items()}
     depths = queue_stats()
     inflight = [json.loads(v) | {"id": k.decode()} for k, v in client().hgetall(InFlight.KEY).items()]
-    totals = actor_totals()
     if as_json:
-        click.echo(json.dumps({"queues": depths, "inFlight": inflight, "actors": totals,
+        click.echo(json.dumps({"queues": depths, "inFlight": inflight, "actors": totals, "ratesPerSecond": rates,
                                "stale": stale_jobs()}, indent=2))
         return
     click.echo(f"{'queue':<12}{'ready':>8}{'delayed':>9}{'in flight':>11}{'dead':>7}")
     for queue, d in depths.items():
         click.echo(f"{queue:<12}{d['ready']:>8}{d['delayed']:>9}{d['in_flight']:>11}{d['dead']:>7}")
     if totals:
-        click.echo(f"\n{'actor':<28}{'started':>9}{'succeeded':>11}{'failed':>8}{'retried':>9}{'skipped':>9}")
+        click.echo(f"\n{'actor':<28}{'started':>9}{'succeeded':>11}{'failed':>8}{'retried':>9}{'skipped':>9}"
+                   f"{'done/s':>9}")
         for actor, t in sorted(totals.items()):
             click.echo(f"{actor:<28}" + "".join(f"{int(t.get(k, 0)):>{w}}" for k, w in (
-                ("started", 9), ("succeeded", 11), ("failed", 8), ("retried", 9), ("skipped", 9))))
+                ("started", 9), ("succeeded", 11), ("failed", 8), ("retried", 9), ("skipped", 9)))
+                + f"{rates[actor].get('succeeded', 0):>9.1f}")
     for job in inflight:
         click.echo(f"in flight: {job['actor']} {job['id']} on pid {job['pid']}")
 

@@ -13,6 +13,21 @@ from jobs.redis_server import redis_url
 QUEUES = ("default", "index", "gpu")
 
 
+class PermanentError(Exception):
+    """Raised by an actor for input that will never work: the job fails at once, without retries."""
+
+
+class AtelierRetries(Retries):
+    """Exponential-backoff retries, except for PermanentError (and an actor's own `throws`)."""
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        if isinstance(exception, PermanentError):
+            self.logger.info("Not retrying %r: %s", message.message_id, exception)
+            message.fail()
+            return
+        super().after_process_message(broker, message, result=result, exception=exception)
+
+
 def build_broker() -> RedisBroker:
     s = settings.get()
     middleware = [
@@ -21,7 +36,7 @@ def build_broker() -> RedisBroker:
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
-        Retries(max_retries=s.job_max_retries, min_backoff=1000, max_backoff=300_000),
+        AtelierRetries(max_retries=s.job_max_retries, min_backoff=1000, max_backoff=300_000),
         CurrentMessage(),
         DbConnection(),
         Idempotency(),

@@ -120,14 +120,18 @@ class Metrics(dramatiq.Middleware):
         self._m().job_messages.labels(message.actor_name, message.queue_name, "dead").inc()
 
     def after_worker_boot(self, broker, worker):
-        if "gpu" in (worker.consumer_whitelist or ()):
+        import atexit
+
+        import metrics
+        atexit.register(metrics.process_exited, os.getpid())  # its live gauges go with the process
+        self.gpu_worker = "gpu" in (worker.consumer_whitelist or ())
+        if self.gpu_worker:
             from metrics import gpu
             self._m().gpu_workers.inc()
             self.gpu_sampler = gpu.start_sampler()
 
     def after_worker_shutdown(self, broker, worker):
-        import metrics
-        sampler = getattr(self, "gpu_sampler", None)
-        if sampler is not None:
-            sampler.set()
-        metrics.process_exited(os.getpid())
+        if getattr(self, "gpu_worker", False):
+            self._m().gpu_workers.dec()
+            if self.gpu_sampler is not None:
+                self.gpu_sampler.set()

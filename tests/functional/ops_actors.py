@@ -34,3 +34,10 @@ def slow_write(tag: str) -> None:
 def count_slowly(tag: str) -> None:
     time.sleep(0.05)
     client().incr(f"test:count:{tag}")
+
+
+@dramatiq.actor(queue_name="default", max_retries=5, min_backoff=10, max_backoff=20)
+def refuses(tag: str) -> None:
+    from jobs.broker import PermanentError
+    client().incr(f"test:attempts:{tag}")
+    raise PermanentError("this input can never work")

@@ -81,6 +81,18 @@ def test_killed_worker_job_is_redelivered_and_done_once(workers):
     assert User.select().where(User.username == "row-kill").count() == 1
 
 
+def test_sigterm_lets_the_running_job_finish(workers):
+    ops_actors.slow_write.send("term")
+    worker = workers()
+    wait_until(lambda: counter("test:started:term") == 1, what="the job to start")
+    os.killpg(worker.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    client().set("test:release:term", 1)
+    worker.wait(timeout=60)
+    assert counter("test:finished:term") == 1 and counter("test:started:term") == 1
+    assert User.select().where(User.username == "row-term").count() == 1
+
+
 @pytest.mark.skipif(bool(settings.get().redis_url), reason="needs the suite's own (embedded) Redis to restart")
 def test_redis_restart_during_a_run_loses_no_message(workers):
     tags = [f"r{i}" for i in range(30)]

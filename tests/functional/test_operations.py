@@ -132,7 +132,7 @@ def test_failed_jobs_cli(worker):
     failed_id = listing.stdout.split()[0]
     shown = json.loads(cli("jobs", "failed", "show", failed_id).stdout)
     assert shown["actor"] == "always_fails" and shown["args"] == ["cli"]
-    stats = cli("jobs", "stats", "--json")
+    stats = cli("jobs", "stats", "--json", "--interval", "0.1")
     assert json.loads(stats.stdout)["queues"]["default"]["dead"] == 1
     client().set("test:heal:cli", 1)
     assert "requeued 1 job(s)" in cli("jobs", "failed", "retry", failed_id).stdout
@@ -142,7 +142,7 @@ def test_failed_jobs_cli(worker):
     ops_actors.always_fails.send("purge")
     run_jobs(worker)
     assert "purged 1 job(s)" in cli("jobs", "failed", "purge", "--yes").stdout
-    table = cli("jobs", "stats").stdout
+    table = cli("jobs", "stats", "--interval", "0.1").stdout
     assert "queue" in table and "always_fails" in table
 
 
@@ -161,3 +161,11 @@ def test_gpu_worker_gauge_follows_gpu_workers(client):
     finally:
         gpu_worker.stop()
     assert gauge() == 0
+
+
+def test_permanent_errors_are_not_retried(worker):
+    ops_actors.refuses.send("perm")
+    run_jobs(worker)
+    assert int(client().get("test:attempts:perm")) == 1
+    from jobs.queues import failed
+    assert [f["error"] for f in failed()] == ["PermanentError: this input can never work"]
