@@ -24,10 +24,11 @@ class Entry:
 
 
 def schedule_table() -> list[Entry]:
-    from jobs import downloads, queues, stats, storage, uploads
+    from jobs import downloads, leaderboards, queues, stats, storage, uploads
     return [
         Entry(queues.reap_stale_jobs, 60),
         Entry(stats.rollup_stats, 300),
+        Entry(leaderboards.refresh_leaderboards, 900),
         Entry(downloads.reconcile_download_counts, 600),
         Entry(uploads.expire_uploads, 3600),
         Entry(storage.remove_orphan_blobs, 6 * 3600),

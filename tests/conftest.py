@@ -72,9 +72,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 def all_tables():
     from peewee import Model as PeeweeModel
-    from models_db import accounts, catalog, downloads, notifications, stats, uploads
+    from models_db import accounts, catalog, downloads, leaderboards, notifications, stats, uploads
     tables = []
-    for module in (stats, notifications, downloads, uploads, catalog, accounts):
+    for module in (leaderboards, stats, notifications, downloads, uploads, catalog, accounts):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, PeeweeModel) and value._meta.database is database.db \
                     and value.__module__ == module.__name__ and value not in tables:

@@ -190,6 +190,13 @@ PATHS = {
             "type": "object", "properties": {"id": INT, "kind": {"type": "string"}, "message": {"type": "string"},
                                              "createdAt": {"type": "string", "format": "date-time"}}}}}},
         {401: "no or bad key"}), [param("limit", schema=INT)], auth="read", tag="accounts")},
+    "/api/v1/leaderboards/{board}": {"get": op("Top creators by downloads in a period", answer(
+        "The board", {"type": "object", "properties": {"board": {"type": "string"}, "updatedAt": {
+            "type": "string", "nullable": True}, "items": {"type": "array", "items": {"type": "object", "properties": {
+                "position": INT, "username": {"type": "string"}, "score": {"type": "number"},
+                "link": {"type": "string"}}}}}}, NOT_FOUND),
+        [param("board", "path", ENUM(("creators-day", "creators-week", "creators-month", "creators-year",
+                                       "creators-alltime")))])},
     "/api/v1/openapi.json": {"get": op("This document", answer("OpenAPI 3", {"type": "object"}), tag="meta")},
     "/api/download/models/{version_id}": {"get": op(
         "Download a file of a version: 307 to a signed storage URL that needs no key",

@@ -66,6 +66,12 @@ def test_rollups_feed_the_period_sort(client, alice):
     assert order("Week") == ["Hot this week", "Hot last year"]
     assert order("Year") == ["Hot last year", "Hot this week"]
     assert order("AllTime") == ["Hot last year", "Hot this week"]
+    from jobs.leaderboards import refresh_leaderboards
+    refresh_leaderboards.fn()
+    board = client_.get("/api/v1/leaderboards/creators-week").get_json()
+    assert [(e["position"], e["username"], e["score"]) for e in board["items"]] == [(1, "alice", 3.0)]
+    assert client_.get("/api/v1/leaderboards/creators-alltime").get_json()["items"][0]["score"] == 13.0
+    assert client_.get("/api/v1/leaderboards/nope").status_code == 404
     page = client_.get("/api/v1/models?sort=Most Downloaded&period=Week&limit=1").get_json()
     rest = client_.get(page["metadata"]["nextPage"].replace("http://localhost", "")).get_json()
     assert [m["name"] for m in page["items"] + rest["items"]] == ["Hot this week", "Hot last year"]

@@ -1,0 +1,9 @@
+"""Leaderboard refresh."""
+import dramatiq
+
+from models_db import leaderboards
+
+
+@dramatiq.actor(queue_name="default", max_retries=3, time_limit=10 * 60 * 1000)
+def refresh_leaderboards() -> dict:
+    return {board: leaderboards.refresh(board) for board in leaderboards.BOARDS}

@@ -1,0 +1,6 @@
+"""Leaderboards."""
+from models_db import leaderboards
+
+
+def up(db):
+    db.create_tables(leaderboards.TABLES)
