@@ -16,7 +16,7 @@ def stats(as_json, interval):
     """Queue depths, in-flight jobs, per-actor totals and current rates (this host's workers)."""
     import time
 
-    from jobs.middleware import InFlight
+    from jobs.middleware import errors_key, inflight_key
     from jobs.queues import queue_stats, stale_jobs
     from jobs.redis_server import client
     first = actor_totals()
@@ -25,7 +25,7 @@ def stats(as_json, interval):
     rates = {actor: {k: (v - first.get(actor, {}).get(k, 0)) / interval for k, v in t.items()}
              for actor, t in totals.items()}
     depths = queue_stats()
-    inflight = [json.loads(v) | {"id": k.decode()} for k, v in client().hgetall(InFlight.KEY).items()]
+    inflight = [json.loads(v) | {"id": k.decode()} for k, v in client().hgetall(inflight_key()).items()]
     if as_json:
         click.echo(json.dumps({"queues": depths, "inFlight": inflight, "actors": totals, "ratesPerSecond": rates,
                                "stale": stale_jobs()}, indent=2))

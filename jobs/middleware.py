@@ -10,6 +10,8 @@ import time
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
+from jobs.redis_server import redis_key
+
 from models_db import db as database
 
 DONE_TTL_S = 7 * 24 * 3600
@@ -37,6 +39,14 @@ class DbConnection(dramatiq.Middleware):
     after_skip_message = after_process_message
 
 
+def inflight_key() -> str:
+    return redis_key("inflight")
+
+
+def errors_key() -> str:
+    return redis_key("job-errors")
+
+
 def _redis():
     from jobs.redis_server import client
     return client()
@@ -48,7 +58,7 @@ class Idempotency(dramatiq.Middleware):
 
     @staticmethod
     def key(message) -> str:
-        return f"atelier:done:{message.message_id}"
+        return redis_key(f"done:{message.message_id}")
 
     def before_process_message(self, broker, message):
         if _redis().exists(self.key(message)):
@@ -62,28 +72,26 @@ class Idempotency(dramatiq.Middleware):
 class InFlight(dramatiq.Middleware):
     """Records which messages run where and since when (read by the stale-job reaper), and the last
     error of each message (shown by `atelier jobs failed`), under the id the Redis broker files them by."""
-    KEY = "atelier:inflight"
-    ERRORS = "atelier:job-errors"
 
     @staticmethod
     def redis_id(message) -> str:
         return message.options.get("redis_message_id", message.message_id)
 
     def before_process_message(self, broker, message):
-        _redis().hset(self.KEY, self.redis_id(message), json.dumps({
+        _redis().hset(inflight_key(), self.redis_id(message), json.dumps({
             "queue": message.queue_name, "actor": message.actor_name, "started": time.time(),
             "worker": broker.broker_id, "pid": os.getpid()}))
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         r = _redis()
-        r.hdel(self.KEY, self.redis_id(message))
+        r.hdel(inflight_key(), self.redis_id(message))
         if exception is None:
-            r.hdel(self.ERRORS, self.redis_id(message))
+            r.hdel(errors_key(), self.redis_id(message))
         else:
-            r.hset(self.ERRORS, self.redis_id(message), f"{type(exception).__name__}: {exception}"[:2000])
+            r.hset(errors_key(), self.redis_id(message), f"{type(exception).__name__}: {exception}"[:2000])
 
     def after_skip_message(self, broker, message):
-        _redis().hdel(self.KEY, self.redis_id(message))
+        _redis().hdel(inflight_key(), self.redis_id(message))
 
 
 class Metrics(dramatiq.Middleware):

@@ -38,7 +38,7 @@ def queue_stats() -> dict[str, dict[str, int]]:
 
 def failed(queue: str | None = None) -> list[dict]:
     """Dead-lettered messages, newest first. `id` is the broker's id of the delivery."""
-    from jobs.middleware import InFlight
+    from jobs.middleware import errors_key, inflight_key
     r = client()
     out = []
     for q in ([queue] if queue else sorted(broker.get_declared_queues())):
@@ -47,7 +47,7 @@ def failed(queue: str | None = None) -> list[dict]:
             if raw is None:
                 continue
             message = Message.decode(raw)
-            error = r.hget(InFlight.ERRORS, redis_id)
+            error = r.hget(errors_key(), redis_id)
             out.append({"id": redis_id.decode(), "messageId": message.message_id, "queue": q,
                         "actor": message.actor_name, "args": list(message.args), "kwargs": message.kwargs,
                         "failedAt": failed_at / 1000, "error": error.decode() if error else ""})
@@ -64,11 +64,11 @@ def find_failed(message_id: str) -> tuple[str, Message] | None:
 
 
 def _drop_failed(queue: str, redis_id: str) -> None:
-    from jobs.middleware import InFlight
+    from jobs.middleware import errors_key, inflight_key
     r = client()
     r.zrem(_key(f"{queue}.XQ"), redis_id)
     r.hdel(_key(f"{queue}.XQ.msgs"), redis_id)
-    r.hdel(InFlight.ERRORS, redis_id)
+    r.hdel(errors_key(), redis_id)
 
 
 def retry_failed(message_id: str) -> bool:
@@ -129,10 +129,10 @@ GRACE_S = 60
 
 def stale_jobs(now: float | None = None) -> list[dict]:
     """In-flight messages that have run longer than their actor's time limit plus a grace period."""
-    from jobs.middleware import InFlight
+    from jobs.middleware import errors_key, inflight_key
     now = time.time() if now is None else now
     out = []
-    for message_id, raw in client().hgetall(InFlight.KEY).items():
+    for message_id, raw in client().hgetall(inflight_key()).items():
         entry = json.loads(raw)
         try:
             limit_ms = broker.get_actor(entry["actor"]).options.get("time_limit")
@@ -156,12 +156,12 @@ def _default_time_limit_ms() -> int:
 def reap_stale_jobs() -> int:
     """Requeues jobs stuck in flight past their time limit (a hung worker that still heartbeats);
     jobs of dead workers are requeued by the broker's own maintenance."""
-    from jobs.middleware import InFlight
+    from jobs.middleware import errors_key, inflight_key
     r = client()
     requeue = r.register_script(_REQUEUE)
     reaped = 0
     for job in stale_jobs():
         keys = [_key(f"__acks__.{job['worker']}.{job['queue']}"), _key(job["queue"]), _key(f"{job['queue']}.msgs")]
         reaped += requeue(keys=keys, args=[job["id"]])
-        r.hdel(InFlight.KEY, job["id"])
+        r.hdel(inflight_key(), job["id"])
     return reaped

@@ -66,3 +66,8 @@ def client() -> redis.Redis:
     if url not in _clients:
         _clients[url] = redis.Redis.from_url(url)
     return _clients[url]
+
+
+def redis_key(name: str) -> str:
+    """Atelier's own Redis keys live under the install's namespace, beside its queues."""
+    return f"{settings.get().queue_namespace}:{name}"

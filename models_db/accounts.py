@@ -57,6 +57,9 @@ class ApiKey(BaseModel):
         return scope == "read" or self.scope == "write"
 
 
+TABLES = [User, ApiKey]
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

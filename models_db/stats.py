@@ -12,21 +12,21 @@ from models_db.downloads import Download
 PERIOD_DAYS = {"Day": 1, "Week": 7, "Month": 30, "Year": 365}
 
 
-class ModelStat(BaseModel):
-    model = ForeignKeyField(Model, on_delete="CASCADE")
+class PeriodStat(BaseModel):
     period = CharField(max_length=8)
     download_count = IntegerField(default=0)
     updated_at = DateTimeField(default=utcnow)
+
+
+class ModelStat(PeriodStat):
+    model = ForeignKeyField(Model, on_delete="CASCADE")
 
     class Meta:
         indexes = ((("model", "period"), True), (("period", "download_count"), False))
 
 
-class VersionStat(BaseModel):
+class VersionStat(PeriodStat):
     version = ForeignKeyField(ModelVersion, on_delete="CASCADE")
-    period = CharField(max_length=8)
-    download_count = IntegerField(default=0)
-    updated_at = DateTimeField(default=utcnow)
 
     class Meta:
         indexes = ((("version", "period"), True),)

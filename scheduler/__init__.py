@@ -37,11 +37,11 @@ def schedule_table() -> list[Entry]:
 
 def fire(entry: Entry, now: float | None = None) -> bool:
     """Sends the entry's message unless another scheduler already sent this tick."""
-    from jobs.redis_server import client
+    from jobs.redis_server import client, redis_key
     from metrics import definitions as m
     now = time.time() if now is None else now
     tick = int(now // entry.seconds)
-    key = f"atelier:scheduler:{entry.actor.actor_name}:{tick}"
+    key = redis_key(f"scheduler:{entry.actor.actor_name}:{tick}")
     if not client().set(key, os.getpid(), nx=True, ex=max(2 * entry.seconds, 60)):
         return False
     entry.actor.send()

@@ -60,7 +60,9 @@ def pytest_report_header(config):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    broker.flush_all()
+    from jobs.redis_server import client, redis_key
+    for key in client().scan_iter(match=redis_key("*"), count=1000):
+        client().delete(key)
     database.db.close()
     if PG_BASE:
         _pg_admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
@@ -71,15 +73,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def all_tables():
-    from peewee import Model as PeeweeModel
+    """Every table, children before parents."""
     from models_db import accounts, catalog, downloads, leaderboards, notifications, stats, uploads
-    tables = []
-    for module in (leaderboards, stats, notifications, downloads, uploads, catalog, accounts):
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, PeeweeModel) and value._meta.database is database.db \
-                    and value.__module__ == module.__name__ and value not in tables:
-                tables.append(value)
-    return tables
+    modules = (leaderboards, stats, notifications, downloads, uploads, catalog, accounts)
+    return [table for module in modules for table in reversed(module.TABLES)]
 
 
 @pytest.fixture(autouse=True)
@@ -94,9 +91,8 @@ def clean_state():
             database.db.execute_sql("PRAGMA defer_foreign_keys = ON")
             for table in all_tables():
                 database.db.execute_sql(f'DELETE FROM "{table._meta.table_name}"')
-    broker.flush_all()
-    from jobs.redis_server import client
-    for key in client().scan_iter(match="atelier:*"):
+    from jobs.redis_server import client, redis_key
+    for key in client().scan_iter(match=redis_key("*"), count=1000):
         client().delete(key)
     for folder in ("blobs", "uploads", "tmp"):
         shutil.rmtree(HOME / folder, ignore_errors=True)

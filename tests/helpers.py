@@ -51,3 +51,25 @@ def tiny_safetensors(name: str) -> bytes:
     import numpy as np
     from safetensors.numpy import save
     return save({"w": np.arange(16, dtype=np.float16)}, metadata={"name": name})
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> bool:
+    """True once url answers 200 (a server process has come up), False after timeout seconds."""
+    import time
+
+    import requests
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return True
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    return False

@@ -3,5 +3,5 @@ from models_db import accounts, catalog, downloads, notifications, uploads
 
 
 def up(db):
-    db.create_tables([accounts.User, accounts.ApiKey, *catalog.TABLES, *uploads.TABLES,
+    db.create_tables([*accounts.TABLES, *catalog.TABLES, *uploads.TABLES,
                       *downloads.TABLES, *notifications.TABLES])

@@ -3,41 +3,46 @@ import time
 
 import dramatiq
 
-from jobs.redis_server import client
+from jobs.redis_server import client, redis_key
+
+
+def tk(name: str) -> str:
+    """A Redis key of the tests, under the run's namespace."""
+    return redis_key(f"test:{name}")
 
 
 @dramatiq.actor(queue_name="default", max_retries=0)
 def always_fails(tag: str) -> None:
-    if not client().exists(f"test:heal:{tag}"):
+    if not client().exists(tk(f"heal:{tag}")):
         raise ValueError(f"broken on purpose ({tag})")
-    client().incr(f"test:healed:{tag}")
+    client().incr(tk(f"healed:{tag}"))
 
 
 @dramatiq.actor(queue_name="default")
 def count_me(tag: str) -> None:
-    client().incr(f"test:count:{tag}")
+    client().incr(tk(f"count:{tag}"))
 
 
 @dramatiq.actor(queue_name="default", max_retries=5, min_backoff=100, max_backoff=500, time_limit=120_000)
 def slow_write(tag: str) -> None:
     """Marks its start, waits to be released, then writes one row (idempotently) and counts the finish."""
     from models_db.accounts import User
-    client().incr(f"test:started:{tag}")
+    client().incr(tk(f"started:{tag}"))
     deadline = time.time() + 60
-    while not client().exists(f"test:release:{tag}") and time.time() < deadline:
+    while not client().exists(tk(f"release:{tag}")) and time.time() < deadline:
         time.sleep(0.05)
     User.insert(username=f"row-{tag}").on_conflict_ignore().execute()
-    client().incr(f"test:finished:{tag}")
+    client().incr(tk(f"finished:{tag}"))
 
 
 @dramatiq.actor(queue_name="default", max_retries=20, min_backoff=100, max_backoff=1000)
 def count_slowly(tag: str) -> None:
     time.sleep(0.05)
-    client().incr(f"test:count:{tag}")
+    client().incr(tk(f"count:{tag}"))
 
 
 @dramatiq.actor(queue_name="default", max_retries=5, min_backoff=10, max_backoff=20)
 def refuses(tag: str) -> None:
     from jobs.broker import PermanentError
-    client().incr(f"test:attempts:{tag}")
+    client().incr(tk(f"attempts:{tag}"))
     raise PermanentError("this input can never work")

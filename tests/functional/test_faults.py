@@ -16,6 +16,7 @@ from models_db import db as database
 from models_db.accounts import User
 from tests.conftest import PG_BASE, PG_DB
 from tests.functional import ops_actors
+from tests.functional.ops_actors import tk
 
 ROOT = Path(__file__).parents[2]
 FAST_RECOVERY = {"JOB_HEARTBEAT_TIMEOUT_S": "3", "JOB_MAINTENANCE_CHANCE": "1000000"}
@@ -70,26 +71,26 @@ def workers(tmp_path):
 def test_killed_worker_job_is_redelivered_and_done_once(workers):
     ops_actors.slow_write.send("kill")
     first = workers("first")
-    wait_until(lambda: counter("test:started:kill") == 1, what="the job to start")
+    wait_until(lambda: counter(tk("started:kill")) == 1, what="the job to start")
     stop(first, signal.SIGKILL)
     workers("second")
-    client().set("test:release:kill", 1)
-    wait_until(lambda: counter("test:finished:kill") >= 1, timeout=90, what="the redelivered job")
+    client().set(tk("release:kill"), 1)
+    wait_until(lambda: counter(tk("finished:kill")) >= 1, timeout=90, what="the redelivered job")
     time.sleep(1)
-    assert counter("test:started:kill") == 2  # delivered again after the crash
-    assert counter("test:finished:kill") == 1
+    assert counter(tk("started:kill")) == 2  # delivered again after the crash
+    assert counter(tk("finished:kill")) == 1
     assert User.select().where(User.username == "row-kill").count() == 1
 
 
 def test_sigterm_lets_the_running_job_finish(workers):
     ops_actors.slow_write.send("term")
     worker = workers()
-    wait_until(lambda: counter("test:started:term") == 1, what="the job to start")
+    wait_until(lambda: counter(tk("started:term")) == 1, what="the job to start")
     os.killpg(worker.pid, signal.SIGTERM)
     time.sleep(0.5)
-    client().set("test:release:term", 1)
+    client().set(tk("release:term"), 1)
     worker.wait(timeout=60)
-    assert counter("test:finished:term") == 1 and counter("test:started:term") == 1
+    assert counter(tk("finished:term")) == 1 and counter(tk("started:term")) == 1
     assert User.select().where(User.username == "row-term").count() == 1
 
 
@@ -99,15 +100,15 @@ def test_redis_restart_during_a_run_loses_no_message(workers):
     for tag in tags:
         ops_actors.count_slowly.send(tag)
     workers()
-    wait_until(lambda: sum(counter(f"test:count:{t}") > 0 for t in tags) >= 5, what="some jobs to run")
+    wait_until(lambda: sum(counter(tk(f"count:{t}")) > 0 for t in tags) >= 5, what="some jobs to run")
     try:
         client().shutdown(save=True)
     except Exception:
         pass  # the server closes the connection as it stops
     time.sleep(0.5)
     start_embedded(settings.get())
-    wait_until(lambda: all(counter(f"test:count:{t}") > 0 for t in tags), timeout=90, what="every job")
-    assert all(counter(f"test:count:{t}") >= 1 for t in tags)
+    wait_until(lambda: all(counter(tk(f"count:{t}")) > 0 for t in tags), timeout=90, what="every job")
+    assert all(counter(tk(f"count:{t}")) >= 1 for t in tags)
 
 
 @pytest.mark.skipif(not PG_BASE, reason="drops PostgreSQL backends")
@@ -115,7 +116,7 @@ def test_dropped_database_connection_is_retried(workers):
     import psycopg2
     ops_actors.slow_write.send("db")
     workers()
-    wait_until(lambda: counter("test:started:db") == 1, what="the job to start")
+    wait_until(lambda: counter(tk("started:db")) == 1, what="the job to start")
     database.db.close_all()
     admin = psycopg2.connect(PG_BASE)
     admin.autocommit = True
@@ -124,8 +125,8 @@ def test_dropped_database_connection_is_retried(workers):
                     "WHERE datname = %s AND pid <> pg_backend_pid()", (PG_DB,))
         assert cur.rowcount >= 1
     admin.close()
-    client().set("test:release:db", 1)
-    wait_until(lambda: counter("test:finished:db") == 1, timeout=60, what="the retried job")
-    assert counter("test:started:db") == 2  # the first attempt failed on the dropped connection
+    client().set(tk("release:db"), 1)
+    wait_until(lambda: counter(tk("finished:db")) == 1, timeout=60, what="the retried job")
+    assert counter(tk("started:db")) == 2  # the first attempt failed on the dropped connection
     database.db.close_all()
     assert User.select().where(User.username == "row-db").count() == 1

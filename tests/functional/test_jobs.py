@@ -4,7 +4,7 @@ import pytest
 
 import settings
 from jobs.broker import broker
-from jobs.redis_server import client as redis_client
+from jobs.redis_server import client as redis_client, redis_key
 from tests.conftest import run_jobs
 
 
@@ -19,7 +19,7 @@ def flaky(key: str) -> None:
 
 def test_a_failed_job_is_retried_and_then_succeeds(worker):
     from models_db.accounts import User
-    key = f"test-flaky-{settings.get().queue_namespace}"
+    key = redis_key("test:flaky")
     redis_client().delete(key)
     flaky.send(key)
     run_jobs(worker)
@@ -30,7 +30,8 @@ def test_a_failed_job_is_retried_and_then_succeeds(worker):
 def test_broker_has_the_queues_and_middleware():
     assert {"default", "index", "gpu"} <= broker.get_declared_queues()
     names = {type(m).__name__ for m in broker.middleware}
-    assert {"Retries", "TimeLimit", "AgeLimit", "Callbacks", "DbConnection"} <= names
+    assert {"AtelierRetries", "TimeLimit", "AgeLimit", "Callbacks", "DbConnection", "Idempotency", "InFlight",
+            "Metrics"} <= names
 
 
 @pytest.mark.skipif(bool(settings.get().redis_url), reason="only with the embedded redis")

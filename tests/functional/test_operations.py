@@ -7,7 +7,7 @@ from datetime import timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from jobs.broker import broker
-from jobs.redis_server import client
+from jobs.redis_server import client, redis_key
 from models_db.catalog import Model, ModelVersion
 from models_db.db import utcnow
 from models_db.downloads import Download, record
@@ -15,6 +15,7 @@ from models_db.storage import get_store
 from scheduler import Entry, build, fire
 from tests.conftest import run_jobs
 from tests.functional import ops_actors
+from tests.functional.ops_actors import tk
 from tests.helpers import catalog_model, cli
 
 
@@ -28,7 +29,7 @@ def test_two_schedulers_send_each_tick_once():
     assert fire(entry, now=1000.2) is True and fire(entry, now=1000.7) is False  # same tick
     assert fire(entry, now=1001.1) is True
     broker.flush_all()
-    for key in client().scan_iter(match="atelier:scheduler:*"):
+    for key in client().scan_iter(match=redis_key("scheduler:*")):
         client().delete(key)
     schedulers = [build(BackgroundScheduler(timezone="UTC"), [entry]) for _ in range(2)]
     for s in schedulers:
@@ -36,7 +37,7 @@ def test_two_schedulers_send_each_tick_once():
     time.sleep(3.6)
     for s in schedulers:
         s.shutdown(wait=True)
-    ticks = list(client().scan_iter(match="atelier:scheduler:count_me:*"))
+    ticks = list(client().scan_iter(match=redis_key("scheduler:count_me:*")))
     assert len(ticks) >= 3
     assert queued(ops_actors.count_me) == len(ticks)
 
@@ -102,13 +103,13 @@ def test_orphan_blobs_are_removed_but_referenced_ones_kept(alice):
 def test_stale_in_flight_job_is_requeued_and_then_processed():
     from dramatiq import Worker
 
-    from jobs.middleware import InFlight
+    from jobs.middleware import InFlight, inflight_key
     from jobs.queues import reap_stale_jobs
     message = ops_actors.count_me.send("stale")
     consumer = broker.consume("default", prefetch=1, timeout=1000)
     taken = next(consumer)  # now in this broker's in-flight set, as if a worker hung on it
     assert taken.message_id == message.message_id
-    client().hset(InFlight.KEY, InFlight.redis_id(taken), json.dumps({
+    client().hset(inflight_key(), InFlight.redis_id(taken), json.dumps({
         "queue": "default", "actor": "count_me", "started": time.time() - 10 * 3600, "worker": broker.broker_id,
         "pid": 0}))
     assert reap_stale_jobs.fn() == 1
@@ -119,7 +120,7 @@ def test_stale_in_flight_job_is_requeued_and_then_processed():
         run_jobs(worker)
     finally:
         worker.stop()
-    assert int(client().get("test:count:stale")) == 1
+    assert int(client().get(tk("count:stale"))) == 1
 
 
 def test_redelivered_message_is_done_once(worker):
@@ -127,7 +128,7 @@ def test_redelivered_message_is_done_once(worker):
     run_jobs(worker)
     broker.enqueue(message)  # the same message delivered again, as after a crash before the ack
     run_jobs(worker)
-    assert int(client().get("test:count:twice")) == 1
+    assert int(client().get(tk("count:twice"))) == 1
 
 
 def test_failed_jobs_cli(worker):
@@ -140,10 +141,10 @@ def test_failed_jobs_cli(worker):
     assert shown["actor"] == "always_fails" and shown["args"] == ["cli"]
     stats = cli("jobs", "stats", "--json", "--interval", "0.1")
     assert json.loads(stats.stdout)["queues"]["default"]["dead"] == 1
-    client().set("test:heal:cli", 1)
+    client().set(tk("heal:cli"), 1)
     assert "requeued 1 job(s)" in cli("jobs", "failed", "retry", failed_id).stdout
     run_jobs(worker)
-    assert int(client().get("test:healed:cli")) == 1
+    assert int(client().get(tk("healed:cli"))) == 1
     assert cli("jobs", "failed").stdout == ""
     ops_actors.always_fails.send("purge")
     run_jobs(worker)
@@ -172,6 +173,6 @@ def test_gpu_worker_gauge_follows_gpu_workers(client):
 def test_permanent_errors_are_not_retried(worker):
     ops_actors.refuses.send("perm")
     run_jobs(worker)
-    assert int(client().get("test:attempts:perm")) == 1
+    assert int(client().get(tk("attempts:perm"))) == 1
     from jobs.queues import failed
     assert [f["error"] for f in failed()] == ["PermanentError: this input can never work"]

@@ -2,7 +2,6 @@
 serve an upload end to end, through the same database and Redis as the rest of the suite."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ import requests
 
 from tests import factories
 from tests.conftest import make_user
+from tests.helpers import free_port, wait_http
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -32,14 +26,7 @@ def processes(tmp_path):
         started.append(subprocess.Popen([str(BIN / "atelier"), *args], stdout=log, stderr=subprocess.STDOUT,
                                         env=dict(os.environ, WEB_WORKERS="1"), start_new_session=True))
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    else:
+    if not wait_http(f"{base}/healthz"):
         pytest.fail("web did not answer /healthz: " + (tmp_path / "web.log").read_text()[-2000:])
     yield base
     for proc in started:

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.conftest import run_jobs
-from tests.functional.test_processes import free_port
+from tests.helpers import free_port, wait_http
 
 ROOT = Path(__file__).parents[2]
 PROMETHEUS = shutil.which("prometheus")
@@ -29,13 +29,7 @@ def prometheus(live_server, tmp_path):
                              f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"))
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/-/ready", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.2)
+    assert wait_http(f"{base}/-/ready", 30), (tmp_path / "prometheus.log").read_text()[-2000:]
     yield base
     proc.terminate()
     proc.wait(timeout=20)
