@@ -18,7 +18,7 @@ def stats(as_json, interval):
 
     from jobs.middleware import errors_key, inflight_key
     from jobs.queues import queue_stats, stale_jobs
-    from jobs.redis_server import client
+    from models_db.redis_store import client
     first = actor_totals()
     time.sleep(interval)
     totals = actor_totals()

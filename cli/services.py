@@ -25,7 +25,7 @@ def _bin(name: str) -> str:
 def web(bind):
     """Serve the web app and API with gunicorn."""
     import settings
-    from jobs.redis_server import redis_url
+    from models_db.redis_store import redis_url
     s = settings.get()
     redis_url()  # start the embedded redis before forking workers
     _exec([_bin("gunicorn"), "--config", "python:web.gunicorn_conf", "--workers", str(s.web_workers), "--threads", "4",
@@ -38,7 +38,7 @@ def web(bind):
 def worker(gpu):
     """Run Dramatiq workers (all non-GPU queues, or the gpu queue)."""
     import settings
-    from jobs.redis_server import redis_url
+    from models_db.redis_store import redis_url
     s = settings.get()
     redis_url()
     if gpu:
@@ -70,13 +70,13 @@ def redis_group():
 
 @redis_group.command("start")
 def redis_start():
-    from jobs.redis_server import redis_url
+    from models_db.redis_store import redis_url
     click.echo(redis_url())
 
 
 @redis_group.command("stop")
 def redis_stop():
-    from jobs.redis_server import stop_embedded
+    from models_db.redis_store import stop_embedded
     stop_embedded()
 
 

@@ -8,7 +8,7 @@ from dramatiq.middleware import (AgeLimit, Callbacks, CurrentMessage, Pipelines,
 
 import settings
 from jobs.middleware import DbConnection, Idempotency, InFlight, Metrics
-from jobs.redis_server import redis_url
+from models_db.redis_store import redis_url
 
 QUEUES = ("default", "index", "gpu")
 

@@ -10,7 +10,7 @@ import time
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
-from jobs.redis_server import redis_key
+from models_db.redis_store import redis_key
 
 from models_db import db as database
 
@@ -48,7 +48,7 @@ def errors_key() -> str:
 
 
 def _redis():
-    from jobs.redis_server import client
+    from models_db.redis_store import client
     return client()
 
 

@@ -9,7 +9,7 @@ import dramatiq
 from dramatiq import Message
 
 from jobs.broker import broker
-from jobs.redis_server import client
+from models_db.redis_store import client
 
 
 def _key(*parts: str) -> str:

@@ -37,7 +37,7 @@ def schedule_table() -> list[Entry]:
 
 def fire(entry: Entry, now: float | None = None) -> bool:
     """Sends the entry's message unless another scheduler already sent this tick."""
-    from jobs.redis_server import client, redis_key
+    from models_db.redis_store import client, redis_key
     from metrics import definitions as m
     now = time.time() if now is None else now
     tick = int(now // entry.seconds)

@@ -60,14 +60,14 @@ def pytest_report_header(config):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    from jobs.redis_server import client, redis_key
+    from models_db.redis_store import client, redis_key
     for key in client().scan_iter(match=redis_key("*"), count=1000):
         client().delete(key)
     database.db.close()
     if PG_BASE:
         _pg_admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
     else:
-        from jobs.redis_server import stop_embedded
+        from models_db.redis_store import stop_embedded
         stop_embedded()
     shutil.rmtree(HOME, ignore_errors=True)
 
@@ -91,7 +91,7 @@ def clean_state():
             database.db.execute_sql("PRAGMA defer_foreign_keys = ON")
             for table in all_tables():
                 database.db.execute_sql(f'DELETE FROM "{table._meta.table_name}"')
-    from jobs.redis_server import client, redis_key
+    from models_db.redis_store import client, redis_key
     for key in client().scan_iter(match=redis_key("*"), count=1000):
         client().delete(key)
     for folder in ("blobs", "uploads", "tmp"):

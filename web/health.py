@@ -24,7 +24,7 @@ def _database() -> str:
 
 
 def _redis() -> str:
-    from jobs.redis_server import client
+    from models_db.redis_store import client
     info = client().info("server")
     return f"redis {info['redis_version']}"
 

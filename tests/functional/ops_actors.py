@@ -3,7 +3,7 @@ import time
 
 import dramatiq
 
-from jobs.redis_server import client, redis_key
+from models_db.redis_store import client, redis_key
 
 
 def tk(name: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import settings
-from jobs.redis_server import client, start_embedded
+from models_db.redis_store import client, start_embedded
 from models_db import db as database
 from models_db.accounts import User
 from tests.conftest import PG_BASE, PG_DB

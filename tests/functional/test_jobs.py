@@ -4,7 +4,7 @@ import pytest
 
 import settings
 from jobs.broker import broker
-from jobs.redis_server import client as redis_client, redis_key
+from models_db.redis_store import client as redis_client, redis_key
 from tests.conftest import run_jobs
 
 
@@ -38,8 +38,8 @@ def test_broker_has_the_queues_and_middleware():
 def test_embedded_redis_is_shared(tmp_path):
     import subprocess
     import sys
-    from jobs.redis_server import redis_url
-    code = "import settings; from jobs.redis_server import redis_url; print(redis_url())"
+    from models_db.redis_store import redis_url
+    code = "import settings; from models_db.redis_store import redis_url; print(redis_url())"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == redis_url()
     pid = (settings.get().redis_socket.parent / "redis.pid").read_text().strip()

@@ -7,7 +7,7 @@ from datetime import timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from jobs.broker import broker
-from jobs.redis_server import client, redis_key
+from models_db.redis_store import client, redis_key
 from models_db.catalog import Model, ModelVersion
 from models_db.db import utcnow
 from models_db.downloads import Download, record
