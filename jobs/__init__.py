@@ -1,3 +1,4 @@
 """Queued work. `dramatiq jobs` loads the broker first, then every actor module."""
 from jobs import broker  # noqa: F401  (must come first)
-from jobs import downloads, ingest, leaderboards, notifications, queues, stats, storage, uploads  # noqa: F401,E402
+from jobs import (downloads, ingest, leaderboards, notifications, queues, search, stats, storage,  # noqa: F401,E402
+                  uploads)

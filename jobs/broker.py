@@ -1,6 +1,9 @@
 """Builds the Dramatiq broker from settings. Import this before any actor module."""
 from __future__ import annotations
 
+import functools
+import logging
+
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries,
@@ -11,6 +14,17 @@ from jobs.middleware import DbConnection, Idempotency, InFlight, Metrics
 from models_db.redis_store import redis_url
 
 QUEUES = ("default", "index", "gpu")
+
+
+def logs_result(fn):
+    """For actors whose function returns a summary (a count...): the summary is logged, the actor
+    returns None (there is no results backend). `actor.fn.__wrapped__` returns it, for tests."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        if result is not None:
+            logging.getLogger(f"atelier.jobs.{fn.__name__}").info("%s: %s", fn.__name__, result)
+    return run
 
 
 class PermanentError(Exception):

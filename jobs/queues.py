@@ -8,7 +8,7 @@ import time
 import dramatiq
 from dramatiq import Message
 
-from jobs.broker import broker
+from jobs.broker import broker, logs_result
 from models_db.redis_store import client
 
 
@@ -153,6 +153,7 @@ def _default_time_limit_ms() -> int:
 
 
 @dramatiq.actor(queue_name="default", max_retries=0, time_limit=5 * 60 * 1000)
+@logs_result
 def reap_stale_jobs() -> int:
     """Requeues jobs stuck in flight past their time limit (a hung worker that still heartbeats);
     jobs of dead workers are requeued by the broker's own maintenance."""

@@ -5,6 +5,8 @@ import time
 
 import dramatiq
 
+from jobs.broker import logs_result
+
 from models_db.storage import BLOB_REFERENCES, get_store
 
 GRACE_S = 24 * 3600  # younger blobs may belong to an upload whose row is not written yet
@@ -25,6 +27,7 @@ def orphan_blobs(grace_s: float = GRACE_S) -> list[str]:
 
 
 @dramatiq.actor(queue_name="default", max_retries=3, time_limit=6 * 3600 * 1000)
+@logs_result
 def remove_orphan_blobs(grace_s: float = GRACE_S) -> int:
     """Deletes blobs that no row names any more (e.g. left by a crash between storing and recording)."""
     store = get_store()

@@ -5,6 +5,8 @@ from datetime import timedelta
 
 import dramatiq
 
+from jobs.broker import logs_result
+
 import settings
 from jobs.ingest import ingest_file
 from models_db.catalog import ModelFile
@@ -36,6 +38,7 @@ def store_upload(upload_id: str) -> None:
 
 
 @dramatiq.actor(queue_name="default", max_retries=3)
+@logs_result
 def expire_uploads() -> int:
     """Removes resumable uploads left unfinished for longer than UPLOAD_EXPIRY_HOURS."""
     cutoff = utcnow() - timedelta(hours=settings.get().upload_expiry_hours)

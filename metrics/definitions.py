@@ -31,6 +31,8 @@ generation_batch = Histogram("atelier_generation_batch_size", "Images per GPU ba
 
 search_latency = Histogram("atelier_search_duration_seconds", "Search query latency", ["backend", "kind"],
                            buckets=LATENCY)
+search_index_seconds = Histogram("atelier_search_index_duration_seconds", "Time to index one batch", ["backend"],
+                                 buckets=JOB_SECONDS)
 
 gpu_utilization = Gauge("atelier_gpu_utilization_ratio", "GPU utilisation 0..1", ["gpu"], multiprocess_mode="max")
 gpu_memory_used = Gauge("atelier_gpu_memory_used_bytes", "GPU memory in use", ["gpu"], multiprocess_mode="max")

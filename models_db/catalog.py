@@ -147,6 +147,12 @@ class ModelTag(BaseModel):
 
 
 TABLES = [Model, ModelVersion, ModelFile, ModelFileHash, Tag, ModelTag]
+
+
+def search_changed(model_ids) -> None:
+    """The search index must pick these models up again once the transaction commits."""
+    from models_db.search.sync import mark_after_commit
+    mark_after_commit(model_ids)
 BLOB_REFERENCES.append((ModelFile, ModelFile.blob))
 
 
@@ -160,6 +166,7 @@ def normalize_tags(names) -> list[str]:
 
 
 def set_tags(model: Model, names) -> None:
+    search_changed([model.id])
     ModelTag.delete().where(ModelTag.model == model).execute()
     for name in normalize_tags(names):
         tag, _ = Tag.get_or_create(name=name)
@@ -188,6 +195,7 @@ def air(model_type: str, base_model: str, model_id: int, version_id: int) -> str
 
 def refresh_published(model: Model) -> None:
     """A model is Published while at least one of its versions is."""
+    search_changed([model.id])
     published = model.versions.where(ModelVersion.status == "Published").exists()
     if published and model.status != "Published":
         model.status, model.published_at = "Published", model.published_at or utcnow()
@@ -209,6 +217,7 @@ def create_model(owner, *, tags=(), **fields) -> Model:
 
 def create_version(model: Model, *, trained_words=(), **fields) -> ModelVersion:
     """A new version goes first (index 0): versions are listed newest first."""
+    search_changed([model.id])
     ModelVersion.update(index=ModelVersion.index + 1).where(ModelVersion.model == model).execute()
     version = ModelVersion(model=model, index=0, **fields)
     version.trained_words = trained_words

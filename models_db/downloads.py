@@ -4,8 +4,8 @@ from __future__ import annotations
 from peewee import CharField, DateTimeField, ForeignKeyField
 
 from models_db.accounts import User
-from models_db.catalog import Model, ModelFile, ModelVersion
-from models_db.db import BaseModel, db, utcnow
+from models_db.catalog import Model, ModelFile, ModelVersion, search_changed
+from models_db.db import BaseModel, transaction, utcnow
 
 
 class Download(BaseModel):
@@ -20,7 +20,7 @@ TABLES = [Download]
 
 def record(download_id: str, file_id: int, user_id: int | None) -> bool:
     """Counts a download once, however often it is recorded. True when it was new."""
-    with db.atomic():
+    with transaction():
         inserted = (Download.insert(id=download_id, file=file_id, user=user_id)
                     .on_conflict_ignore().as_rowcount().execute())
         if not inserted:
@@ -28,7 +28,7 @@ def record(download_id: str, file_id: int, user_id: int | None) -> bool:
         version_id = ModelFile.select(ModelFile.version).where(ModelFile.id == file_id).scalar()
         ModelVersion.update(download_count=ModelVersion.download_count + 1).where(
             ModelVersion.id == version_id).execute()
-        Model.update(download_count=Model.download_count + 1).where(
-            Model.id == ModelVersion.select(ModelVersion.model).where(ModelVersion.id == version_id)
-        ).execute()
+        model_id = ModelVersion.select(ModelVersion.model).where(ModelVersion.id == version_id).scalar()
+        Model.update(download_count=Model.download_count + 1).where(Model.id == model_id).execute()
+        search_changed([model_id])  # the index sorts by downloads
     return True

@@ -75,7 +75,11 @@ def pytest_sessionfinish(session, exitstatus):
 def all_tables():
     """Every table, children before parents."""
     from models_db import accounts, catalog, downloads, leaderboards, notifications, stats, uploads
-    modules = (leaderboards, stats, notifications, downloads, uploads, catalog, accounts)
+    from models_db.search import tables, vectors
+    modules = (tables, vectors, leaderboards, stats, notifications, downloads, uploads, catalog, accounts)
+    if not PG_BASE:
+        from models_db.search import sqlite_fts
+        modules = (sqlite_fts, *modules)
     return [table for module in modules for table in reversed(module.TABLES)]
 
 
@@ -94,6 +98,10 @@ def clean_state():
     from models_db.redis_store import client, redis_key
     for key in client().scan_iter(match=redis_key("*"), count=1000):
         client().delete(key)
+    from models_db.search.engine import DatabaseBackend
+    from models_db.search.vectors import vector_index
+    vector_index.__init__()
+    DatabaseBackend.vocabulary.reset()
     for folder in ("blobs", "uploads", "tmp"):
         shutil.rmtree(HOME / folder, ignore_errors=True)
     yield

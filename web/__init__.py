@@ -21,9 +21,9 @@ def create_app(env: dict | None = None) -> Flask:
     app.json.sort_keys = False
 
     from web import (accounts, catalog, creators, downloads, health, leaderboards, metrics, notifications,
-                     openapi, uploads)
+                     openapi, search, uploads)
     for module in (accounts, catalog, creators, downloads, health, leaderboards, metrics, notifications, openapi,
-                   uploads):
+                   search, uploads):
         app.register_blueprint(module.bp)
     metrics.init_app(app)
     accounts.login_manager.init_app(app)

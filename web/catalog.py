@@ -125,10 +125,15 @@ def list_models():
         ids=ids, nsfw=boolean("nsfw"), period=period, rating=rating,
         allow_no_credit=boolean("allowNoCredit"), allow_derivatives=boolean("allowDerivatives"),
         allow_different_license=boolean("allowDifferentLicenses"), allow_commercial_use=commercial)
-    try:
-        rows, next_cursor, total = q.list_models(f, sort, limit, cursor=cursor, page=None if cursor else page)
-    except q.BadCursor:
-        error(400, "invalid cursor")
+    from web import search
+    if search.handles(request.args):
+        rows, next_cursor, total = search.models_page(f, sort, limit, cursor, page)
+        total = total if page else None
+    else:
+        try:
+            rows, next_cursor, total = q.list_models(f, sort, limit, cursor=cursor, page=None if cursor else page)
+        except q.BadCursor:
+            error(400, "invalid cursor")
     items = models_json(rows, primary_only=bool(boolean("primaryFileOnly")))
     metadata: dict = {"pageSize": limit}
     if total is not None:

@@ -197,6 +197,26 @@ PATHS = {
                 "link": {"type": "string"}}}}}}, NOT_FOUND),
         [param("board", "path", ENUM(("creators-day", "creators-week", "creators-month", "creators-year",
                                        "creators-alltime")))])},
+    "/api/v1/search": {"get": op(
+        "Search models: keyword (typo tolerant) fused with semantic similarity, with facets and highlights",
+        answer("Hits", {"type": "object", "properties": {
+            "items": {"type": "array", "items": ref("Model")},
+            "hits": {"type": "array", "items": {"type": "object", "properties": {
+                "id": INT, "score": {"type": "number"}, "highlights": {"type": "object"}}}},
+            "facets": {"type": "object", "additionalProperties": {"type": "object",
+                                                                  "additionalProperties": INT}},
+            "query": {"type": "object", "properties": {"text": {"type": "string"},
+                                                       "corrected": {"type": "string", "nullable": True}}},
+            "metadata": ref("PageMetadata")}}, {400: "bad parameter"}),
+        [param("q"), param("mode", schema=ENUM(("hybrid", "keyword"))),
+         param("sort", schema=ENUM(("Relevance", "Highest Rated", "Most Downloaded", "Newest"))),
+         param("types", schema=ENUM(c.MODEL_TYPES), many=True), param("baseModels", many=True),
+         param("tags", many=True), param("username"), param("nsfw", schema=BOOL), param("limit", schema=INT),
+         param("cursor")], tag="search")},
+    "/api/v1/search/suggest": {"get": op("Model names completing a prefix", answer("Suggestions", {
+        "type": "object", "properties": {"query": {"type": "string"},
+                                         "suggestions": {"type": "array", "items": {"type": "string"}}}}),
+        [param("q", required=True), param("limit", schema=INT)], tag="search")},
     "/api/v1/openapi.json": {"get": op("This document", answer("OpenAPI 3", {"type": "object"}), tag="meta")},
     "/api/download/models/{version_id}": {"get": op(
         "Download a file of a version: 307 to a signed storage URL that needs no key",

@@ -86,7 +86,7 @@ def test_sigterm_lets_the_running_job_finish(workers):
     ops_actors.slow_write.send("term")
     worker = workers()
     wait_until(lambda: counter(tk("started:term")) == 1, what="the job to start")
-    os.killpg(worker.pid, signal.SIGTERM)
+    os.kill(worker.pid, signal.SIGTERM)  # to the main process, which forwards it once to its workers
     time.sleep(0.5)
     client().set(tk("release:term"), 1)
     worker.wait(timeout=60)

@@ -1,0 +1,233 @@
+"""The database search engine shared by the SQLite FTS5 and PostgreSQL backends: filters, typo
+correction, semantic neighbours fused with keyword ranking (RRF), sorts, facets, paging, highlights.
+A subclass supplies the full-text part: _index_text, _remove_text, _clear_text, _keyword, _highlight."""
+from __future__ import annotations
+
+import html
+import re
+import threading
+import time
+
+from peewee import fn
+
+from models_db.db import db
+from models_db.search import vectors
+from models_db.search.base import (SORT_COLUMNS, Backend, BadSearchCursor, Hit, SearchQuery, SearchResult,
+                                   decode_cursor, encode_cursor, page, rrf)
+from models_db.search.tables import SearchDoc, SearchFacet, SearchTerm, facet_rows
+
+TOKEN = re.compile(r"\w+", re.UNICODE)
+CANDIDATES = 1000
+SEMANTIC_K = 200
+SEMANTIC_MIN = 0.45  # MiniLM cosine: related texts score 0.45-0.8, unrelated ones 0.0-0.4
+MARK_OPEN, MARK_CLOSE = "\x02", "\x03"
+
+
+def tokens(text: str) -> list[str]:
+    return [t.lower() for t in TOKEN.findall(text or "")][:16]
+
+
+def mark_html(text: str) -> str:
+    """Escapes a highlighted fragment and turns the sentinels into <mark> tags."""
+    return html.escape(text or "").replace(MARK_OPEN, "<mark>").replace(MARK_CLOSE, "</mark>")
+
+
+class Vocabulary:
+    """The index's terms, cached per process for typo correction."""
+
+    def __init__(self):
+        self.terms: list[str] = []
+        self.loaded_at = 0.0
+        self.lock = threading.Lock()
+
+    def get(self) -> list[str]:
+        with self.lock:
+            if time.monotonic() - self.loaded_at > 30:
+                self.terms = [t for (t,) in SearchTerm.select(SearchTerm.term).tuples()]
+                self.loaded_at = time.monotonic()
+            return self.terms
+
+    def reset(self):
+        self.loaded_at = 0.0
+
+
+class DatabaseBackend(Backend):
+    vocabulary = Vocabulary()
+
+    # ---- writing -------------------------------------------------------------------------
+    def upsert(self, docs: list[dict], vectors_by_id) -> None:
+        ids = [d["id"] for d in docs]
+        with db.atomic():
+            SearchDoc.delete().where(SearchDoc.id.in_(ids)).execute()
+            SearchFacet.delete().where(SearchFacet.doc_id.in_(ids)).execute()
+            self._remove_text(ids)
+            SearchDoc.insert_many([{**{k: d[k] for k in (
+                "id", "name", "description", "creator", "owner_id", "type", "status", "nsfw", "nsfw_level",
+                "published_at", "download_count", "rating")}, "tags_text": " ".join(d["tags"])} for d in docs]).execute()
+            facets = [row for d in docs for row in facet_rows(d)]
+            for i in range(0, len(facets), 500):
+                SearchFacet.insert_many(facets[i:i + 500]).execute()
+            terms = sorted({t[:64] for d in docs for t in tokens(f"{d['name']} {' '.join(d['tags'])} {d['creator']}")
+                            if len(t) >= 3})
+            for i in range(0, len(terms), 500):
+                SearchTerm.insert_many([{"term": t} for t in terms[i:i + 500]]).on_conflict_ignore().execute()
+            self._index_text(docs)
+        if vectors_by_id:
+            vectors.store(*vectors_by_id)
+
+    def delete(self, ids: list[int]) -> None:
+        with db.atomic():
+            SearchDoc.delete().where(SearchDoc.id.in_(ids)).execute()
+            SearchFacet.delete().where(SearchFacet.doc_id.in_(ids)).execute()
+            self._remove_text(ids)
+        vectors.remove(ids)
+
+    def clear(self) -> None:
+        with db.atomic():
+            for table in (SearchDoc, SearchFacet, SearchTerm):
+                table.delete().execute()
+            self._clear_text()
+        vectors.clear()
+        self.vocabulary.reset()
+
+    def count(self) -> int:
+        return SearchDoc.select().count()
+
+    # ---- reading -------------------------------------------------------------------------
+    def conditions(self, q: SearchQuery) -> list:
+        """Conditions on SearchDoc for the visible documents that pass the filters."""
+        visible = SearchDoc.status == "Published"
+        if q.viewer_id:
+            visible |= SearchDoc.owner_id == q.viewer_id
+        conds = [visible]
+        if q.types:
+            conds.append(SearchDoc.type.in_(q.types))
+        if q.creator:
+            conds.append(SearchDoc.creator == q.creator)
+        if q.nsfw is False:
+            conds.append(SearchDoc.nsfw == False)  # noqa: E712
+        if q.max_nsfw_level is not None:
+            conds.append(SearchDoc.nsfw_level <= q.max_nsfw_level)
+        for field, values in (("baseModel", q.base_models),):
+            if values:
+                conds.append(SearchDoc.id.in_(SearchFacet.select(SearchFacet.doc_id).where(
+                    SearchFacet.field == field, SearchFacet.value.in_(values))))
+        for tag in q.tags:
+            conds.append(SearchDoc.id.in_(SearchFacet.select(SearchFacet.doc_id).where(
+                SearchFacet.field == "tags", SearchFacet.value == tag.lower())))
+        return conds
+
+    def correct(self, words: list[str]) -> list[str]:
+        """Each word not in the vocabulary replaced by its closest term (edit distance ≤ 2)."""
+        from rapidfuzz import process
+        from rapidfuzz.distance import Levenshtein
+        vocab = self.vocabulary.get()
+        known = set(vocab)
+        out = []
+        for word in words:
+            if word in known or len(word) < 4:
+                out.append(word)
+                continue
+            match = process.extractOne(word, vocab, scorer=Levenshtein.distance,
+                                       score_cutoff=1 if len(word) < 6 else 2)
+            out.append(match[0] if match else word)
+        return out
+
+    def search(self, q: SearchQuery) -> SearchResult:
+        words = tokens(q.text)
+        conds = self.conditions(q)
+        allowed = SearchDoc.select(SearchDoc.id).where(*conds)
+        corrected = None
+        if words:
+            keyword = self._keyword(words, conds, CANDIDATES)
+            if len(keyword) < 3:
+                fixed = self.correct(words)
+                if fixed != words:
+                    better = self._keyword(fixed, conds, CANDIDATES)
+                    if len(better) > len(keyword):
+                        keyword, words, corrected = better, fixed, " ".join(fixed)
+            ranked = [(i, s) for i, s in keyword]
+            if q.hybrid:
+                semantic = self.semantic(q.text, allowed)
+                ranked = rrf([i for i, _ in keyword], [i for i, _ in semantic])
+            if q.sort != "Relevance":
+                ranked = self.sort_ids([i for i, _ in ranked], q.sort)
+            chunk, next_cursor = page(ranked, q)
+            ids = [i for i, _ in ranked]
+        else:
+            chunk, next_cursor = self.browse(q, allowed)
+            ids = None
+        highlights = self._highlight([i for i, _ in chunk], words) if (q.highlight and words) else {}
+        facets = self.facets(ids, allowed) if q.facets else {}
+        total = len(ids) if ids is not None else allowed.count()
+        return SearchResult([Hit(i, s, highlights.get(i, {})) for i, s in chunk], total, facets, next_cursor,
+                            corrected)
+
+    def semantic(self, text: str, allowed) -> list[tuple[int, float]]:
+        from gpu.embeddings import encode
+        near = [(i, s) for i, s in vectors.vector_index.nearest(encode([text])[0], SEMANTIC_K) if s >= SEMANTIC_MIN]
+        if not near:
+            return []
+        ok = {i for (i,) in allowed.where(SearchDoc.id.in_([i for i, _ in near])).tuples()}
+        return [(i, s) for i, s in near if i in ok]
+
+    def sort_ids(self, ids: list[int], sort: str) -> list[tuple[int, float]]:
+        column = getattr(SearchDoc, SORT_COLUMNS[sort])
+        rows = SearchDoc.select(SearchDoc.id, column).where(SearchDoc.id.in_(ids)).tuples()
+        ordered = sorted(rows, key=lambda r: (r[1] is not None, r[1] or 0, r[0]), reverse=True)
+        return [(i, 0.0) for i, _ in ordered]
+
+    def browse(self, q: SearchQuery, allowed) -> tuple[list[tuple[int, float]], str | None]:
+        """No text: the filtered documents in sort order, keyset-paged."""
+        column = getattr(SearchDoc, SORT_COLUMNS.get(q.sort, "published_at"))
+        query = SearchDoc.select(SearchDoc.id, column).where(SearchDoc.id.in_(allowed))
+        if q.cursor:
+            value, last = decode_cursor(q.cursor).get("k", (None, None))
+            if last is None:
+                raise BadSearchCursor("invalid cursor")
+            if column is SearchDoc.published_at and value is not None:
+                from datetime import datetime
+                value = datetime.fromisoformat(value)
+            query = query.where((column < value) | ((column == value) & (SearchDoc.id < last)))
+        rows = list(query.order_by(column.desc(), SearchDoc.id.desc()).limit(q.limit + 1).tuples())
+        more = len(rows) > q.limit
+        rows = rows[:q.limit]
+        cursor = None
+        if more:
+            value = rows[-1][1]
+            cursor = encode_cursor({"k": [value.isoformat() if hasattr(value, "isoformat") else value, rows[-1][0]]})
+        return [(i, 0.0) for i, _ in rows], cursor
+
+    def facets(self, ids: list[int] | None, allowed) -> dict:
+        count = fn.COUNT(SearchFacet.doc_id)
+        query = SearchFacet.select(SearchFacet.field, SearchFacet.value, count.alias("n"))
+        query = query.where(SearchFacet.doc_id.in_(ids[:CANDIDATES] if ids is not None else allowed))
+        out: dict = {"type": {}, "baseModel": {}, "tags": {}}
+        for field, value, n in query.group_by(SearchFacet.field, SearchFacet.value).order_by(count.desc()).tuples():
+            if len(out[field]) < 20:
+                out[field][value] = n
+        return out
+
+    def suggest(self, prefix: str, limit: int = 10, viewer_id: int | None = None) -> list[str]:
+        words = tokens(prefix)
+        if not words:
+            return []
+        conds = self.conditions(SearchQuery(viewer_id=viewer_id))
+        ids = [i for i, _ in self._keyword(words, conds, limit * 5, name_only=True)]
+        rows = dict(SearchDoc.select(SearchDoc.id, SearchDoc.name).where(SearchDoc.id.in_(ids)).tuples())
+        seen, out = set(), []
+        for i in ids:
+            name = rows.get(i)
+            if name and name.lower() not in seen:
+                seen.add(name.lower())
+                out.append(name)
+        return out[:limit]
+
+    # ---- the full-text part -----------------------------------------------------------------
+    def _index_text(self, docs: list[dict]) -> None: ...
+    def _remove_text(self, ids: list[int]) -> None: ...
+    def _clear_text(self) -> None: ...
+    def _keyword(self, words: list[str], conds: list, limit: int, name_only=False) -> list[tuple[int, float]]:
+        """Best matches first: every word must match (the last one as a prefix)."""
+    def _highlight(self, ids: list[int], words: list[str]) -> dict[int, dict]:
+        """{id: {"name": html, "description": html}} with matches in <mark>."""

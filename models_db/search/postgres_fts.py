@@ -1,0 +1,73 @@
+"""Search backend on PostgreSQL: a weighted tsvector (name A, tags B, creator C, description D) with a
+GIN index, an unaccent text-search configuration, ts_rank_cd and ts_headline, over the shared engine."""
+from __future__ import annotations
+
+from peewee import SQL, Expression, fn
+
+from models_db.db import db
+from models_db.search.engine import DatabaseBackend, mark_html
+from models_db.search.tables import SearchDoc
+
+CONFIG = "atelier_search"
+RANK_WEIGHTS = "{0.1, 0.3, 0.5, 1.0}"  # D, C, B, A
+OPEN, CLOSE = "[[[", "]]]"
+
+SETUP = [
+    "CREATE EXTENSION IF NOT EXISTS unaccent",
+    f"""DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = '{CONFIG}') THEN
+            CREATE TEXT SEARCH CONFIGURATION {CONFIG} (COPY = simple);
+            ALTER TEXT SEARCH CONFIGURATION {CONFIG} ALTER MAPPING FOR hword, hword_part, word WITH unaccent, simple;
+        END IF;
+    END $$""",
+    "ALTER TABLE search_doc ADD COLUMN IF NOT EXISTS tsv tsvector",
+    "CREATE INDEX IF NOT EXISTS search_doc_tsv ON search_doc USING GIN (tsv)",
+]
+
+
+def tsquery(words: list[str], name_only: bool) -> str:
+    weight = "A" if name_only else ""
+    return " & ".join(f"{w}:*{weight}" if i == len(words) - 1 else (f"{w}:{weight}" if weight else w)
+                      for i, w in enumerate(words))
+
+
+class PostgresBackend(DatabaseBackend):
+    name = "postgres"
+
+    def _index_text(self, docs):
+        db.execute_sql(f"""
+            UPDATE search_doc SET tsv =
+                setweight(to_tsvector('{CONFIG}', name), 'A') ||
+                setweight(to_tsvector('{CONFIG}', tags_text), 'B') ||
+                setweight(to_tsvector('{CONFIG}', creator), 'C') ||
+                setweight(to_tsvector('{CONFIG}', description), 'D')
+            WHERE id = ANY(%s)""", ([d["id"] for d in docs],))
+
+    def _remove_text(self, ids):
+        pass  # the tsvector lives in search_doc's row
+
+    def _clear_text(self):
+        pass
+
+    def _keyword(self, words, conds, limit, name_only=False):
+        match = fn.to_tsquery(CONFIG, tsquery(words, name_only))
+        rank = fn.ts_rank_cd(RANK_WEIGHTS, SQL("tsv"), match)
+        rows = (SearchDoc.select(SearchDoc.id, rank.alias("rank"))
+                .where(Expression(SQL("tsv"), "@@", match), *conds)
+                .order_by(rank.desc(), SearchDoc.id.desc()).limit(limit).tuples())
+        return [(i, float(score)) for i, score in rows]
+
+    def _highlight(self, ids, words):
+        if not ids:
+            return {}
+        options = f"StartSel={OPEN}, StopSel={CLOSE}, MaxWords=24, MinWords=8"
+        rows = db.execute_sql(f"""
+            SELECT id, ts_headline('{CONFIG}', name, q, %s), ts_headline('{CONFIG}', description, q, %s)
+            FROM search_doc, to_tsquery('{CONFIG}', %s) q WHERE id = ANY(%s)""",
+                              (options + ", HighlightAll=true", options, tsquery(words, False), ids)).fetchall()
+        return {i: {"name": mark(n), "description": mark(d)} for i, n, d in rows}
+
+
+def mark(text: str) -> str:
+    from models_db.search.engine import MARK_CLOSE, MARK_OPEN
+    return mark_html((text or "").replace(OPEN, MARK_OPEN).replace(CLOSE, MARK_CLOSE))

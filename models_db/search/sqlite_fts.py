@@ -1,0 +1,69 @@
+"""Embedded search backend: SQLite FTS5 (bm25 with field weights, prefix indexes, diacritics folded by
+the unicode61 tokenizer) over the shared engine."""
+from __future__ import annotations
+
+from peewee import SQL, fn
+from playhouse.sqlite_ext import FTS5Model, RowIDField, SearchField
+
+from models_db.db import db
+from models_db.search.base import FIELD_WEIGHTS
+from models_db.search.engine import MARK_CLOSE, MARK_OPEN, DatabaseBackend, mark_html
+from models_db.search.tables import SearchDoc
+
+
+class SearchFts(FTS5Model):
+    rowid = RowIDField()
+    name = SearchField()
+    tags = SearchField()
+    creator = SearchField()
+    description = SearchField()
+
+    class Meta:
+        database = db
+        table_name = "search_fts"
+        options = {"tokenize": "unicode61 remove_diacritics 2", "prefix": "2 3"}
+
+
+TABLES = [SearchFts]
+WEIGHTS = [FIELD_WEIGHTS[f] for f in ("name", "tags", "creator", "description")]
+
+
+def match_expression(words: list[str], name_only: bool) -> str:
+    terms = [f'"{w}"' + ("*" if i == len(words) - 1 else "") for i, w in enumerate(words)]
+    if name_only:
+        return " AND ".join(f"name : {t}" for t in terms)
+    return " AND ".join(terms)
+
+
+class SqliteBackend(DatabaseBackend):
+    name = "sqlite"
+
+    def _index_text(self, docs):
+        rows = [{"rowid": d["id"], "name": d["name"], "tags": " ".join(d["tags"]), "creator": d["creator"],
+                 "description": d["description"]} for d in docs]
+        for i in range(0, len(rows), 500):
+            SearchFts.insert_many(rows[i:i + 500]).execute()
+
+    def _remove_text(self, ids):
+        SearchFts.delete().where(SearchFts.rowid.in_(ids)).execute()
+
+    def _clear_text(self):
+        SearchFts.delete().execute()
+
+    def _keyword(self, words, conds, limit, name_only=False):
+        rank = SearchFts.bm25(*WEIGHTS)
+        query = (SearchFts.select(SearchFts.rowid, rank.alias("rank"))
+                 .join(SearchDoc, on=(SearchDoc.id == SearchFts.rowid))
+                 .where(SearchFts.match(match_expression(words, name_only)), *conds)
+                 .order_by(rank).limit(limit))
+        return [(i, -score) for i, score in query.tuples()]
+
+    def _highlight(self, ids, words):
+        if not ids:
+            return {}
+        table = SQL("search_fts")
+        name = fn.highlight(table, 0, MARK_OPEN, MARK_CLOSE)
+        snippet = fn.snippet(table, 3, MARK_OPEN, MARK_CLOSE, "…", 16)
+        rows = (SearchFts.select(SearchFts.rowid, name, snippet)
+                .where(SearchFts.match(match_expression(words, False)), SearchFts.rowid.in_(ids)).tuples())
+        return {i: {"name": mark_html(n), "description": mark_html(d)} for i, n, d in rows}

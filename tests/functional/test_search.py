@@ -1,0 +1,159 @@
+"""Search through the real index of the configured backend (SQLite FTS5 or PostgreSQL) with real
+MiniLM embeddings: sync through the queue, typo tolerance, semantic matches, filters, facets, sorts."""
+import pytest
+
+from jobs.search import flush_search_index
+from models_db import search
+from models_db.catalog import Model, ModelVersion, publish_version, set_tags
+from models_db.db import transaction
+from models_db.search import sync
+from tests.conftest import run_jobs
+from tests.helpers import auth, catalog_model, cli
+
+
+@pytest.fixture
+def catalog(alice, bob):
+    made = {
+        "landscape": catalog_model(alice[0], "Mountain Landscape", tags=["landscape", "nature"],
+                                   description="Sweeping mountain vistas at dawn", downloads=50, rating=4.0),
+        "cyberpunk": catalog_model(alice[0], "Neon Alley", tags=["cyberpunk"], model_type="LORA",
+                                   description="A cyberpunk street in the rain, wet asphalt and neon signs",
+                                   downloads=10, rating=4.8),
+        "lemons": catalog_model(bob[0], "Citrus Still Life", tags=["food"], base_model="SDXL 1.0",
+                                description="A bowl of lemons on a wooden table", downloads=5, rating=3.0),
+        "cafe": catalog_model(bob[0], "Café Crème", tags=["food", "drink"], base_model="SDXL 1.0",
+                              description="Coffee with milk foam", downloads=1, rating=2.0, nsfw=True),
+        "draft": catalog_model(bob[0], "Secret Landscape Draft", tags=["landscape"], publish=False),
+    }
+    flush_search_index.fn()
+    return made
+
+
+def names(client, url, **kw):
+    body = client.get(url, **kw).get_json()
+    return [m["name"] for m in body["items"]], body
+
+
+def test_keyword_prefix_diacritics_and_highlights(client, catalog):
+    found, body = names(client, "/api/v1/search?q=mount&mode=keyword")
+    assert found == ["Mountain Landscape"]
+    assert body["hits"][0]["highlights"]["name"] == "<mark>Mountain</mark> Landscape"
+    assert names(client, "/api/v1/search?q=creme&mode=keyword")[0] == ["Café Crème"]
+    assert names(client, "/api/v1/search?q=neon+signs&mode=keyword")[0] == ["Neon Alley"]
+
+
+def test_name_outranks_description(client, catalog, alice):
+    catalog_model(alice[0], "Lemon Drops", tags=["candy"])
+    flush_search_index.fn()
+    found, _ = names(client, "/api/v1/search?q=lemon&mode=keyword")
+    assert found[0] == "Lemon Drops"
+
+
+def test_misspelled_query_is_corrected(client, catalog):
+    found, body = names(client, "/api/v1/search?q=lanscape&mode=keyword")
+    assert found == ["Mountain Landscape"] and body["query"]["corrected"] == "landscape"
+
+
+def test_semantic_query_finds_related_description(client, catalog):
+    found, _ = names(client, "/api/v1/search?q=rainy neon city at night")
+    assert found[0] == "Neon Alley"
+    assert "Citrus Still Life" not in found
+    assert names(client, "/api/v1/search?q=rainy neon city at night&mode=keyword")[0] == []
+
+
+def test_filters_facets_and_visibility(client, catalog, bob):
+    found, body = names(client, "/api/v1/search?q=food&mode=keyword")
+    assert sorted(found) == ["Café Crème", "Citrus Still Life"]
+    assert body["facets"]["baseModel"] == {"SDXL 1.0": 2} and body["facets"]["tags"]["food"] == 2
+    assert names(client, "/api/v1/search?q=food&mode=keyword&nsfw=false")[0] == ["Citrus Still Life"]
+    assert names(client, "/api/v1/search?types=LORA")[0] == ["Neon Alley"]
+    assert sorted(names(client, "/api/v1/search?username=bob")[0]) == ["Café Crème", "Citrus Still Life"]
+    assert names(client, "/api/v1/search?tags=drink")[0] == ["Café Crème"]
+    assert "Secret Landscape Draft" not in names(client, "/api/v1/search?q=landscape")[0]
+    assert "Secret Landscape Draft" in names(client, "/api/v1/search?q=landscape", headers=auth(bob[1]))[0]
+    assert client.get("/api/v1/search?sort=Best").status_code == 400
+    assert client.get("/api/v1/search?q=x&cursor=!!").status_code == 400
+
+
+def test_sorts_and_cursor_paging(client, catalog):
+    assert names(client, "/api/v1/search?sort=Most Downloaded")[0] == [
+        "Mountain Landscape", "Neon Alley", "Citrus Still Life", "Café Crème"]
+    assert names(client, "/api/v1/search?sort=Highest Rated")[0][0] == "Neon Alley"
+    seen, url = [], "/api/v1/search?sort=Newest&limit=2"
+    while url:
+        _, body = names(client, url)
+        seen += [m["id"] for m in body["items"]]
+        url = body["metadata"].get("nextPage", "").replace("http://localhost", "")
+    assert len(seen) == len(set(seen)) == 4
+    first, body = names(client, "/api/v1/search?q=food&mode=keyword&limit=1")
+    second, _ = names(client, body["metadata"]["nextPage"].replace("http://localhost", ""))
+    assert len(first) == len(second) == 1 and first != second
+
+
+def test_models_endpoint_query_uses_the_engine(client, catalog):
+    assert [m["name"] for m in client.get("/api/v1/models?query=lanscape").get_json()["items"]] == [
+        "Mountain Landscape"]
+
+
+def test_suggest(client, catalog):
+    assert client.get("/api/v1/search/suggest?q=mou").get_json()["suggestions"] == ["Mountain Landscape"]
+    assert client.get("/api/v1/search/suggest?q=").get_json()["suggestions"] == []
+
+
+def test_changes_are_searchable_after_the_flush_and_deletes_disappear(client, catalog, worker):
+    model = catalog["lemons"]
+    with transaction():
+        set_tags(model, ["food", "vintage"])
+    assert sync.pending_count() == 1
+    run_jobs(worker)  # the write queued a flush on the index queue
+    assert sync.pending_count() == 0
+    assert names(client, "/api/v1/search?q=vintage&mode=keyword")[0] == ["Citrus Still Life"]
+    Model.update(status="Deleted").where(Model.id == model.id).execute()
+    sync.mark([model.id])
+    run_jobs(worker)
+    assert names(client, "/api/v1/search?q=vintage&mode=keyword")[0] == []
+
+
+def test_crash_mid_flush_loses_nothing(client, catalog, monkeypatch, alice):
+    new = catalog_model(alice[0], "Glacier Study", tags=["ice"])
+    assert sync.pending_count() >= 1
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("index went away")
+    monkeypatch.setattr(search.get_backend(), "upsert", broken)
+    with pytest.raises(ConnectionError):
+        flush_search_index.fn()
+    assert new.id in [i for i, _ in sync.take(100)]  # still pending
+    monkeypatch.undo()
+    flush_search_index.fn()
+    assert sync.pending_count() == 0
+    assert names(client, "/api/v1/search?q=glacier&mode=keyword")[0] == ["Glacier Study"]
+
+
+def test_a_change_during_a_flush_stays_pending(catalog):
+    model = catalog["cyberpunk"]
+    sync.mark([model.id])
+    batch = sync.take(10)
+    sync.mark([model.id])  # written again while the batch was being indexed
+    sync.done(batch)
+    assert [i for i, _ in sync.take(10)] == [model.id]
+
+
+def test_reindex_and_status_cli(catalog):
+    search.get_backend().clear()
+    assert search.get_backend().count() == 0
+    result = cli("search", "reindex")
+    assert result.exit_code == 0 and "indexed 5 model(s)" in result.output
+    assert search.get_backend().count() == 5
+    status = cli("search", "status").output
+    assert "documents: 5" in status and "pending: 0" in status
+
+
+def test_version_base_model_is_indexed(client, catalog):
+    with transaction():
+        version = ModelVersion.get(ModelVersion.model == catalog["landscape"])
+        version.base_model = "Flux.1 D"
+        version.save()
+        publish_version(version)
+    flush_search_index.fn()
+    assert names(client, "/api/v1/search?baseModels=Flux.1 D")[0] == ["Mountain Landscape"]
