@@ -10,7 +10,7 @@ from dramatiq.middleware import (AgeLimit, Callbacks, CurrentMessage, Pipelines,
                                  ShutdownNotifications, TimeLimit)
 
 import settings
-from jobs.middleware import DbConnection, Idempotency, InFlight, Metrics
+from jobs.middleware import DbConnection, JobRegistry, Metrics
 from models_db.redis_store import redis_url
 
 QUEUES = ("default", "index", "gpu")
@@ -53,9 +53,8 @@ def build_broker() -> RedisBroker:
         AtelierRetries(max_retries=s.job_max_retries, min_backoff=1000, max_backoff=300_000),
         CurrentMessage(),
         DbConnection(),
-        Idempotency(),
-        InFlight(),
         Metrics(),
+        JobRegistry(),  # last: its after-hooks run first
     ]
     broker = RedisBroker(url=redis_url(), namespace=s.queue_namespace, middleware=middleware,
                          heartbeat_timeout=s.job_heartbeat_timeout_s * 1000,

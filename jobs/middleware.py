@@ -52,46 +52,49 @@ def _redis():
     return client()
 
 
-class Idempotency(dramatiq.Middleware):
-    """A message that already succeeded is skipped if it is delivered again (at-least-once delivery:
-    a worker that dies after finishing but before acking gets its message redelivered)."""
+class JobRegistry(dramatiq.Middleware):
+    """Per message, in one Redis round trip before and one after:
+    - idempotency: a message that already succeeded is skipped if delivered again (a worker that died
+      after finishing but before acking gets its message redelivered); the marker goes once acked;
+    - which messages run where and since when (read by the stale-job reaper);
+    - the last error of each message (shown by `atelier jobs failed`).
+    Keep it last in the middleware list: its after-hooks then run first, so the marker is written
+    as soon as the actor returns."""
 
     @staticmethod
-    def key(message) -> str:
+    def done_key(message) -> str:
         return redis_key(f"done:{message.message_id}")
-
-    def before_process_message(self, broker, message):
-        if _redis().exists(self.key(message)):
-            raise SkipMessage(f"{message.message_id} already done")
-
-    def after_process_message(self, broker, message, *, result=None, exception=None):
-        if exception is None:
-            _redis().set(self.key(message), 1, ex=DONE_TTL_S)
-
-
-class InFlight(dramatiq.Middleware):
-    """Records which messages run where and since when (read by the stale-job reaper), and the last
-    error of each message (shown by `atelier jobs failed`), under the id the Redis broker files them by."""
 
     @staticmethod
     def redis_id(message) -> str:
+        """The id the Redis broker files a delivery under."""
         return message.options.get("redis_message_id", message.message_id)
 
     def before_process_message(self, broker, message):
-        _redis().hset(inflight_key(), self.redis_id(message), json.dumps({
+        pipe = _redis().pipeline(transaction=False)
+        pipe.exists(self.done_key(message))
+        pipe.hset(inflight_key(), self.redis_id(message), json.dumps({
             "queue": message.queue_name, "actor": message.actor_name, "started": time.time(),
             "worker": broker.broker_id, "pid": os.getpid()}))
+        already_done, _ = pipe.execute()
+        if already_done:
+            raise SkipMessage(f"{message.message_id} already done")
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        r = _redis()
-        r.hdel(inflight_key(), self.redis_id(message))
+        pipe = _redis().pipeline(transaction=False)
         if exception is None:
-            r.hdel(errors_key(), self.redis_id(message))
+            pipe.set(self.done_key(message), 1, ex=DONE_TTL_S)
+            pipe.hdel(errors_key(), self.redis_id(message))
         else:
-            r.hset(errors_key(), self.redis_id(message), f"{type(exception).__name__}: {exception}"[:2000])
+            pipe.hset(errors_key(), self.redis_id(message), f"{type(exception).__name__}: {exception}"[:2000])
+        pipe.hdel(inflight_key(), self.redis_id(message))
+        pipe.execute()
 
     def after_skip_message(self, broker, message):
         _redis().hdel(inflight_key(), self.redis_id(message))
+
+    def after_ack(self, broker, message):
+        _redis().delete(self.done_key(message))  # acked: nothing can redeliver it any more
 
 
 class Metrics(dramatiq.Middleware):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from peewee import BooleanField, CharField, DateTimeField, ForeignKeyField, TextField
+from peewee import BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from models_db.db import BaseModel, utcnow
@@ -21,6 +21,7 @@ class User(BaseModel):
     role = CharField(max_length=16, default="user")
     image = TextField(null=True)
     is_active = BooleanField(default=True)
+    browsing_level = IntegerField(default=3)  # NSFW bit flags the user sees (3 = PG and PG13)
     created_at = DateTimeField(default=utcnow)
 
     class Meta:

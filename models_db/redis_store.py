@@ -44,9 +44,17 @@ def start_embedded(s: settings.Settings) -> str:
     raise RuntimeError(f"embedded redis-server did not start; see {sock.parent / 'redis.log'}")
 
 
+_resolved: dict = {}
+
+
 def redis_url() -> str:
+    """REDIS_URL, or the embedded server's socket (started on first use, then remembered)."""
     s = settings.get()
-    return s.redis_url or start_embedded(s)
+    if s.redis_url:
+        return s.redis_url
+    if s.redis_socket not in _resolved or not s.redis_socket.exists():
+        _resolved[s.redis_socket] = start_embedded(s)
+    return _resolved[s.redis_socket]
 
 
 def stop_embedded() -> None:

@@ -48,3 +48,10 @@ def upgrade(echo=lambda msg: None) -> list[str]:
         echo(f"applied {name}")
         ran.append(name)
     return ran
+
+
+def add_column(db, table: str, name: str, field) -> None:
+    """Adds a column unless the table has it already (0001 creates tables from today's models)."""
+    from playhouse.migrate import SchemaMigrator, migrate
+    if name not in {c.name for c in db.get_columns(table)}:
+        migrate(SchemaMigrator.from_database(db.obj).add_column(table, name, field))

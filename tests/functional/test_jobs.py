@@ -30,8 +30,9 @@ def test_a_failed_job_is_retried_and_then_succeeds(worker):
 def test_broker_has_the_queues_and_middleware():
     assert {"default", "index", "gpu"} <= broker.get_declared_queues()
     names = {type(m).__name__ for m in broker.middleware}
-    assert {"AtelierRetries", "TimeLimit", "AgeLimit", "Callbacks", "DbConnection", "Idempotency", "InFlight",
-            "Metrics"} <= names
+    assert {"AtelierRetries", "TimeLimit", "AgeLimit", "Callbacks", "DbConnection", "Metrics",
+            "JobRegistry"} <= names
+    assert type(broker.middleware[-1]).__name__ in ("JobRegistry", "_WorkerMiddleware")
 
 
 @pytest.mark.skipif(bool(settings.get().redis_url), reason="only with the embedded redis")

@@ -103,13 +103,13 @@ def test_orphan_blobs_are_removed_but_referenced_ones_kept(alice):
 def test_stale_in_flight_job_is_requeued_and_then_processed():
     from dramatiq import Worker
 
-    from jobs.middleware import InFlight, inflight_key
+    from jobs.middleware import JobRegistry, inflight_key
     from jobs.queues import reap_stale_jobs
     message = ops_actors.count_me.send("stale")
     consumer = broker.consume("default", prefetch=1, timeout=1000)
     taken = next(consumer)  # now in this broker's in-flight set, as if a worker hung on it
     assert taken.message_id == message.message_id
-    client().hset(inflight_key(), InFlight.redis_id(taken), json.dumps({
+    client().hset(inflight_key(), JobRegistry.redis_id(taken), json.dumps({
         "queue": "default", "actor": "count_me", "started": time.time() - 10 * 3600, "worker": broker.broker_id,
         "pid": 0}))
     assert reap_stale_jobs.fn.__wrapped__() == 1
@@ -123,12 +123,21 @@ def test_stale_in_flight_job_is_requeued_and_then_processed():
     assert int(client().get(tk("count:stale"))) == 1
 
 
-def test_redelivered_message_is_done_once(worker):
-    message = ops_actors.count_me.send("twice")
+def test_message_finished_but_not_acked_is_skipped_when_redelivered(worker):
+    from jobs.middleware import JobRegistry
+    message = ops_actors.count_me.message("twice")
+    JobRegistry().after_process_message(broker, message)  # its work done, then the worker died unacked
+    broker.enqueue(message)  # ... so the broker delivers it again
     run_jobs(worker)
-    broker.enqueue(message)  # the same message delivered again, as after a crash before the ack
+    assert client().get(tk("count:twice")) is None  # not run a second time
+    assert not client().exists(JobRegistry.done_key(message))  # the marker goes with the ack
+
+
+def test_done_markers_do_not_pile_up(worker):
+    for i in range(5):
+        ops_actors.count_me.send(f"pile{i}")
     run_jobs(worker)
-    assert int(client().get(tk("count:twice"))) == 1
+    assert not list(client().scan_iter(match=redis_key("done:*")))
 
 
 def test_failed_jobs_cli(worker):
