@@ -90,3 +90,57 @@ def truncate(path: Path, drop: int = 1000) -> Path:
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[:-drop])
     return Path(path)
+
+
+# ---- images ----------------------------------------------------------------------------------
+A1111_TEXT = ("a lighthouse at dusk, dramatic sky\nNegative prompt: blurry, lowres\n"
+              "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 64x48, "
+              "Model hash: {model_hash}, Model: dreamshaper_8, Version: v1.10.1")
+
+
+def picture(width=64, height=48, seed=0):
+    """A small image with some structure (gradients and blocks), different per seed."""
+    from PIL import Image, ImageDraw
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, width, dtype=np.uint8)[None, :, None].repeat(height, 0).repeat(3, 2)
+    image = Image.fromarray((base + rng.integers(0, 40, (height, width, 3), dtype=np.uint8)).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x, y = rng.integers(0, width - 8), rng.integers(0, height - 8)
+        draw.rectangle([x, y, x + 8, y + 8], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    return image
+
+
+def png_with_parameters(path: Path, text: str, **kw) -> Path:
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    picture(**kw).save(path, "PNG", pnginfo=info)
+    return Path(path)
+
+
+def png_with_comfy(path: Path, prompt: dict, workflow: dict) -> Path:
+    import json as _json
+
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text("prompt", _json.dumps(prompt))
+    info.add_text("workflow", _json.dumps(workflow))
+    picture().save(path, "PNG", pnginfo=info)
+    return Path(path)
+
+
+def jpeg_with_gps(path: Path) -> Path:
+    from PIL import Image
+    image = picture()
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"  # Make
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    image.save(path, "JPEG", exif=exif.tobytes(), quality=90)
+    return Path(path)
+
+
+def decompression_bomb(path: Path) -> Path:
+    from PIL import Image
+    Image.new("1", (20000, 20000)).save(path, "PNG")  # 400 megapixels in a few KB
+    return Path(path)

@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify, request
 
 from models_db import catalog as c
 from models_db import catalog_queries as q
+from models_db.images import browsing_mask, showcase
 from web.api import absolute, boolean, current_api_user, error, integer, multi, page_url
 
 bp = Blueprint("catalog", __name__)
@@ -30,7 +31,17 @@ def file_json(f: dict) -> dict:
     }
 
 
-def version_json(v: dict, model: dict, files: list[dict], with_model: bool, primary_only=False) -> dict:
+def showcase_json(row: dict) -> dict:
+    from web.images import image_url
+    out = {"id": row["id"], "url": image_url(row), "nsfwLevel": row["nsfw_level"], "width": row["width"],
+           "height": row["height"], "hash": row["blurhash"], "type": "image", "hasMeta": bool(row["meta_json"])}
+    if row["meta_json"]:
+        out["meta"] = json.loads(row["meta_json"])
+    return out
+
+
+def version_json(v: dict, model: dict, files: list[dict], with_model: bool, primary_only=False,
+                 images: list[dict] = ()) -> dict:
     if primary_only:
         files = [f for f in files if f["primary"]]
     out = {"id": v["id"]}
@@ -52,12 +63,13 @@ def version_json(v: dict, model: dict, files: list[dict], with_model: bool, prim
         out["model"] = {"name": model["name"], "type": model["type"], "nsfw": model["nsfw"],
                         "poi": model["poi"]}
     out["files"] = [file_json(f) for f in files]
-    out["images"] = []
+    out["images"] = [showcase_json(i) for i in images]
     out["downloadUrl"] = absolute("downloads.download_version", version_id=v["id"])
     return out
 
 
-def model_json(m: dict, versions: list[dict], files: dict, tags: list[str], primary_only=False) -> dict:
+def model_json(m: dict, versions: list[dict], files: dict, tags: list[str], primary_only=False,
+               images: dict | None = None) -> dict:
     return {
         "id": m["id"], "name": m["name"], "description": m["description"], "type": m["type"],
         "poi": m["poi"], "nsfw": m["nsfw"], "nsfwLevel": m["nsfw_level"],
@@ -72,7 +84,8 @@ def model_json(m: dict, versions: list[dict], files: dict, tags: list[str], prim
                   "tippedAmountCount": m["tipped_amount_count"]},
         "creator": {"username": m["username"], "image": m["owner_image"]},
         "tags": tags,
-        "modelVersions": [version_json(v, m, files.get(v["id"], []), False, primary_only) for v in versions],
+        "modelVersions": [version_json(v, m, files.get(v["id"], []), False, primary_only,
+                                       (images or {}).get(v["id"], [])) for v in versions],
     }
 
 
@@ -85,9 +98,11 @@ def models_json(rows: list[dict], primary_only=False, require_versions=True) -> 
     viewer_id, staff = viewer()
     ids = [m["id"] for m in rows]
     versions = q.versions_for(ids, viewer_id, staff)
-    files = q.files_for([v["id"] for vs in versions.values() for v in vs])
+    version_ids = [v["id"] for vs in versions.values() for v in vs]
+    files = q.files_for(version_ids)
     tags = q.tags_for(ids)
-    return [model_json(m, versions.get(m["id"], []), files, tags[m["id"]], primary_only)
+    images = showcase(version_ids, browsing_mask(current_api_user()))
+    return [model_json(m, versions.get(m["id"], []), files, tags[m["id"]], primary_only, images)
             for m in rows if versions.get(m["id"]) or not require_versions]
 
 
@@ -163,6 +178,7 @@ def versions_json(version_ids: list[int]) -> list[dict]:
     found = {v["id"]: v for v in ModelVersion.select().where(ModelVersion.id.in_(version_ids)).dicts()}
     models = {m["id"]: m for m in q.model_rows({v["model"] for v in found.values()})}
     files = q.files_for(list(found))
+    images = showcase(list(found), browsing_mask(current_api_user()))
     viewer_id, staff = viewer()
     out = []
     for vid in version_ids:
@@ -172,7 +188,7 @@ def versions_json(version_ids: list[int]) -> list[dict]:
             continue
         if v["status"] != "Published" and not staff and m["owner"] != viewer_id:
             continue
-        out.append(version_json(v, m, files.get(vid, []), True))
+        out.append(version_json(v, m, files.get(vid, []), True, images=images.get(vid, [])))
     return out
 
 

@@ -108,6 +108,13 @@ SCHEMAS = {
         "size": INT, "offset": INT, "processed": INT, "state": ENUM(("uploading", "processing", "done", "rejected")),
         "error": {"type": "string", "nullable": True}, "fileId": {"type": "integer", "nullable": True},
         "chunkSize": INT, "uploadUrl": {"type": "string", "format": "uri"}}},
+    "Image": {"type": "object", "properties": {
+        "id": INT, "url": {"type": "string", "format": "uri"}, "hash": {"type": "string"}, "width": INT,
+        "height": INT, "nsfwLevel": ENUM(("None", "Soft", "Mature", "X")), "nsfw": BOOL, "browsingLevel": INT,
+        "createdAt": {"type": "string", "format": "date-time"}, "postId": {"type": "integer", "nullable": True},
+        "stats": {"type": "object", "additionalProperties": INT},
+        "meta": {"type": "object", "nullable": True}, "username": {"type": "string"},
+        "baseModel": {"type": "string", "nullable": True}, "modelVersionIds": {"type": "array", "items": INT}}},
     "Health": {"type": "object", "properties": {"status": ENUM(("ok", "unavailable")), "checks": {
         "type": "object", "additionalProperties": {"type": "object", "properties": {
             "ok": BOOL, "detail": {"type": "string"}}}}}},
@@ -217,6 +224,62 @@ PATHS = {
         "type": "object", "properties": {"query": {"type": "string"},
                                          "suggestions": {"type": "array", "items": {"type": "string"}}}}),
         [param("q", required=True), param("limit", schema=INT)], tag="search")},
+    "/api/v1/images": {
+        "get": op("Images, as Civitai's images API", answer("A page of images", PAGED(ref("Image")),
+                                                              {400: "bad parameter"}),
+                  [param("limit", schema=INT), param("cursor"), param("page", schema=INT), param("postId", schema=INT),
+                   param("modelId", schema=INT), param("modelVersionId", schema=INT), param("username"),
+                   param("nsfw", description="None|Soft|Mature|X or true/false"),
+                   param("sort", schema=ENUM(("Most Reactions", "Most Comments", "Newest"))),
+                   param("period", schema=ENUM(("AllTime", "Year", "Month", "Week", "Day"))),
+                   param("withMeta", schema=BOOL)], tag="images"),
+        "post": op("Upload an image (processed and NSFW-scored by workers)", {
+            "202": {"description": "queued", "content": {"application/json": {"schema": {"type": "object"}}}},
+            **answer("", None, {**WRITE_ERRORS, 413: "too large"})},
+            body={"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"], "properties": {
+                    "file": {"type": "string", "format": "binary"}, "postId": INT, "modelVersionId": INT}}}}},
+            auth="write", tag="images")},
+    "/api/v1/images/{image_id}": {"get": op("One image (owners also see Pending/Rejected with the reason)",
+                                            answer("The image", ref("Image"), NOT_FOUND),
+                                            [param("image_id", "path", INT)], tag="images")},
+    "/api/v1/images/{image_id}/reactions/{kind}": {
+        method: op(f"{verb} a reaction (one per user and kind)", answer("Reaction counts", {"type": "object"},
+                                                                       {**WRITE_ERRORS}),
+                   [param("image_id", "path", INT), param("kind", "path", ENUM(("Like", "Heart", "Laugh", "Cry",
+                                                                                "Dislike")))],
+                   auth="write", tag="images") for method, verb in (("put", "Add"), ("delete", "Remove"))},
+    "/api/v1/images/{image_id}/report": {"post": op(
+        "Report an image to the moderators", {"202": {"description": "reported"}, **answer("", None, WRITE_ERRORS)},
+        [param("image_id", "path", INT)], body=json_body({"type": "object", "required": ["reason"], "properties": {
+            "reason": {"type": "string"}}}), auth="write", tag="images")},
+    "/api/v1/posts": {"post": op("Create a post (a group of images, optionally on a model version)", {
+        "201": {"description": "created"}, **answer("", None, WRITE_ERRORS)},
+        body=json_body({"type": "object", "properties": {"title": {"type": "string"}, "modelVersionId": INT}}),
+        auth="write", tag="images")},
+    "/api/v1/moderation/queue": {"get": op("Images waiting for review (moderators)", answer(
+        "The queue", {"type": "object"}, {401: "no key", 403: "not a moderator"}), [param("limit", schema=INT)],
+        auth="read", tag="moderation")},
+    "/api/v1/moderation/images/{image_id}": {"post": op(
+        "Decide on an image: approve, set-level, remove, block", answer("The decision", {"type": "object"},
+                                                                         {**WRITE_ERRORS}),
+        [param("image_id", "path", INT)], body=json_body({"type": "object", "required": ["action"], "properties": {
+            "action": ENUM(("approve", "set-level", "remove", "block")),
+            "level": ENUM(("PG", "PG13", "R", "X", "XXX", "Blocked"))}}), auth="write", tag="moderation")},
+    "/api/v1/rating-game/next": {"get": op("The next image for you to rate", answer("An image or null",
+                                                                                   {"type": "object"}),
+                                           auth="read", tag="moderation")},
+    "/api/v1/rating-game/{image_id}": {"post": op(
+        "Vote a level; weighted votes settle it", answer("Whether it settled", {"type": "object"}, WRITE_ERRORS),
+        [param("image_id", "path", INT)], body=json_body({"type": "object", "required": ["level"], "properties": {
+            "level": ENUM(("PG", "PG13", "R", "X", "XXX"))}}), auth="write", tag="moderation")},
+    "/api/v1/rating-game/leaderboard": {"get": op("Raters by weight", answer("Raters", {"type": "object"}),
+                                                  tag="moderation")},
+    "/api/v1/me/settings": {"put": op("Set your browsing level", answer("The setting", {"type": "object"},
+                                                                        WRITE_ERRORS),
+                                      body=json_body({"type": "object", "properties": {
+                                          "browsingLevel": ENUM(("None", "Soft", "Mature", "X"))}}),
+                                      auth="write", tag="accounts")},
     "/api/v1/openapi.json": {"get": op("This document", answer("OpenAPI 3", {"type": "object"}), tag="meta")},
     "/api/download/models/{version_id}": {"get": op(
         "Download a file of a version: 307 to a signed storage URL that needs no key",

@@ -1,0 +1,246 @@
+"""Images: upload, the Civitai-compatible /api/v1/images listing, image files and their resized
+variants, reactions, reports and posts."""
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+
+from flask import Blueprint, jsonify, redirect, request, send_file
+from peewee import JOIN, Tuple
+
+import settings
+from models_db import images as im
+from models_db.accounts import User
+from models_db.catalog import ModelVersion
+from models_db.db import on_commit, transaction, utcnow
+from models_db.storage import LocalBlobStore, get_store
+from web.api import absolute, boolean, current_api_user, error, integer, page_url, require_user
+
+bp = Blueprint("images", __name__)
+MAX_IMAGE_BYTES = 50 << 20
+SORTS = {"Newest": im.Image.id,
+         "Most Reactions": (im.Image.like_count + im.Image.heart_count + im.Image.laugh_count
+                            + im.Image.cry_count + im.Image.dislike_count),
+         "Most Comments": im.Image.comment_count}
+PERIOD_DAYS = {"Day": 1, "Week": 7, "Month": 30, "Year": 365}
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+
+
+def level_name(level: int) -> str:
+    top = max((bit for bit in im.API_NAMES if level & bit), default=im.PG)
+    return im.API_NAMES[top]
+
+
+def image_url(image: dict | im.Image, width: int | None = None) -> str:
+    get = image.get if isinstance(image, dict) else lambda k: getattr(image, k)
+    ext = EXTENSIONS.get(get("mime") or "", "jpeg")
+    return absolute("images.image_file", image_id=get("id"), width=width or get("width") or 0,
+                    name=f"{get('id')}.{ext}")
+
+
+def image_json(row: dict, with_meta: bool = True) -> dict:
+    meta = json.loads(row["meta_json"]) if row.get("meta_json") else None
+    return {
+        "id": row["id"], "url": image_url(row), "hash": row["blurhash"], "width": row["width"],
+        "height": row["height"], "nsfwLevel": level_name(row["nsfw_level"]), "nsfw": row["nsfw_level"] >= im.R,
+        "browsingLevel": row["nsfw_level"], "createdAt": row["created_at"].isoformat(timespec="milliseconds") + "Z",
+        "postId": row["post"],
+        "stats": {"cryCount": row["cry_count"], "laughCount": row["laugh_count"], "likeCount": row["like_count"],
+                  "dislikeCount": row["dislike_count"], "heartCount": row["heart_count"],
+                  "commentCount": row["comment_count"]},
+        "meta": meta if with_meta else None, "username": row["username"],
+        "baseModel": row.get("base_model"), "modelVersionIds": row.get("version_ids", []),
+    }
+
+
+def requested_mask() -> int:
+    """The browsing level of this request: the nsfw parameter, else the viewer's setting."""
+    value = request.args.get("nsfw", "").strip()
+    if not value:
+        return im.browsing_mask(current_api_user())
+    if value in im.BROWSING:
+        return im.BROWSING[value]
+    flag = boolean("nsfw")
+    return im.BROWSING["X"] if flag else im.BROWSING["None"]
+
+
+@bp.get("/api/v1/images")
+def list_images():
+    limit = integer("limit", 100, 1, 200)
+    sort = request.args.get("sort") or "Newest"
+    if sort not in SORTS:
+        error(400, f"sort must be one of: {', '.join(SORTS)}")
+    period = request.args.get("period") or "AllTime"
+    if period not in ("AllTime", *PERIOD_DAYS):
+        error(400, "period must be one of: AllTime, Year, Month, Week, Day")
+    key = SORTS[sort]
+    I = im.Image
+    query = (I.select(I, User.username, ModelVersion.base_model, key.alias("sort_key"))
+             .join(User, on=(I.user == User.id))
+             .switch(I).join(ModelVersion, JOIN.LEFT_OUTER, on=(I.model_version == ModelVersion.id))
+             .where(im.listed(requested_mask())))
+    for name, column in (("postId", I.post), ("modelVersionId", I.model_version)):
+        value = integer(name, None, 1)
+        if value:
+            query = query.where(column == value)
+    model_id = integer("modelId", None, 1)
+    if model_id:
+        query = query.where(I.model_version.in_(ModelVersion.select(ModelVersion.id).where(
+            ModelVersion.model == model_id)))
+    if request.args.get("username"):
+        query = query.where(User.username == request.args["username"])
+    if period in PERIOD_DAYS:
+        query = query.where(I.created_at >= utcnow() - timedelta(days=PERIOD_DAYS[period]))
+    if boolean("withMeta"):
+        query = query.where(I.meta_json.is_null(False))
+    cursor = request.args.get("cursor", "")
+    if cursor:
+        try:
+            value, last = (int(x) for x in cursor.split("-", 1)) if "-" in cursor else (None, int(cursor))
+        except ValueError:
+            error(400, "invalid cursor")
+        query = query.where(Tuple(key, I.id) < Tuple(value, last)) if value is not None else query.where(I.id < last)
+    else:
+        page = integer("page", None, 1)
+        if page:
+            query = query.offset((page - 1) * limit)
+    rows = list(query.order_by(key.desc(), I.id.desc()).limit(limit + 1).dicts())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    versions = {}
+    for image_id, version_id in im.ImageResource.select(im.ImageResource.image, im.ImageResource.version).where(
+            im.ImageResource.image.in_([r["id"] for r in rows])).tuples():
+        versions.setdefault(image_id, []).append(version_id)
+    for r in rows:
+        r["version_ids"] = sorted({*versions.get(r["id"], []), *([r["model_version"]] if r["model_version"] else [])})
+    metadata = {"pageSize": limit}
+    if more:
+        last = rows[-1]
+        next_cursor = str(last["id"]) if sort == "Newest" else f"{last['sort_key']}-{last['id']}"
+        metadata.update(nextCursor=next_cursor, nextPage=page_url(cursor=next_cursor, page=None))
+    return jsonify(items=[image_json(r) for r in rows], metadata=metadata)
+
+
+@bp.post("/api/v1/images")
+@require_user("write")
+def upload_image():
+    """multipart/form-data: file, optional postId and modelVersionId (a showcase image of your version)."""
+    from gpu.image_files import FORMATS, MAX_PIXELS, MAX_SIDE
+    from jobs.images import process_image, staging_path
+    from PIL import Image as PILImage
+    user = current_api_user()
+    sent = request.files.get("file")
+    if sent is None:
+        error(400, "send the image as multipart/form-data in a field named 'file'")
+    data = sent.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        error(413, f"images larger than {MAX_IMAGE_BYTES >> 20} MiB are not accepted")
+    try:  # the header only: cheap, and enough to refuse non-images and decompression bombs now
+        with PILImage.open(io.BytesIO(data)) as probe:
+            fmt, (width, height) = probe.format, probe.size
+    except PILImage.DecompressionBombError as exc:
+        error(400, f"image too large, refused as a decompression bomb: {exc}")
+    except Exception:
+        error(400, "not an image: send a PNG, JPEG or WebP file")
+    if fmt not in FORMATS:
+        error(400, f"unsupported image format {fmt}: send PNG, JPEG or WebP")
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        error(400, f"image too large: {width}x{height} (at most {MAX_PIXELS} pixels, {MAX_SIDE} per side)")
+    post_id, version_id = request.form.get("postId"), request.form.get("modelVersionId")
+    post = im.Post.get_or_none(im.Post.id == int(post_id)) if (post_id or "").isdigit() else None
+    if post_id and (post is None or post.user_id != user.id):
+        error(404, f"No post with id {post_id}")
+    version = ModelVersion.get_or_none(ModelVersion.id == int(version_id)) if (version_id or "").isdigit() else None
+    if version_id and version is None:
+        error(404, f"No model version with id {version_id}")
+    if version is not None and version.model.owner_id != user.id and not user.is_staff:
+        error(403, "only the model's owner adds showcase images to its versions")
+    with transaction():
+        image = im.Image.create(user=user, post=post, model_version=version or (post.model_version if post else None),
+                                filename=(sent.filename or "")[:255])
+        staging_path(image.id).write_bytes(data)
+        on_commit(lambda: process_image.send(image.id))
+    return jsonify(id=image.id, status=image.status, statusUrl=absolute("images.get_image", image_id=image.id)), 202
+
+
+@bp.get("/api/v1/images/<int:image_id>")
+def get_image(image_id: int):
+    I = im.Image
+    row = (I.select(I, User.username, ModelVersion.base_model).join(User, on=(I.user == User.id))
+           .switch(I).join(ModelVersion, JOIN.LEFT_OUTER, on=(I.model_version == ModelVersion.id))
+           .where(I.id == image_id).dicts().first())
+    user = current_api_user()
+    mine = user is not None and (row or {}).get("user") == user.id
+    if row is None or (row["status"] in ("Removed", "Rejected", "Pending") and not mine and not (user and user.is_staff)):
+        error(404, f"No image with id {image_id}")
+    if row["status"] != "Ready":
+        return jsonify(id=row["id"], status=row["status"], error=row["error"])
+    row["version_ids"] = [row["model_version"]] if row["model_version"] else []
+    return jsonify(image_json(row) | {"status": row["status"]})
+
+
+@bp.get("/images/<int:image_id>/width=<int:width>/<name>")
+def image_file(image_id: int, width: int, name: str):
+    image = im.Image.get_or_none(im.Image.id == image_id)
+    if image is None or image.status != "Ready":
+        error(404, "No such image")
+    blob, mime = image.blob, image.mime
+    if width < (image.width or 0):
+        variant = (im.ImageVariant.select().where(im.ImageVariant.image == image, im.ImageVariant.width >= width)
+                   .order_by(im.ImageVariant.width).first())
+        if variant is not None:
+            blob, mime = variant.blob, variant.mime
+    store = get_store()
+    url = store.signed_url(blob, name, settings.get().download_link_ttl)
+    if url:
+        return redirect(url, code=302)
+    source = store.path(blob) if isinstance(store, LocalBlobStore) else store.open(blob)
+    return send_file(source, mimetype=mime, conditional=True, etag=blob, max_age=86400)
+
+
+@bp.route("/api/v1/images/<int:image_id>/reactions/<kind>", methods=["PUT", "DELETE"])
+@require_user("write")
+def reaction(image_id: int, kind: str):
+    if kind not in im.REACTIONS:
+        error(400, f"reaction must be one of: {', '.join(im.REACTIONS)}")
+    image = visible_image(image_id)
+    with transaction():
+        im.react(image, current_api_user(), kind, request.method == "PUT")
+    image = im.Image.get_by_id(image.id)
+    return jsonify({f"{k.lower()}Count": getattr(image, f"{k.lower()}_count") for k in im.REACTIONS})
+
+
+@bp.post("/api/v1/images/<int:image_id>/report")
+@require_user("write")
+def report(image_id: int):
+    reason = ((request.get_json(silent=True) or {}).get("reason") or "").strip()
+    if not reason or len(reason) > 1000:
+        error(400, "give a reason (1-1000 characters)")
+    with transaction():
+        im.report(visible_image(image_id), current_api_user(), reason)
+    return jsonify(status="reported"), 202
+
+
+@bp.post("/api/v1/posts")
+@require_user("write")
+def create_post():
+    data = request.get_json(silent=True) or {}
+    version = None
+    if data.get("modelVersionId") is not None:
+        version = ModelVersion.get_or_none(ModelVersion.id == data["modelVersionId"]) \
+            if isinstance(data["modelVersionId"], int) else None
+        if version is None:
+            error(404, f"No model version with id {data['modelVersionId']}")
+    title = data.get("title") or ""
+    if not isinstance(title, str) or len(title) > 255:
+        error(400, "title must be a string of at most 255 characters")
+    post = im.Post.create(user=current_api_user(), model_version=version, title=title)
+    return jsonify(id=post.id, title=post.title, modelVersionId=version.id if version else None), 201
+
+
+def visible_image(image_id: int) -> im.Image:
+    image = im.Image.get_or_none(im.Image.id == image_id)
+    if image is None or image.status != "Ready":
+        error(404, f"No image with id {image_id}")
+    return image

@@ -1,0 +1,109 @@
+"""Moderation: the review queue and decisions (moderators), the community rating game (signed-in
+users), and each user's browsing level."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from models_db import images as im
+from models_db.accounts import User
+from models_db.db import transaction
+from web.api import current_api_user, error, integer, require_user
+from web.images import image_url, level_name
+
+bp = Blueprint("moderation", __name__)
+ACTIONS = ("approve", "set-level", "remove", "block")
+
+
+def require_staff():
+    if not current_api_user().is_staff:
+        error(403, "moderators only")
+
+
+def queue_item(image: im.Image) -> dict:
+    return {"id": image.id, "url": image_url(image, 450), "nsfwLevel": image.nsfw_level,
+            "nsfwLevelName": level_name(image.nsfw_level), "source": image.nsfw_source,
+            "reports": [r.reason for r in image.reports.where(im.Report.resolved == False)],  # noqa: E712
+            "votes": {str(v.level): v.weight for v in image.votes}}
+
+
+def parse_level(value) -> int:
+    if isinstance(value, str) and value in im.LEVELS:
+        return im.LEVELS[value]
+    if value in im.LEVELS.values():
+        return value
+    error(400, f"level must be one of: {', '.join(im.LEVELS)} (or their numbers)")
+
+
+@bp.get("/api/v1/moderation/queue")
+@require_user("read")
+def review_queue():
+    require_staff()
+    limit = integer("limit", 50, 1, 200)
+    rows = (im.Image.select().where(im.Image.needs_review == True, im.Image.status == "Ready")  # noqa: E712
+            .order_by(im.Image.id).limit(limit))
+    return jsonify(items=[queue_item(i) for i in rows])
+
+
+@bp.post("/api/v1/moderation/images/<int:image_id>")
+@require_user("write")
+def decide(image_id: int):
+    require_staff()
+    data = request.get_json(silent=True) or {}
+    action = data.get("action")
+    if action not in ACTIONS:
+        error(400, f"action must be one of: {', '.join(ACTIONS)}")
+    level = parse_level(data.get("level")) if action == "set-level" else None
+    image = im.Image.get_or_none(im.Image.id == image_id)
+    if image is None or image.status not in ("Ready", "Removed"):
+        error(404, f"No image with id {image_id}")
+    with transaction():
+        im.moderate(image, action, level)
+    return jsonify(queue_item(im.Image.get_by_id(image_id)) | {"status": im.Image.get_by_id(image_id).status})
+
+
+@bp.get("/api/v1/rating-game/next")
+@require_user("read")
+def next_to_rate():
+    user = current_api_user()
+    voted = im.RatingVote.select(im.RatingVote.image).where(im.RatingVote.user == user)
+    image = (im.Image.select().where(im.Image.needs_review == True, im.Image.status == "Ready",  # noqa: E712
+                                     im.Image.user != user, im.Image.id.not_in(voted))
+             .order_by(im.Image.id).first())
+    if image is None:
+        return jsonify(item=None)
+    return jsonify(item={"id": image.id, "url": image_url(image, 450), "levels": list(im.LEVELS)[:5]})
+
+
+@bp.post("/api/v1/rating-game/<int:image_id>")
+@require_user("write")
+def rate(image_id: int):
+    level = parse_level((request.get_json(silent=True) or {}).get("level"))
+    image = im.Image.get_or_none(im.Image.id == image_id)
+    if image is None or not image.needs_review or image.status != "Ready":
+        error(404, f"Image {image_id} is not waiting for ratings")
+    if image.user_id == current_api_user().id:
+        error(403, "you cannot rate your own image")
+    with transaction():
+        settled = im.vote(image, current_api_user(), level)
+    return jsonify(settled=settled, nsfwLevel=im.Image.get_by_id(image_id).nsfw_level)
+
+
+@bp.get("/api/v1/rating-game/leaderboard")
+def rater_leaderboard():
+    rows = (im.Rater.select(im.Rater, User.username).join(User).where(im.Rater.votes > 0)
+            .order_by(im.Rater.weight.desc(), im.Rater.agreed.desc(), User.username).limit(100).dicts())
+    return jsonify(items=[{"position": n + 1, "username": r["username"], "weight": round(r["weight"], 3),
+                           "votes": r["votes"], "agreed": r["agreed"], "disagreed": r["disagreed"]}
+                          for n, r in enumerate(rows)])
+
+
+@bp.put("/api/v1/me/settings")
+@require_user("write")
+def settings_():
+    data = request.get_json(silent=True) or {}
+    level = data.get("browsingLevel")
+    if level not in im.BROWSING:
+        error(400, f"browsingLevel must be one of: {', '.join(im.BROWSING)}")
+    user = current_api_user()
+    User.update(browsing_level=im.BROWSING[level]).where(User.id == user.id).execute()
+    return jsonify(browsingLevel=level, browsingMask=im.BROWSING[level])
