@@ -7,6 +7,8 @@ import json
 
 import dramatiq
 
+from jobs.broker import logs_result
+
 from gpu import image_files, nsfw
 from gpu.png_meta import parse_image_text
 from models_db import images as im
@@ -112,3 +114,12 @@ def score(image_ids: list[int], batch_size: int = 8) -> int:
             row.save()
         im.refresh_version_levels([r.model_version_id for r in rows])
     return len(rows)
+
+
+@dramatiq.actor(queue_name="default", max_retries=3, time_limit=30 * 60 * 1000)
+@logs_result
+def score_unscored_images(limit: int = 512) -> int:
+    """Scores Ready images that have no level yet (a lost or failed check_nsfw message), in batches."""
+    ids = [i for (i,) in im.Image.select(im.Image.id).where(im.Image.status == "Ready", im.Image.nsfw_level == 0)
+           .order_by(im.Image.id).limit(limit).tuples()]
+    return sum(score(ids[i:i + 16]) for i in range(0, len(ids), 16))

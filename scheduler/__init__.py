@@ -24,9 +24,10 @@ class Entry:
 
 
 def schedule_table() -> list[Entry]:
-    from jobs import downloads, leaderboards, queues, search, stats, storage, uploads
+    from jobs import downloads, images, leaderboards, queues, search, stats, storage, uploads
     return [
         Entry(search.flush_search_index, 5),
+        Entry(images.score_unscored_images, 600),
         Entry(queues.reap_stale_jobs, 60),
         Entry(stats.rollup_stats, 300),
         Entry(leaderboards.refresh_leaderboards, 900),

@@ -197,3 +197,12 @@ def test_posts_near_duplicates_and_cli(client, worker, alice, tmp_path):
     assert im.Image.get(im.Image.filename == "other.webp").id not in im.near_duplicates(same)
     listed = client.get(f"/api/v1/images?postId={post['id']}").get_json()["items"]
     assert [i["id"] for i in listed] == [first.id] and listed[0]["postId"] == post["id"]
+
+
+def test_unscored_images_are_swept(client, worker, alice, tmp_path):
+    from jobs.images import score_unscored_images
+    image = ready_image(client, worker, alice[1], factories.png_with_parameters(tmp_path / "a.png", "p"))
+    im.Image.update(nsfw_level=0, nsfw_source=None).where(im.Image.id == image.id).execute()
+    assert client.get("/api/v1/images").get_json()["items"] == []  # unscored images are not listed
+    assert score_unscored_images.fn.__wrapped__() == 1
+    assert [i["id"] for i in client.get("/api/v1/images").get_json()["items"]] == [image.id]
