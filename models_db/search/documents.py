@@ -15,7 +15,7 @@ def plain_text(html: str) -> str:
 
 
 def embedding_text(doc: dict) -> str:
-    return ". ".join(p for p in (doc["name"], " ".join(doc["tags"]), doc["description"][:1000]) if p)
+    return ". ".join(p for p in (doc["name"], " ".join(doc["tags"]), doc["description"][:300]) if p)
 
 
 def build(model_ids: list[int]) -> tuple[list[dict], list[int]]:
