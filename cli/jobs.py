@@ -16,7 +16,7 @@ def stats(as_json, interval):
     """Queue depths, in-flight jobs, per-actor totals and current rates (this host's workers)."""
     import time
 
-    from jobs.middleware import errors_key, inflight_key
+    from jobs.middleware import inflight_key
     from jobs.queues import queue_stats, stale_jobs
     from models_db.redis_store import client
     first = actor_totals()
@@ -46,8 +46,9 @@ def stats(as_json, interval):
 
 def actor_totals() -> dict:
     """Totals of the per-actor counters, summed over every process of this host."""
-    import metrics
     from prometheus_client import CollectorRegistry, multiprocess
+
+    import metrics
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=metrics.MULTIPROC_DIR)
     out: dict = {}
@@ -88,7 +89,8 @@ def show(message_id):
 @click.argument("message_ids", nargs=-1)
 @click.option("--all", "retry_all", is_flag=True)
 def retry(message_ids, retry_all):
-    from jobs.queues import failed as list_failed, retry_failed
+    from jobs.queues import failed as list_failed
+    from jobs.queues import retry_failed
     ids = [item["id"] for item in list_failed()] if retry_all else list(message_ids)
     if not ids:
         raise click.ClickException("name the jobs to retry, or pass --all")

@@ -1,4 +1,14 @@
 """Queued work. `dramatiq jobs` loads the broker first, then every actor module."""
-from jobs import broker  # noqa: F401  (must come first)
-from jobs import (downloads, images, ingest, leaderboards, notifications, queues, search, stats,  # noqa: F401,E402
-                  storage, uploads)
+from jobs import (  # noqa: F401,E402
+                  broker,  # noqa: F401  (must come first)
+                  downloads,
+                  images,
+                  ingest,
+                  leaderboards,
+                  notifications,
+                  queues,
+                  search,
+                  stats,
+                  storage,
+                  uploads,
+)

@@ -6,8 +6,15 @@ import logging
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import (AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries,
-                                 ShutdownNotifications, TimeLimit)
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
 
 import settings
 from jobs.middleware import DbConnection, JobRegistry, Metrics

@@ -7,10 +7,9 @@ import json
 
 import dramatiq
 
-from jobs.broker import logs_result
-
 from gpu import image_files, nsfw
 from gpu.png_meta import parse_image_text
+from jobs.broker import logs_result
 from models_db import images as im
 from models_db.catalog_queries import version_ids_by_hash
 from models_db.db import on_commit, transaction

@@ -10,9 +10,8 @@ import time
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
-from models_db.redis_store import redis_key
-
 from models_db import db as database
+from models_db.redis_store import redis_key
 
 DONE_TTL_S = 7 * 24 * 3600
 

@@ -38,7 +38,7 @@ def queue_stats() -> dict[str, dict[str, int]]:
 
 def failed(queue: str | None = None) -> list[dict]:
     """Dead-lettered messages, newest first. `id` is the broker's id of the delivery."""
-    from jobs.middleware import errors_key, inflight_key
+    from jobs.middleware import errors_key
     r = client()
     out = []
     for q in ([queue] if queue else sorted(broker.get_declared_queues())):
@@ -64,7 +64,7 @@ def find_failed(message_id: str) -> tuple[str, Message] | None:
 
 
 def _drop_failed(queue: str, redis_id: str) -> None:
-    from jobs.middleware import errors_key, inflight_key
+    from jobs.middleware import errors_key
     r = client()
     r.zrem(_key(f"{queue}.XQ"), redis_id)
     r.hdel(_key(f"{queue}.XQ.msgs"), redis_id)
@@ -129,7 +129,7 @@ GRACE_S = 60
 
 def stale_jobs(now: float | None = None) -> list[dict]:
     """In-flight messages that have run longer than their actor's time limit plus a grace period."""
-    from jobs.middleware import errors_key, inflight_key
+    from jobs.middleware import inflight_key
     now = time.time() if now is None else now
     out = []
     for message_id, raw in client().hgetall(inflight_key()).items():
@@ -157,7 +157,7 @@ def _default_time_limit_ms() -> int:
 def reap_stale_jobs() -> int:
     """Requeues jobs stuck in flight past their time limit (a hung worker that still heartbeats);
     jobs of dead workers are requeued by the broker's own maintenance."""
-    from jobs.middleware import errors_key, inflight_key
+    from jobs.middleware import inflight_key
     r = client()
     requeue = r.register_script(_REQUEUE)
     reaped = 0

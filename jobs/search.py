@@ -4,7 +4,6 @@ from __future__ import annotations
 import dramatiq
 
 from jobs.broker import logs_result
-
 from models_db import search
 from models_db.redis_store import client, redis_key
 from models_db.search import sync

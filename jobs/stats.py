@@ -2,7 +2,6 @@
 import dramatiq
 
 from jobs.broker import logs_result
-
 from models_db import stats
 
 

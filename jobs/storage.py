@@ -6,7 +6,6 @@ import time
 import dramatiq
 
 from jobs.broker import logs_result
-
 from models_db.storage import BLOB_REFERENCES, get_store
 
 GRACE_S = 24 * 3600  # younger blobs may belong to an upload whose row is not written yet

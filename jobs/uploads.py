@@ -5,9 +5,8 @@ from datetime import timedelta
 
 import dramatiq
 
-from jobs.broker import logs_result
-
 import settings
+from jobs.broker import logs_result
 from jobs.ingest import ingest_file
 from models_db.catalog import ModelFile
 from models_db.db import on_commit, transaction, utcnow

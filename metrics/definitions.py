@@ -2,8 +2,9 @@
 declared names, statuses are HTTP codes."""
 from __future__ import annotations
 
-import metrics  # noqa: F401  (multiprocess set-up before prometheus_client)
 from prometheus_client import Counter, Gauge, Histogram
+
+import metrics  # noqa: F401  (multiprocess set-up before prometheus_client)
 
 LATENCY = (.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 JOB_SECONDS = (.005, .025, .1, .5, 1, 5, 15, 60, 300, 1800, 7200)

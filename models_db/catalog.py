@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import json
 
-from peewee import (BooleanField, CharField, DateTimeField, FloatField, ForeignKeyField,
-                    IntegerField, BigIntegerField, TextField, Check)
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    Check,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    TextField,
+)
 
 from models_db.accounts import User
 from models_db.db import BaseModel, utcnow

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from peewee import (BooleanField, CharField, DateTimeField, FloatField, ForeignKeyField, IntegerField,
-                    TextField)
+from peewee import BooleanField, CharField, DateTimeField, FloatField, ForeignKeyField, IntegerField, TextField
 
 from models_db.accounts import User
 from models_db.catalog import ModelVersion

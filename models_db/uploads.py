@@ -5,9 +5,9 @@ import uuid
 
 from peewee import BigIntegerField, CharField, DateTimeField, ForeignKeyField, TextField
 
+import settings
 from models_db.accounts import User
 from models_db.catalog import ModelFile, ModelVersion
-import settings
 from models_db.db import BaseModel, utcnow
 
 STATES = ("uploading", "processing", "done", "rejected")

@@ -39,8 +39,8 @@ def schedule_table() -> list[Entry]:
 
 def fire(entry: Entry, now: float | None = None) -> bool:
     """Sends the entry's message unless another scheduler already sent this tick."""
-    from models_db.redis_store import client, redis_key
     from metrics import definitions as m
+    from models_db.redis_store import client, redis_key
     now = time.time() if now is None else now
     tick = int(now // entry.seconds)
     key = redis_key(f"scheduler:{entry.actor.actor_name}:{tick}")

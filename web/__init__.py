@@ -20,8 +20,21 @@ def create_app(env: dict | None = None) -> Flask:
     app.config.update(SECRET_KEY=s.secret_key, MAX_CONTENT_LENGTH=None, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
 
-    from web import (accounts, catalog, creators, downloads, health, images, leaderboards, metrics, moderation,
-                     notifications, openapi, search, uploads)
+    from web import (
+        accounts,
+        catalog,
+        creators,
+        downloads,
+        health,
+        images,
+        leaderboards,
+        metrics,
+        moderation,
+        notifications,
+        openapi,
+        search,
+        uploads,
+    )
     for module in (accounts, catalog, creators, downloads, health, images, leaderboards, metrics, moderation,
                    notifications, openapi, search, uploads):
         app.register_blueprint(module.bp)

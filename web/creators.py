@@ -5,7 +5,7 @@ import nh3
 from flask import Blueprint, jsonify, request
 
 from models_db import catalog as c
-from models_db.db import transaction, utcnow
+from models_db.db import transaction
 from web.api import current_api_user, error, require_user
 from web.catalog import models_json, versions_json
 

@@ -75,37 +75,37 @@ def list_images():
     if period not in ("AllTime", *PERIOD_DAYS):
         error(400, "period must be one of: AllTime, Year, Month, Week, Day")
     key = SORTS[sort]
-    I = im.Image
-    query = (I.select(I, User.username, ModelVersion.base_model, key.alias("sort_key"))
-             .join(User, on=(I.user == User.id))
-             .switch(I).join(ModelVersion, JOIN.LEFT_OUTER, on=(I.model_version == ModelVersion.id))
+    Img = im.Image
+    query = (Img.select(Img, User.username, ModelVersion.base_model, key.alias("sort_key"))
+             .join(User, on=(Img.user == User.id))
+             .switch(Img).join(ModelVersion, JOIN.LEFT_OUTER, on=(Img.model_version == ModelVersion.id))
              .where(im.listed(requested_mask())))
-    for name, column in (("postId", I.post), ("modelVersionId", I.model_version)):
+    for name, column in (("postId", Img.post), ("modelVersionId", Img.model_version)):
         value = integer(name, None, 1)
         if value:
             query = query.where(column == value)
     model_id = integer("modelId", None, 1)
     if model_id:
-        query = query.where(I.model_version.in_(ModelVersion.select(ModelVersion.id).where(
+        query = query.where(Img.model_version.in_(ModelVersion.select(ModelVersion.id).where(
             ModelVersion.model == model_id)))
     if request.args.get("username"):
         query = query.where(User.username == request.args["username"])
     if period in PERIOD_DAYS:
-        query = query.where(I.created_at >= utcnow() - timedelta(days=PERIOD_DAYS[period]))
+        query = query.where(Img.created_at >= utcnow() - timedelta(days=PERIOD_DAYS[period]))
     if boolean("withMeta"):
-        query = query.where(I.meta_json.is_null(False))
+        query = query.where(Img.meta_json.is_null(False))
     cursor = request.args.get("cursor", "")
     if cursor:
         try:
             value, last = (int(x) for x in cursor.split("-", 1)) if "-" in cursor else (None, int(cursor))
         except ValueError:
             error(400, "invalid cursor")
-        query = query.where(Tuple(key, I.id) < Tuple(value, last)) if value is not None else query.where(I.id < last)
+        query = query.where(Tuple(key, Img.id) < Tuple(value, last)) if value is not None else query.where(Img.id < last)
     else:
         page = integer("page", None, 1)
         if page:
             query = query.offset((page - 1) * limit)
-    rows = list(query.order_by(key.desc(), I.id.desc()).limit(limit + 1).dicts())
+    rows = list(query.order_by(key.desc(), Img.id.desc()).limit(limit + 1).dicts())
     more = len(rows) > limit
     rows = rows[:limit]
     versions = {}
@@ -126,9 +126,10 @@ def list_images():
 @require_user("write")
 def upload_image():
     """multipart/form-data: file, optional postId and modelVersionId (a showcase image of your version)."""
+    from PIL import Image as PILImage
+
     from gpu.image_files import FORMATS, MAX_PIXELS, MAX_SIDE
     from jobs.images import process_image, staging_path
-    from PIL import Image as PILImage
     user = current_api_user()
     sent = request.files.get("file")
     if sent is None:
@@ -166,10 +167,10 @@ def upload_image():
 
 @bp.get("/api/v1/images/<int:image_id>")
 def get_image(image_id: int):
-    I = im.Image
-    row = (I.select(I, User.username, ModelVersion.base_model).join(User, on=(I.user == User.id))
-           .switch(I).join(ModelVersion, JOIN.LEFT_OUTER, on=(I.model_version == ModelVersion.id))
-           .where(I.id == image_id).dicts().first())
+    Img = im.Image
+    row = (Img.select(Img, User.username, ModelVersion.base_model).join(User, on=(Img.user == User.id))
+           .switch(Img).join(ModelVersion, JOIN.LEFT_OUTER, on=(Img.model_version == ModelVersion.id))
+           .where(Img.id == image_id).dicts().first())
     user = current_api_user()
     mine = user is not None and (row or {}).get("user") == user.id
     if row is None or (row["status"] in ("Removed", "Rejected", "Pending") and not mine and not (user and user.is_staff)):

@@ -4,8 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from models_db import catalog as c
-from models_db import catalog_queries
-from models_db import search
+from models_db import catalog_queries, search
 from models_db.search.base import SORTS, BadSearchCursor, SearchQuery, encode_cursor
 from web.api import boolean, current_api_user, error, integer, multi, page_url
 

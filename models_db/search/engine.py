@@ -13,8 +13,18 @@ from peewee import SQL, fn
 
 from models_db.db import db
 from models_db.search import vectors
-from models_db.search.base import (SORT_COLUMNS, Backend, BadSearchCursor, Hit, SearchQuery, SearchResult,
-                                   decode_cursor, encode_cursor, page, rrf)
+from models_db.search.base import (
+    SORT_COLUMNS,
+    Backend,
+    BadSearchCursor,
+    Hit,
+    SearchQuery,
+    SearchResult,
+    decode_cursor,
+    encode_cursor,
+    page,
+    rrf,
+)
 from models_db.search.tables import SearchDoc, SearchFacet, SearchTerm, facet_rows
 
 TOKEN = re.compile(r"\w+", re.UNICODE)

@@ -2,8 +2,17 @@
 models_db/search/solr_conf (same fields and weights, a dense vector field for the semantic half)."""
 from __future__ import annotations
 
-from models_db.search.base import (SORT_COLUMNS, Backend, Hit, SearchQuery, SearchResult, decode_cursor,
-                                   encode_cursor, page, rrf)
+from models_db.search.base import (
+    SORT_COLUMNS,
+    Backend,
+    Hit,
+    SearchQuery,
+    SearchResult,
+    decode_cursor,
+    encode_cursor,
+    page,
+    rrf,
+)
 from models_db.search.engine import CANDIDATES, MARK_CLOSE, MARK_OPEN, SEMANTIC_K, SEMANTIC_MIN, mark_html, tokens
 
 FACETS = {"type": "type", "base_models": "baseModel", "tags": "tags"}

@@ -2,8 +2,7 @@
 columns, its facet values, and the vocabulary used for typo correction."""
 from __future__ import annotations
 
-from peewee import (BigIntegerField, BooleanField, CharField, DateTimeField, FloatField, IntegerField,
-                    TextField)
+from peewee import BigIntegerField, BooleanField, CharField, DateTimeField, FloatField, IntegerField, TextField
 
 from models_db.db import BaseModel
 

@@ -64,8 +64,8 @@ def test_login_required_needs_a_key_by_header_or_query(client, tmp_path, alice, 
 
 
 def test_file_selection(client, tmp_path, alice):
-    from models_db.catalog import ModelFile
     from jobs.ingest import ingest
+    from models_db.catalog import ModelFile
     from models_db.storage import get_store
     out = import_model(factories.safetensors_file(tmp_path / "m.safetensors", "SD1"), "--publish", "--owner", "alice")
     fp32 = factories.safetensors_file(tmp_path / "m32.safetensors", "SD1", dtype="float32")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import settings
-from models_db.redis_store import client, start_embedded
 from models_db import db as database
 from models_db.accounts import User
+from models_db.redis_store import client, start_embedded
 from tests.conftest import PG_BASE, PG_DB
 from tests.functional import ops_actors
 from tests.functional.ops_actors import tk

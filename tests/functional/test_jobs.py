@@ -4,7 +4,8 @@ import pytest
 
 import settings
 from jobs.broker import broker
-from models_db.redis_store import client as redis_client, redis_key
+from models_db.redis_store import client as redis_client
+from models_db.redis_store import redis_key
 from tests.conftest import run_jobs
 
 
@@ -39,6 +40,7 @@ def test_broker_has_the_queues_and_middleware():
 def test_embedded_redis_is_shared(tmp_path):
     import subprocess
     import sys
+
     from models_db.redis_store import redis_url
     code = "import settings; from models_db.redis_store import redis_url; print(redis_url())"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

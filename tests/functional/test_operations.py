@@ -7,10 +7,10 @@ from datetime import timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from jobs.broker import broker
-from models_db.redis_store import client, redis_key
 from models_db.catalog import Model, ModelVersion
 from models_db.db import utcnow
 from models_db.downloads import Download, record
+from models_db.redis_store import client, redis_key
 from models_db.storage import get_store
 from scheduler import Entry, build, fire
 from tests.conftest import run_jobs
