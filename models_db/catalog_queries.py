@@ -11,7 +11,7 @@ from peewee import JOIN, Tuple, fn
 
 from models_db.accounts import User
 from models_db.catalog import Model, ModelFile, ModelFileHash, ModelTag, ModelVersion, Tag
-from models_db.db import utcnow
+from models_db.db import id_set, utcnow
 from models_db.stats import ModelStat
 
 SORTS = {"Highest Rated": Model.rating, "Most Downloaded": Model.download_count, "Newest": Model.published_at}
@@ -125,7 +125,7 @@ def versions_for(model_ids, viewer_id: int | None = None, staff: bool = False) -
     if not model_ids:
         return {}
     query = (ModelVersion.select(ModelVersion, Model.owner).join(Model)
-             .where(ModelVersion.model.in_(list(model_ids))))
+             .where(ModelVersion.model.in_(id_set(model_ids))))
     if not staff:
         visible = ModelVersion.status == "Published"
         if viewer_id:
@@ -141,12 +141,12 @@ def files_for(version_ids) -> dict[int, list[dict]]:
     """Ingested files per version (pending ones are not shown), with their hashes."""
     if not version_ids:
         return {}
-    files = list(ModelFile.select().where(ModelFile.version.in_(list(version_ids)),
+    files = list(ModelFile.select().where(ModelFile.version.in_(id_set(version_ids)),
                                           ModelFile.status != "Pending")
                  .order_by(ModelFile.primary.desc(), ModelFile.id).dicts())
     hashes: dict[int, dict] = {}
     if files:
-        for h in ModelFileHash.select().where(ModelFileHash.file.in_([f["id"] for f in files])).dicts():
+        for h in ModelFileHash.select().where(ModelFileHash.file.in_(id_set(f["id"] for f in files))).dicts():
             hashes.setdefault(h["file"], {})[h["type"]] = h["hash"]
     out: dict[int, list[dict]] = {}
     for f in files:
@@ -159,7 +159,7 @@ def tags_for(model_ids) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {m: [] for m in model_ids}
     if model_ids:
         for model_id, name in (ModelTag.select(ModelTag.model, Tag.name).join(Tag)
-                               .where(ModelTag.model.in_(list(model_ids))).order_by(Tag.name).tuples()):
+                               .where(ModelTag.model.in_(id_set(model_ids))).order_by(Tag.name).tuples()):
             out[model_id].append(name)
     return out
 
@@ -183,7 +183,7 @@ def version_ids_by_hash(hashes: list[str]) -> list[int]:
 
 def model_rows(model_ids) -> list[dict]:
     return list(Model.select(Model, User.username, User.image.alias("owner_image"))
-                .join(User, on=(Model.owner == User.id)).where(Model.id.in_(list(model_ids))).dicts())
+                .join(User, on=(Model.owner == User.id)).where(Model.id.in_(id_set(model_ids))).dicts())
 
 
 def tag_page(query: str, limit: int, page: int) -> tuple[list[tuple[str, int]], int]:

@@ -8,7 +8,7 @@ from peewee import BooleanField, CharField, DateTimeField, FloatField, ForeignKe
 
 from models_db.accounts import User
 from models_db.catalog import ModelVersion
-from models_db.db import BaseModel, utcnow
+from models_db.db import BaseModel, id_set, utcnow
 from models_db.storage import BLOB_REFERENCES
 
 PG, PG13, R, X, XXX, BLOCKED = 1, 2, 4, 8, 16, 32
@@ -244,7 +244,7 @@ def showcase(version_ids, mask: int, per_version: int = 10) -> dict[int, list[di
     out: dict[int, list[dict]] = {}
     if not version_ids:
         return out
-    for row in (Image.select().where(Image.model_version.in_(list(version_ids)), listed(mask))
+    for row in (Image.select().where(Image.model_version.in_(id_set(version_ids)), listed(mask))
                 .order_by(Image.id).dicts()):
         bucket = out.setdefault(row["model_version"], [])
         if len(bucket) < per_version:

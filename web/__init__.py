@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 
+import orjson
 from flask import Flask, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, NotFound
 
 import settings
@@ -17,8 +19,8 @@ def create_app(env: dict | None = None) -> Flask:
     import jobs  # noqa: F401  (broker first, then the actors the views enqueue)
 
     app = Flask(__name__)
-    app.config.update(SECRET_KEY=s.secret_key, MAX_CONTENT_LENGTH=None, JSON_SORT_KEYS=False)
-    app.json.sort_keys = False
+    app.config.update(SECRET_KEY=s.secret_key, MAX_CONTENT_LENGTH=None)
+    app.json = OrjsonProvider(app)
 
     from web import (
         accounts,
@@ -70,6 +72,16 @@ def create_app(env: dict | None = None) -> Flask:
         return response
 
     return app
+
+
+class OrjsonProvider(DefaultJSONProvider):
+    """Flask's JSON through orjson: a 100-model listing is ~400 KB of JSON."""
+
+    def dumps(self, obj, **kwargs) -> str:
+        return orjson.dumps(obj, default=self.default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+    def loads(self, s, **kwargs):
+        return orjson.loads(s)
 
 
 def wants_json() -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from functools import wraps
+from urllib.parse import quote, urlencode
 
 from flask import abort, g, jsonify, make_response, request, url_for
 
@@ -48,6 +49,19 @@ def integer(name: str, default: int | None, lo: int, hi: int | None = None) -> i
     if number < lo or (hi is not None and number > hi):
         error(400, f"{name} must be between {lo} and {hi}" if hi else f"{name} must be at least {lo}")
     return number
+
+
+def base_url() -> str:
+    """PUBLIC_URL, or the scheme and host this request came to."""
+    if "base_url" not in g:
+        g.base_url = settings.get().public_url or request.host_url.rstrip("/")
+    return g.base_url
+
+
+def download_url(version_id: int, **query) -> str:
+    """An absolute download link, formatted directly (a listing builds hundreds of them)."""
+    url = f"{base_url()}/api/download/models/{version_id}"
+    return url + "?" + urlencode(query, quote_via=quote) if query else url
 
 
 def absolute(endpoint: str, **values) -> str:

@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify, request
 from models_db import catalog as c
 from models_db import catalog_queries as q
 from models_db.images import browsing_mask, showcase
-from web.api import absolute, boolean, current_api_user, error, integer, multi, page_url
+from web.api import absolute, boolean, current_api_user, download_url, error, integer, multi, page_url
 
 bp = Blueprint("catalog", __name__)
 
@@ -25,8 +25,7 @@ def file_json(f: dict) -> dict:
         "scannedAt": iso(f["scanned_at"]),
         "metadata": {"format": f["format"], "size": f["size_kind"], "fp": f["fp"]},
         "hashes": {t: f["hashes"][t] for t in c.HASH_TYPES if t in f["hashes"]},
-        "downloadUrl": absolute("downloads.download_version", version_id=f["version"], type=f["type"],
-                                format=f["format"]),
+        "downloadUrl": download_url(f["version"], type=f["type"], format=f["format"]),
         "primary": bool(f["primary"]),
     }
 
@@ -64,7 +63,7 @@ def version_json(v: dict, model: dict, files: list[dict], with_model: bool, prim
                         "poi": model["poi"]}
     out["files"] = [file_json(f) for f in files]
     out["images"] = [showcase_json(i) for i in images]
-    out["downloadUrl"] = absolute("downloads.download_version", version_id=v["id"])
+    out["downloadUrl"] = download_url(v["id"])
     return out
 
 

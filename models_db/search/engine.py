@@ -4,14 +4,13 @@ A subclass supplies the full-text part: _index_text, _remove_text, _clear_text, 
 from __future__ import annotations
 
 import html
-import json
 import re
 import threading
 import time
 
-from peewee import SQL, fn
+from peewee import fn
 
-from models_db.db import db
+from models_db.db import db, id_set
 from models_db.search import vectors
 from models_db.search.base import (
     SORT_COLUMNS,
@@ -184,7 +183,7 @@ class DatabaseBackend(Backend):
 
     def sort_ids(self, ids: list[int], sort: str) -> list[tuple[int, float]]:
         column = getattr(SearchDoc, SORT_COLUMNS[sort])
-        rows = SearchDoc.select(SearchDoc.id, column).where(SearchDoc.id.in_(self.id_set(ids))).tuples()
+        rows = SearchDoc.select(SearchDoc.id, column).where(SearchDoc.id.in_(id_set(ids))).tuples()
         ordered = sorted(rows, key=lambda r: (r[1] is not None, r[1] or 0, r[0]), reverse=True)
         return [(i, 0.0) for i, _ in ordered]
 
@@ -209,14 +208,10 @@ class DatabaseBackend(Backend):
             cursor = encode_cursor({"k": [value.isoformat() if hasattr(value, "isoformat") else value, rows[-1][0]]})
         return [(i, 0.0) for i, _ in rows], cursor
 
-    def id_set(self, ids: list[int]):
-        """An SQL set of these ids as one bound parameter (a long IN list is slow to build and parse)."""
-        return SQL("(SELECT value FROM json_each(?))", [json.dumps(ids)])
-
     def facets(self, ids: list[int] | None, allowed) -> dict:
         count = fn.COUNT(SearchFacet.doc_id)
         query = SearchFacet.select(SearchFacet.field, SearchFacet.value, count.alias("n"))
-        query = query.where(SearchFacet.doc_id.in_(self.id_set(ids[:CANDIDATES]) if ids is not None else allowed))
+        query = query.where(SearchFacet.doc_id.in_(id_set(ids[:CANDIDATES]) if ids is not None else allowed))
         out: dict = {"type": {}, "baseModel": {}, "tags": {}}
         for field, value, n in query.group_by(SearchFacet.field, SearchFacet.value).order_by(count.desc()).tuples():
             if len(out[field]) < 20:

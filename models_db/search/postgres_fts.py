@@ -43,9 +43,6 @@ class PostgresBackend(DatabaseBackend):
                 setweight(to_tsvector('{CONFIG}', description), 'D')
             WHERE id = ANY(%s)""", ([d["id"] for d in docs],))
 
-    def id_set(self, ids):
-        return SQL("(SELECT unnest(%s::int[]))", [list(ids)])
-
     def _remove_text(self, ids):
         pass  # the tsvector lives in search_doc's row
 
