@@ -149,11 +149,11 @@ class DatabaseBackend(Backend):
         allowed = SearchDoc.select(SearchDoc.id).where(*conds)
         corrected = None
         if words:
-            keyword = self._keyword(words, conds, CANDIDATES)
+            keyword = self.matches(words, conds, q.limit)
             if len(keyword) < 3:
                 fixed = self.correct(words)
                 if fixed != words:
-                    better = self._keyword(fixed, conds, CANDIDATES)
+                    better = self.matches(fixed, conds, q.limit)
                     if len(better) > len(keyword):
                         keyword, words, corrected = better, fixed, " ".join(fixed)
             ranked = [(i, s) for i, s in keyword]
@@ -172,6 +172,15 @@ class DatabaseBackend(Backend):
         total = len(ids) if ids is not None else allowed.count()
         return SearchResult([Hit(i, s, highlights.get(i, {})) for i, s in chunk], total, facets, next_cursor,
                             corrected)
+
+    def matches(self, words: list[str], conds: list, wanted: int) -> list[tuple[int, float]]:
+        """Matches in names, tags and creators first (few, and what people look for); descriptions
+        too when those are not enough to fill a page. Ranking every description that contains a
+        common word is what makes full-text search slow on a large catalog."""
+        found = self._keyword(words, conds, CANDIDATES, fields="primary")
+        if len(found) < wanted:
+            found = self._keyword(words, conds, CANDIDATES)
+        return found
 
     def semantic(self, text: str, allowed) -> list[tuple[int, float]]:
         from gpu.embeddings import encode
@@ -223,7 +232,7 @@ class DatabaseBackend(Backend):
         if not words:
             return []
         conds = self.conditions(SearchQuery(viewer_id=viewer_id))
-        ids = [i for i, _ in self._keyword(words, conds, limit * 5, name_only=True)]
+        ids = [i for i, _ in self._keyword(words, conds, limit * 5, fields="name")]
         rows = dict(SearchDoc.select(SearchDoc.id, SearchDoc.name).where(SearchDoc.id.in_(ids)).tuples())
         seen, out = set(), []
         for i in ids:
@@ -237,7 +246,8 @@ class DatabaseBackend(Backend):
     def _index_text(self, docs: list[dict]) -> None: ...
     def _remove_text(self, ids: list[int]) -> None: ...
     def _clear_text(self) -> None: ...
-    def _keyword(self, words: list[str], conds: list, limit: int, name_only=False) -> list[tuple[int, float]]:
-        """Best matches first: every word must match (the last one as a prefix)."""
+    def _keyword(self, words: list[str], conds: list, limit: int, fields="all") -> list[tuple[int, float]]:
+        """Best matches first: every word must match (the last one as a prefix) within the fields:
+        "name", "primary" (name, tags, creator) or "all"."""
     def _highlight(self, ids: list[int], words: list[str]) -> dict[int, dict]:
         """{id: {"name": html, "description": html}} with matches in <mark>."""

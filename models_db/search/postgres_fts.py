@@ -25,8 +25,11 @@ SETUP = [
 ]
 
 
-def tsquery(words: list[str], name_only: bool) -> str:
-    weight = "A" if name_only else ""
+WEIGHTS = {"name": "A", "primary": "ABC", "all": ""}
+
+
+def tsquery(words: list[str], fields: str) -> str:
+    weight = WEIGHTS[fields]
     return " & ".join(f"{w}:*{weight}" if i == len(words) - 1 else (f"{w}:{weight}" if weight else w)
                       for i, w in enumerate(words))
 
@@ -49,8 +52,8 @@ class PostgresBackend(DatabaseBackend):
     def _clear_text(self):
         pass
 
-    def _keyword(self, words, conds, limit, name_only=False):
-        match = fn.to_tsquery(CONFIG, tsquery(words, name_only))
+    def _keyword(self, words, conds, limit, fields="all"):
+        match = fn.to_tsquery(CONFIG, tsquery(words, fields))
         rank = fn.ts_rank_cd(RANK_WEIGHTS, SQL("tsv"), match)
         rows = (SearchDoc.select(SearchDoc.id, rank.alias("rank"))
                 .where(Expression(SQL("tsv"), "@@", match), *conds)
@@ -64,7 +67,7 @@ class PostgresBackend(DatabaseBackend):
         rows = db.execute_sql(f"""
             SELECT id, ts_headline('{CONFIG}', name, q, %s), ts_headline('{CONFIG}', description, q, %s)
             FROM search_doc, to_tsquery('{CONFIG}', %s) q WHERE id = ANY(%s)""",
-                              (options + ", HighlightAll=true", options, tsquery(words, False), ids)).fetchall()
+                              (options + ", HighlightAll=true", options, tsquery(words, "all"), ids)).fetchall()
         return {i: {"name": mark(n), "description": mark(d)} for i, n, d in rows}
 
 

@@ -28,11 +28,12 @@ TABLES = [SearchFts]
 WEIGHTS = [FIELD_WEIGHTS[f] for f in ("name", "tags", "creator", "description")]
 
 
-def match_expression(words: list[str], name_only: bool) -> str:
-    terms = [f'"{w}"' + ("*" if i == len(words) - 1 else "") for i, w in enumerate(words)]
-    if name_only:
-        return " AND ".join(f"name : {t}" for t in terms)
-    return " AND ".join(terms)
+COLUMNS = {"name": "{name}", "primary": "{name tags creator}", "all": ""}
+
+
+def match_expression(words: list[str], fields: str) -> str:
+    terms = " AND ".join(f'"{w}"' + ("*" if i == len(words) - 1 else "") for i, w in enumerate(words))
+    return f"{COLUMNS[fields]} : ({terms})" if COLUMNS[fields] else terms
 
 
 class SqliteBackend(DatabaseBackend):
@@ -50,11 +51,11 @@ class SqliteBackend(DatabaseBackend):
     def _clear_text(self):
         SearchFts.delete().execute()
 
-    def _keyword(self, words, conds, limit, name_only=False):
+    def _keyword(self, words, conds, limit, fields="all"):
         rank = SearchFts.bm25(*WEIGHTS)
         query = (SearchFts.select(SearchFts.rowid, rank.alias("rank"))
                  .join(SearchDoc, on=(SearchDoc.id == SearchFts.rowid))
-                 .where(SearchFts.match(match_expression(words, name_only)), *conds)
+                 .where(SearchFts.match(match_expression(words, fields)), *conds)
                  .order_by(rank).limit(limit))
         return [(i, -score) for i, score in query.tuples()]
 
@@ -65,5 +66,5 @@ class SqliteBackend(DatabaseBackend):
         name = fn.highlight(table, 0, MARK_OPEN, MARK_CLOSE)
         snippet = fn.snippet(table, 3, MARK_OPEN, MARK_CLOSE, "…", 16)
         rows = (SearchFts.select(SearchFts.rowid, name, snippet)
-                .where(SearchFts.match(match_expression(words, False)), SearchFts.rowid.in_(ids)).tuples())
+                .where(SearchFts.match(match_expression(words, "all")), SearchFts.rowid.in_(ids)).tuples())
         return {i: {"name": mark_html(n), "description": mark_html(d)} for i, n, d in rows}
