@@ -120,15 +120,7 @@ def pick_redis(args) -> str:
     return ""
 
 
-def pg_admin(url: str, sql: str) -> None:
-    import psycopg2
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
+from bench.api import pg_admin  # noqa: E402
 
 
 def setup_environment(args, cleanup: Cleanup, prefix: str) -> dict:
