@@ -7,6 +7,7 @@ import html
 import re
 import threading
 import time
+import unicodedata
 
 from peewee import fn
 
@@ -35,6 +36,37 @@ MARK_OPEN, MARK_CLOSE = "\x02", "\x03"
 
 def tokens(text: str) -> list[str]:
     return [t.lower() for t in TOKEN.findall(text or "")][:16]
+
+
+def fold(word: str) -> str:
+    """Lower case without diacritics, as the full-text indexes compare words."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
+
+
+def highlight_text(text: str, words: list[str], window: int | None = None) -> str:
+    """HTML of text with the query's words in <mark> (the last word also as a prefix); with window,
+    only about that many words around the first match."""
+    wanted = [fold(w) for w in words]
+    spans = [m.span() for m in TOKEN.finditer(text or "")]
+    hits = [i for i, (a, b) in enumerate(spans)
+            if (t := fold(text[a:b])) in wanted[:-1] or t.startswith(wanted[-1]) or t in wanted]
+    if window is not None and spans:
+        first = hits[0] if hits else 0
+        lo, hi = max(0, first - window // 3), min(len(spans), first - window // 3 + window)
+        lo = max(0, min(lo, hi - window))
+        start, end = spans[lo][0], spans[hi - 1][1]
+        prefix, suffix = ("…" if lo else ""), ("…" if hi < len(spans) else "")
+    else:
+        start, end, prefix, suffix = 0, len(text or ""), "", ""
+    out, pos = [], start
+    for i in hits:
+        a, b = spans[i]
+        if a < start or b > end:
+            continue
+        out += [html.escape(text[pos:a]), "<mark>", html.escape(text[a:b]), "</mark>"]
+        pos = b
+    out.append(html.escape(text[pos:end]))
+    return prefix + "".join(out) + suffix
 
 
 def mark_html(text: str) -> str:
@@ -251,3 +283,9 @@ class DatabaseBackend(Backend):
         "name", "primary" (name, tags, creator) or "all"."""
     def _highlight(self, ids: list[int], words: list[str]) -> dict[int, dict]:
         """{id: {"name": html, "description": html}} with matches in <mark>."""
+        if not ids:
+            return {}
+        rows = SearchDoc.select(SearchDoc.id, SearchDoc.name, SearchDoc.description).where(
+            SearchDoc.id.in_(id_set(ids))).tuples()
+        return {i: {"name": highlight_text(name, words), "description": highlight_text(desc, words, 24)}
+                for i, name, desc in rows}

@@ -5,12 +5,11 @@ from __future__ import annotations
 from peewee import SQL, Expression, fn
 
 from models_db.db import db
-from models_db.search.engine import DatabaseBackend, mark_html
+from models_db.search.engine import DatabaseBackend
 from models_db.search.tables import SearchDoc
 
 CONFIG = "atelier_search"
 RANK_WEIGHTS = "{0.1, 0.3, 0.5, 1.0}"  # D, C, B, A
-OPEN, CLOSE = "[[[", "]]]"
 
 SETUP = [
     "CREATE EXTENSION IF NOT EXISTS unaccent",
@@ -60,17 +59,3 @@ class PostgresBackend(DatabaseBackend):
                 .order_by(rank.desc(), SearchDoc.id.desc()).limit(limit).tuples())
         return [(i, float(score)) for i, score in rows]
 
-    def _highlight(self, ids, words):
-        if not ids:
-            return {}
-        options = f"StartSel={OPEN}, StopSel={CLOSE}, MaxWords=24, MinWords=8"
-        rows = db.execute_sql(f"""
-            SELECT id, ts_headline('{CONFIG}', name, q, %s), ts_headline('{CONFIG}', description, q, %s)
-            FROM search_doc, to_tsquery('{CONFIG}', %s) q WHERE id = ANY(%s)""",
-                              (options + ", HighlightAll=true", options, tsquery(words, "all"), ids)).fetchall()
-        return {i: {"name": mark(n), "description": mark(d)} for i, n, d in rows}
-
-
-def mark(text: str) -> str:
-    from models_db.search.engine import MARK_CLOSE, MARK_OPEN
-    return mark_html((text or "").replace(OPEN, MARK_OPEN).replace(CLOSE, MARK_CLOSE))

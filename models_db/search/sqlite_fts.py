@@ -2,12 +2,11 @@
 the unicode61 tokenizer) over the shared engine."""
 from __future__ import annotations
 
-from peewee import SQL, fn
 from playhouse.sqlite_ext import FTS5Model, RowIDField, SearchField
 
 from models_db.db import db
 from models_db.search.base import FIELD_WEIGHTS
-from models_db.search.engine import MARK_CLOSE, MARK_OPEN, DatabaseBackend, mark_html
+from models_db.search.engine import DatabaseBackend
 from models_db.search.tables import SearchDoc
 
 
@@ -59,12 +58,3 @@ class SqliteBackend(DatabaseBackend):
                  .order_by(rank).limit(limit))
         return [(i, -score) for i, score in query.tuples()]
 
-    def _highlight(self, ids, words):
-        if not ids:
-            return {}
-        table = SQL("search_fts")
-        name = fn.highlight(table, 0, MARK_OPEN, MARK_CLOSE)
-        snippet = fn.snippet(table, 3, MARK_OPEN, MARK_CLOSE, "…", 16)
-        rows = (SearchFts.select(SearchFts.rowid, name, snippet)
-                .where(SearchFts.match(match_expression(words, "all")), SearchFts.rowid.in_(ids)).tuples())
-        return {i: {"name": mark_html(n), "description": mark_html(d)} for i, n, d in rows}
