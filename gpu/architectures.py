@@ -1,7 +1,6 @@
 """Which architecture a set of tensor names (and shapes) belongs to."""
 from __future__ import annotations
 
-ARCHITECTURES = ("SD1", "SD2", "SDXL", "SD3", "FLUX1", "LoRA", "TextualInversion", "ControlNet", "VAE")
 LORA_MARKERS = ("lora_down", "lora_up", "lora_A.", "lora_B.", "hada_w1", "lokr_w1", ".dora_scale")
 CROSS_ATTN_KEY = "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"
 CONTEXT_DIMS = {768: "SD1", 1024: "SD2", 2048: "SDXL"}
@@ -11,16 +10,6 @@ MODELSPEC = {"stable-diffusion-v1": "SD1", "stable-diffusion-v2": "SD2", "stable
 
 def _has(names, *parts) -> bool:
     return any(all(p in n for p in parts) for n in names)
-
-
-def lora_base(names) -> str | None:
-    if _has(names, "double_blocks") or _has(names, "single_transformer_blocks"):
-        return "FLUX1"
-    if _has(names, "lora_te2_") or _has(names, "text_encoder_2") or _has(names, "input_blocks_4_1_transformer_blocks_9"):
-        return "SDXL"
-    if _has(names, "lora_te_") or _has(names, "lora_unet_"):
-        return "SD1"
-    return None
 
 
 def detect_architecture(shapes: dict, metadata: dict | None = None) -> str | None:

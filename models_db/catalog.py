@@ -72,10 +72,6 @@ class Model(BaseModel):
             (("owner", "status"), False),
         )
 
-    @property
-    def commercial_uses(self) -> list[str]:
-        return [v for v in self.allow_commercial_use.split(",") if v]
-
 
 class ModelVersion(BaseModel):
     model = ForeignKeyField(Model, backref="versions", on_delete="CASCADE")

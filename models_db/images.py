@@ -58,10 +58,6 @@ class Image(BaseModel):
     def meta(self) -> dict | None:
         return json.loads(self.meta_json) if self.meta_json else None
 
-    @property
-    def reaction_total(self) -> int:
-        return self.like_count + self.heart_count + self.laugh_count + self.cry_count + self.dislike_count
-
 
 class ImageVariant(BaseModel):
     image = ForeignKeyField(Image, backref="variants", on_delete="CASCADE")

@@ -9,7 +9,6 @@ SORTS = ("Relevance", "Highest Rated", "Most Downloaded", "Newest")
 SORT_COLUMNS = {"Highest Rated": "rating", "Most Downloaded": "download_count", "Newest": "published_at"}
 FIELD_WEIGHTS = {"name": 10.0, "tags": 5.0, "creator": 3.0, "description": 1.0}
 RRF_K = 60
-FACET_FIELDS = ("type", "baseModel", "tags")
 
 
 @dataclass
