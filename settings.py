@@ -32,6 +32,14 @@ VARIABLES = {
     "JOB_MAINTENANCE_CHANCE": ("1000", "Broker commands per million that also run queue maintenance."),
     "METRICS_DIR": ("$ATELIER_HOME/metrics", "Where processes share Prometheus metrics (multiprocess mode)."),
     "LOG_LEVEL": ("INFO", "Logging level of every process."),
+    "GPU_DEVICE": ("auto", "Torch device of the GPU worker: `auto` (cuda when present, else cpu), `cuda:0`, `cpu`…"),
+    "GPU_DTYPE": ("auto", "Weights dtype on the GPU worker: `auto` (fp16 on cuda, fp32 on cpu), `fp16`, `bf16`, `fp32`."),
+    "GPU_BACKEND": ("torch", "Inference backend of the GPU worker: `torch` (`tensorrt` with the optional extra)."),
+    "GPU_OPTIMIZATIONS": ("channels_last", "Comma-separated speed options: channels_last, compile, tomesd, vae_tiling, attention_slicing, cpu_offload."),
+    "GPU_MAX_BATCH": ("8", "Most images one GPU batch coalesces (lowered further by free memory)."),
+    "GPU_PIPELINE_CACHE_BYTES": ("0", "Memory the warm-pipeline LRU may hold; 0 = 80% of the device's memory."),
+    "T5_TOKENIZER_DIR": ("", "Folder of a T5 tokenizer (spiece.model) for FLUX single-file checkpoints."),
+    "FLUX_COMPONENTS_DIR": ("", "Diffusers FLUX folder whose text encoders and VAE serve transformer-only FLUX checkpoints."),
 }
 
 
@@ -61,6 +69,14 @@ class Settings:
     job_maintenance_chance: int
     metrics_dir: Path
     log_level: str
+    gpu_device: str
+    gpu_dtype: str
+    gpu_backend: str
+    gpu_optimizations: tuple
+    gpu_max_batch: int
+    gpu_pipeline_cache_bytes: int
+    t5_tokenizer_dir: str
+    flux_components_dir: str
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -125,6 +141,15 @@ def load(env: dict | None = None) -> Settings:
         job_maintenance_chance=num("JOB_MAINTENANCE_CHANCE"),
         metrics_dir=Path(raw["METRICS_DIR"] or home / "metrics").resolve(),
         log_level=(raw["LOG_LEVEL"] or "INFO").upper(),
+        gpu_device=raw["GPU_DEVICE"] or "auto",
+        gpu_dtype=raw["GPU_DTYPE"] or "auto",
+        gpu_backend=raw["GPU_BACKEND"] or "torch",
+        gpu_optimizations=tuple(o.strip() for o in (raw["GPU_OPTIMIZATIONS"] or "channels_last").split(",")
+                                if o.strip()),
+        gpu_max_batch=num("GPU_MAX_BATCH"),
+        gpu_pipeline_cache_bytes=num("GPU_PIPELINE_CACHE_BYTES"),
+        t5_tokenizer_dir=raw["T5_TOKENIZER_DIR"],
+        flux_components_dir=raw["FLUX_COMPONENTS_DIR"],
         env=env,
     )
 
