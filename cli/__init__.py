@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cli import accounts, catalog, database, images, jobs, search, services
+from cli import accounts, catalog, database, generation, images, jobs, search, services
 
 
 @click.group()
@@ -11,6 +11,6 @@ def main():
     """Atelier: self-hosted model hub and batch image generation."""
 
 
-for module in (accounts, catalog, database, images, jobs, search, services):
+for module in (accounts, catalog, database, generation, images, jobs, search, services):
     for command in module.COMMANDS:
         main.add_command(command)

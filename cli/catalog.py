@@ -54,6 +54,23 @@ def file_summary(file) -> dict:
 def import_model(path, name, model_type, base_model, version_name, trained_words, tags, description, owner,
                  model_id, file_type, login_required, publish, allow_duplicate):
     """Store PATH once (by SHA256), hash, scan and recognise it, and print the new ids as JSON."""
+    summary = import_file(path, name=name, model_type=model_type, base_model=base_model, version_name=version_name,
+                          trained_words=trained_words, tags=tags, description=description, owner=owner,
+                          model_id=model_id, file_type=file_type, login_required=login_required, publish=publish,
+                          allow_duplicate=allow_duplicate)
+    click.echo(json.dumps(summary, indent=2))
+    if summary.get("existing"):
+        click.echo("these bytes are already in the catalog; pass --allow-duplicate to import them again", err=True)
+    if summary["fileStatus"] == "Danger":
+        click.echo(f"warning: {path.name} was flagged Danger and will never be offered for download: "
+                   f"{summary['pickleScanMessage']}", err=True)
+        raise SystemExit(3)
+
+
+def import_file(path: Path, *, name=None, model_type="Checkpoint", base_model=None, version_name="v1.0",
+                trained_words="", tags="", description="", owner=None, model_id=None, file_type="Model",
+                login_required=False, publish=False, allow_duplicate=False) -> dict:
+    """import-model's work; returns its JSON summary ({"existing": True, …} when the bytes were there)."""
     from gpu.checkpoints import InvalidModelFile, inspect_file
     from jobs.ingest import ingest
     from models_db import catalog as c
@@ -87,10 +104,8 @@ def import_model(path, name, model_type, base_model, version_name, trained_words
         sha256, size = get_store().put_stream(_Counting(stream, bar.update))
     twin = c.ModelFile.select().where(c.ModelFile.blob == sha256, c.ModelFile.status != "Pending").first()
     if twin is not None and not allow_duplicate:
-        click.echo(json.dumps({"existing": True, "modelId": twin.version.model_id, "versionId": twin.version_id,
-                               **file_summary(twin)}, indent=2))
-        click.echo("these bytes are already in the catalog; pass --allow-duplicate to import them again", err=True)
-        return
+        return {"existing": True, "modelId": twin.version.model_id, "versionId": twin.version_id,
+                **file_summary(twin)}
 
     with transaction():
         created_model = model is None
@@ -114,12 +129,8 @@ def import_model(path, name, model_type, base_model, version_name, trained_words
         with transaction():
             c.publish_version(c.ModelVersion.get_by_id(version.id))
     version = c.ModelVersion.get_by_id(version.id)
-    click.echo(json.dumps({"modelId": model.id, "versionId": version.id, "versionStatus": version.status,
-                           "baseModel": version.base_model, **file_summary(file)}, indent=2))
-    if outcome.status == "Danger":
-        click.echo(f"warning: {path.name} was flagged Danger and will never be offered for download: "
-                   f"{outcome.message}", err=True)
-        raise SystemExit(3)
+    return {"modelId": model.id, "versionId": version.id, "versionStatus": version.status,
+            "baseModel": version.base_model, **file_summary(file)}
 
 
 class _Counting:

@@ -2,6 +2,7 @@
 from jobs import (  # noqa: F401,E402
                   broker,  # noqa: F401  (must come first)
                   downloads,
+                  generation,
                   images,
                   ingest,
                   leaderboards,

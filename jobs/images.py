@@ -34,15 +34,19 @@ def process(image_id: int) -> str:
     if image is None or image.status != "Pending":
         return image.status if image else "Missing"
     staged = staging_path(image.id)
-    if not staged.exists():
+    store = get_store()
+    if staged.exists():
+        data = staged.read_bytes()
+    elif image.blob and store.exists(image.blob):  # generated: stored by the GPU worker already
+        with store.open(image.blob) as f:
+            data = f.read()
+    else:
         return reject(image, "the uploaded bytes were lost; upload again")
-    data = staged.read_bytes()
     try:
         decoded, info = image_files.inspect(data)
     except image_files.InvalidImage as exc:
         return reject(image, str(exc))
     clean = image_files.without_location(data, decoded)
-    store = get_store()
     blob, size = store.put_stream(io.BytesIO(clean))
     variants = []
     for width in VARIANT_WIDTHS:

@@ -29,6 +29,8 @@ generation_images = Counter("atelier_generation_images_total", "Images generated
 generation_steps = Counter("atelier_generation_steps_total", "Denoising steps run (x batch size)", ["family"])
 generation_batch = Histogram("atelier_generation_batch_size", "Images per GPU batch", ["family"],
                              buckets=(1, 2, 4, 8, 16, 32, 64))
+generation_seconds = Histogram("atelier_generation_batch_duration_seconds", "Time to run one GPU batch", ["family"],
+                               buckets=JOB_SECONDS)
 
 search_latency = Histogram("atelier_search_duration_seconds", "Search query latency", ["backend", "kind"],
                            buckets=LATENCY)

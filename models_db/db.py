@@ -69,12 +69,16 @@ def id_set(ids):
 
 @contextmanager
 def transaction():
-    """db.atomic() whose on_commit() callbacks run only after the outermost block commits."""
+    """db.atomic() whose on_commit() callbacks run only after the outermost block commits. On SQLite the
+    outermost block takes the write lock at once (BEGIN IMMEDIATE): a transaction that reads and then
+    writes would otherwise fail with "database is locked" when another connection wrote in between."""
     outer = getattr(_state, "hooks", None) is None
     if outer:
         _state.hooks = []
+    from peewee import SqliteDatabase
+    immediate = outer and isinstance(db.obj, SqliteDatabase) and not db.in_transaction()
     try:
-        with db.atomic():
+        with (db.atomic("IMMEDIATE") if immediate else db.atomic()):
             yield
     except BaseException:
         if outer:

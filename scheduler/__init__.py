@@ -24,11 +24,12 @@ class Entry:
 
 
 def schedule_table() -> list[Entry]:
-    from jobs import downloads, images, leaderboards, queues, search, stats, storage, uploads
+    from jobs import downloads, generation, images, leaderboards, queues, search, stats, storage, uploads
     return [
         Entry(search.flush_search_index, 5),
         Entry(images.score_unscored_images, 600),
         Entry(queues.reap_stale_jobs, 60),
+        Entry(generation.reap_generation, 60),
         Entry(stats.rollup_stats, 300),
         Entry(leaderboards.refresh_leaderboards, 900),
         Entry(downloads.reconcile_download_counts, 600),

@@ -27,6 +27,7 @@ def create_app(env: dict | None = None) -> Flask:
         catalog,
         creators,
         downloads,
+        generation,
         health,
         images,
         leaderboards,
@@ -34,11 +35,12 @@ def create_app(env: dict | None = None) -> Flask:
         moderation,
         notifications,
         openapi,
+        sdapi,
         search,
         uploads,
     )
-    for module in (accounts, catalog, creators, downloads, health, images, leaderboards, metrics, moderation,
-                   notifications, openapi, search, uploads):
+    for module in (accounts, catalog, creators, downloads, generation, health, images, leaderboards, metrics, moderation,
+                   notifications, openapi, sdapi, search, uploads):
         app.register_blueprint(module.bp)
     metrics.init_app(app)
     accounts.login_manager.init_app(app)

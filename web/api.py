@@ -119,3 +119,16 @@ def require_user(scope: str = "read"):
             return view(*args, **kwargs)
         return wrapped
     return decorator
+
+
+def send_blob(blob: str, mime: str, name: str):
+    """A stored file: a signed redirect where the store has them (S3), else the bytes, cacheable forever."""
+    from flask import redirect, send_file
+
+    from models_db.storage import LocalBlobStore, get_store
+    store = get_store()
+    url = store.signed_url(blob, name, settings.get().download_link_ttl)
+    if url:
+        return redirect(url, code=302)
+    source = store.path(blob) if isinstance(store, LocalBlobStore) else store.open(blob)
+    return send_file(source, mimetype=mime, conditional=True, etag=blob, max_age=86400)

@@ -6,16 +6,23 @@ import io
 import json
 from datetime import timedelta
 
-from flask import Blueprint, jsonify, redirect, request, send_file
+from flask import Blueprint, jsonify, request
 from peewee import JOIN, Tuple
 
-import settings
 from models_db import images as im
 from models_db.accounts import User
 from models_db.catalog import ModelVersion
 from models_db.db import on_commit, transaction, utcnow
-from models_db.storage import LocalBlobStore, get_store
-from web.api import absolute, boolean, current_api_user, error, integer, page_url, require_user
+from web.api import (
+    absolute,
+    boolean,
+    current_api_user,
+    error,
+    integer,
+    page_url,
+    require_user,
+    send_blob,
+)
 
 bp = Blueprint("images", __name__)
 MAX_IMAGE_BYTES = 50 << 20
@@ -192,12 +199,7 @@ def image_file(image_id: int, width: int, name: str):
                    .order_by(im.ImageVariant.width).first())
         if variant is not None:
             blob, mime = variant.blob, variant.mime
-    store = get_store()
-    url = store.signed_url(blob, name, settings.get().download_link_ttl)
-    if url:
-        return redirect(url, code=302)
-    source = store.path(blob) if isinstance(store, LocalBlobStore) else store.open(blob)
-    return send_file(source, mimetype=mime, conditional=True, etag=blob, max_age=86400)
+    return send_blob(blob, mime, name)
 
 
 @bp.route("/api/v1/images/<int:image_id>/reactions/<kind>", methods=["PUT", "DELETE"])

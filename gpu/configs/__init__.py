@@ -83,6 +83,8 @@ def controlnet_config(name: str) -> dict:
     accepted = set(inspect.signature(ControlNetModel.__init__).parameters)
     unet = read(name, "unet")
     config = {k: v for k, v in unet.items() if k in accepted}
+    # the hint is downscaled to the latent size: one stage per VAE downsampling (8x: 16, 32, 96, 256)
+    stages = len(read(name, "vae")["block_out_channels"])
     return {"_class_name": "ControlNetModel", **config, "conditioning_channels": 3,
             "controlnet_conditioning_channel_order": "rgb",
-            "conditioning_embedding_out_channels": [16, 32, 96, 256]}
+            "conditioning_embedding_out_channels": [16, 32, 96, 256][:stages]}

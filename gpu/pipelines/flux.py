@@ -7,7 +7,6 @@ names under transformer./vae./text_encoder./text_encoder_2. and metadata "atelie
 from __future__ import annotations
 
 import re
-import weakref
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ import torch
 import settings
 from gpu import configs
 from gpu.pipelines import Item, ModelRef, OnStep, Params
+from gpu.pipelines.common import mode_pipeline
 
 GUIDANCE_KEYS = ("guidance_in.in_layer.weight", "time_text_embed.guidance_embedder.linear_1.weight")
 DEMO_CONFIGS = ("flux1-tiny", "flux1-schnell", "flux1-dev")
@@ -217,20 +217,6 @@ def run(pipe, params: Params, items: list[Item], on_step: OnStep):
     return images
 
 
-_derived: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
-
-
-def mode_pipeline(pipe, class_name: str):
-    """`pipe` as an img2img / inpaint pipeline sharing its weights, cached per base pipeline. The dtype is passed
-    on: from_pipe would otherwise cast the shared modules to float32."""
-    import diffusers
-    derived = _derived.setdefault(pipe, {})
-    if class_name not in derived:
-        new = getattr(diffusers, class_name).from_pipe(pipe, dtype=pipe.transformer.dtype)
-        if getattr(pipe, "_offload_device", None) is not None:  # model CPU offload: hook the new pipeline too
-            new.enable_model_cpu_offload(device=pipe._offload_device)
-        derived[class_name] = new
-    return derived[class_name]
 
 
 class _Progress:

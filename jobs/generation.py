@@ -1,0 +1,400 @@
+"""Generation on GPU workers: a job's message claims it and every queued compatible job (same model,
+resources, size, steps, sampler…) into one batch, runs it with per-step progress and cancel, and stores
+one PNG per job (A1111 "parameters" inside). Outputs are keyed by job id: a redelivered job never makes a
+second image."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import threading
+import time
+import uuid
+
+import dramatiq
+
+from gpu.pipelines import Cancelled, Item, ModelRef, Params, Resource
+from gpu.png_meta import format_a1111
+from jobs.broker import PermanentError, logs_result
+from jobs.images import process_image
+from models_db import generation as gen
+from models_db.db import on_commit, transaction, utcnow
+from models_db.images import Image
+from models_db.redis_store import client, redis_key
+from models_db.storage import LocalBlobStore, get_store
+
+HEARTBEAT_S = 2.0
+
+
+def lease_s() -> float:
+    """A running job whose heartbeat is older than this belongs to a dead worker."""
+    import settings
+    return float(settings.get().job_heartbeat_timeout_s)
+MAX_ATTEMPTS = 3
+EVENT_TTL_S = 24 * 3600
+VERSION = "Atelier 0.1.0"
+log = logging.getLogger("atelier.jobs.generation")
+
+
+# ---- submitting ------------------------------------------------------------------------------------
+def submit(user, req, source: str = "api") -> gen.GenerationRun:
+    """Stores the run and, once committed, queues one message per job."""
+    with transaction():
+        run, job_ids = gen.create_run(user, req, source)
+        on_commit(lambda: send_jobs(job_ids))
+    publish(run.id, "queued", {"total": run.total})
+    return run
+
+
+def send_jobs(job_ids) -> None:
+    for job_id in job_ids:
+        generate.send(job_id)
+
+
+# ---- events ----------------------------------------------------------------------------------------
+def channel(run_id: int) -> str:
+    return redis_key(f"gen:run:{run_id}")
+
+
+# appends a kept event with its position in the log as "seq", then publishes it, atomically
+_KEEP = """
+local seq = redis.call('RPUSH', KEYS[1], '') - 1
+local event = string.gsub(ARGV[1], '"__SEQ__"', tostring(seq))
+redis.call('LSET', KEYS[1], seq, event)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], event)
+return seq
+"""
+
+
+def publish(run_id: int, kind: str, data: dict, keep: bool = True) -> None:
+    """Pub/sub for live listeners; kept events (all but steps) are also replayed to late ones (SSE
+    Last-Event-ID is their "seq")."""
+    if not keep:
+        client().publish(channel(run_id), json.dumps({"event": kind, "run": run_id, **data}))
+        return
+    event = json.dumps({"event": kind, "run": run_id, **data, "seq": "__SEQ__"})
+    client().eval(_KEEP, 2, channel(run_id) + ":log", channel(run_id), event, EVENT_TTL_S)
+
+
+def cancel_key(run_id: int) -> str:
+    return redis_key(f"gen:cancel:{run_id}")
+
+
+def progress_key(user_id: int) -> str:
+    return redis_key(f"gen:progress:{user_id}")
+
+
+def cancel(run: gen.GenerationRun) -> None:
+    with transaction():
+        running = gen.cancel_run(run)
+    client().set(cancel_key(run.id), 1, ex=EVENT_TTL_S)
+    publish(run.id, "cancelled", {"running": len(running)})
+
+
+# ---- the GPU actor ---------------------------------------------------------------------------------
+_backend = None
+GPU_LOCK = threading.Lock()
+
+
+def backend():
+    global _backend
+    if _backend is None:
+        from gpu.backends import get_backend
+
+        import settings
+        _backend = get_backend(settings.get().gpu_backend)
+    return _backend
+
+
+@dramatiq.actor(queue_name="gpu", max_retries=3, time_limit=6 * 3600 * 1000, min_backoff=2000)
+@logs_result
+def generate(job_id: int) -> str:
+    return run_job(job_id)
+
+
+def run_job(job_id: int) -> str:
+    job = gen.GenerationJob.get_or_none(gen.GenerationJob.id == job_id)
+    if job is None or job.state in gen.FINISHED:
+        return "already finished"
+    if job.attempts >= MAX_ATTEMPTS and job.state == "queued":
+        finish_failed([job.id], None, job.error or "failed too many times")
+        return "failed: attempts exhausted"
+    token = uuid.uuid4().hex
+    claimed = gen.claim([job.id], token, lease_s())
+    if not claimed:
+        return "taken by another batch"
+    model, params = to_gpu(job.params)
+    try:
+        room = backend().max_batch(model, params) - 1
+    except Exception:  # noqa: BLE001 - sizing must never lose the claim
+        room = 0
+    if room > 0:
+        claimed += gen.claim(gen.compatible_queued(job, room, lease_s()), token, lease_s())
+    jobs = list(gen.GenerationJob.select().where(gen.GenerationJob.id.in_(claimed)).order_by(gen.GenerationJob.id))
+    try:
+        return run_batch(jobs, token, model, params)
+    except Exception as exc:
+        released = gen.release([j.id for j in jobs], token)
+        gen.GenerationJob.update(error=f"{type(exc).__name__}: {exc}").where(
+            gen.GenerationJob.id.in_(released)).execute()
+        send_jobs([j for j in released if j != job.id])  # the leader comes back by the actor's retry
+        raise
+
+
+def run_batch(jobs: list, token: str, model: ModelRef, params: Params) -> str:
+    from gpu.backends import OutOfMemory
+    runs = sorted({j.run_id for j in jobs})
+    for run_id in runs:
+        publish(run_id, "started", {"jobs": [j.id for j in jobs if j.run_id == run_id], "batch": len(jobs)})
+    started = time.monotonic()
+    try:
+        with GPU_LOCK, beating([j.id for j in jobs], token):  # one batch at a time per process
+            images = backend().generate(model, params, [to_item(j) for j in jobs], progress(jobs, token, runs))
+    except Cancelled:
+        return stop_cancelled(jobs, token)
+    except OutOfMemory:
+        if len(jobs) == 1:
+            finish_failed([jobs[0].id], token, f"out of GPU memory at {params.width}x{params.height}")
+            return "failed: out of memory"
+        half = len(jobs) // 2
+        return "; ".join(run_batch(part, token, model, params) for part in (jobs[:half], jobs[half:]))
+    except (ValueError, PermanentError) as exc:
+        finish_failed([j.id for j in jobs], token, str(exc))
+        return f"failed: {exc}"
+    record_speed(model.family, len(jobs), params, time.monotonic() - started)
+    stored = sum(store_output(job, image, token, model, params) for job, image in zip(jobs, images))
+    return f"{stored} images from a batch of {len(jobs)}"
+
+
+def record_speed(family: str, count: int, params: Params, seconds: float) -> None:
+    from metrics import definitions as m
+    m.generation_images.labels(family).inc(count)
+    m.generation_batch.labels(family).observe(count)
+    m.generation_steps.labels(family).inc(count * params.steps)
+    m.generation_seconds.labels(family).observe(seconds)
+
+
+def progress(jobs: list, token: str, runs: list[int]):
+    """The on_step callback: cancel check, step events, A1111 progress."""
+    job_ids = [j.id for j in jobs]
+    keys = [cancel_key(r) for r in runs]
+    users = {j.run.user_id for j in jobs}
+
+    def on_step(done: int, total: int) -> None:
+        if client().exists(*keys):
+            raise Cancelled()
+        for run_id in runs:
+            publish(run_id, "step", {"step": done, "steps": total, "jobs": job_ids}, keep=False)
+        pipe = client().pipeline(transaction=False)
+        for user_id in users:
+            pipe.hset(progress_key(user_id), mapping={"step": done, "steps": total, "jobs": len(job_ids),
+                                                      "at": time.time()})
+            pipe.expire(progress_key(user_id), 3600)
+        pipe.execute()
+    return on_step
+
+
+@contextlib.contextmanager
+def beating(job_ids: list[int], token: str):
+    """Keeps the batch's claim fresh while it runs (model loading included), from a side thread."""
+    from models_db.db import db
+    stop = threading.Event()
+
+    def beat():
+        try:
+            while not stop.wait(HEARTBEAT_S):
+                gen.heartbeat(job_ids, token)
+        finally:
+            if not db.is_closed():
+                db.close()
+    thread = threading.Thread(target=beat, name="generation-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def stop_cancelled(jobs: list, token: str) -> str:
+    """The batch stopped: jobs of cancelled runs end cancelled, the others go back to the queue."""
+    cancelled_runs = {r.id for r in gen.GenerationRun.select().where(
+        gen.GenerationRun.id.in_({j.run_id for j in jobs}), gen.GenerationRun.cancelled == True)}  # noqa: E712
+    mine = [j.id for j in jobs if j.run_id in cancelled_runs]
+    with transaction():
+        gen.GenerationJob.update(state="cancelled", finished_at=utcnow()).where(
+            gen.GenerationJob.id.in_(mine), gen.GenerationJob.claimed_by == token).execute()
+        others = gen.release([j.id for j in jobs if j.run_id not in cancelled_runs], token)
+        for run_id in cancelled_runs:
+            gen.refresh_run(run_id)
+    send_jobs(others)
+    return f"cancelled {len(mine)}, requeued {len(others)}"
+
+
+def finish_failed(job_ids, token: str | None, reason: str) -> None:
+    query = gen.GenerationJob.update(state="failed", error=reason, finished_at=utcnow())
+    where = [gen.GenerationJob.id.in_(job_ids)]
+    if token:
+        where.append(gen.GenerationJob.claimed_by == token)
+    with transaction():
+        query.where(*where).execute()
+        runs = {j.run_id for j in gen.GenerationJob.select(gen.GenerationJob.run).where(gen.GenerationJob.id.in_(job_ids))}
+        for run_id in runs:
+            after_job(run_id)
+    for run_id in runs:
+        publish(run_id, "failed", {"jobs": list(job_ids), "error": reason})
+
+
+def after_job(run_id: int) -> None:
+    """Inside the transaction that finished a job: the run's counts; the grid once all are done."""
+    run = gen.refresh_run(run_id)
+    if run.status in ("Done", "Failed", "Cancelled"):
+        on_commit(lambda: publish(run_id, run.status.lower(), {"done": run.done, "failed": run.failed,
+                                                                 "total": run.total}))
+        if run.grid_json and run.done:
+            on_commit(lambda: assemble_grid.send(run_id))
+
+
+# ---- outputs ---------------------------------------------------------------------------------------
+def parameters_text(job, model: ModelRef, params: Params) -> str:
+    fields = {"Steps": params.steps, "Sampler": params.sampler, "CFG scale": params.cfg_scale, "Seed": job.seed,
+              "Size": f"{params.width}x{params.height}", "Model hash": model.sha256[:10], "Model": model.name}
+    if params.clip_skip > 1:
+        fields["Clip skip"] = params.clip_skip
+    if params.mode != "txt2img" or params.hires_scale:
+        fields["Denoising strength"] = params.denoising_strength
+    if params.hires_scale:
+        fields.update({"Hires upscale": params.hires_scale, "Hires steps": params.hires_steps or params.steps,
+                       "Hires upscaler": "Latent"})
+    if model.vae:
+        fields.update({"VAE hash": model.vae.sha256[:10], "VAE": model.vae.name})
+    if params.loras:
+        fields["Lora hashes"] = ", ".join(f"{r.name}: {r.sha256[:10]}" for r in params.loras)
+    if params.embeddings:
+        fields["TI hashes"] = ", ".join(f"{r.name}: {r.sha256[:10]}" for r in params.embeddings)
+    if params.controlnet:
+        fields["ControlNet 0"] = f"Model: {params.controlnet.name} [{params.controlnet.sha256[:8]}], " \
+                                 f"Weight: {params.control_scale}"
+    fields["Version"] = VERSION
+    prompt = job.prompt + "".join(f" <lora:{r.name}:{r.weight:g}>" for r in params.loras)
+    return format_a1111(prompt, job.negative_prompt, fields)
+
+
+def png_bytes(image, text: str) -> bytes:
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    out = io.BytesIO()
+    image.save(out, "PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def store_output(job, image, token: str, model: ModelRef, params: Params) -> int:
+    """Stores the PNG and marks the job done in one transaction, unless the job left this batch."""
+    data = png_bytes(image, parameters_text(job, model, params))
+    blob, size = get_store().put_stream(io.BytesIO(data))
+    with transaction():
+        row = Image.create(user=job.run.user_id, model_version=job.model_version_id, status="Pending", blob=blob,
+                           filename=f"{job.run_id}-{job.index:05d}-{job.seed}.png", mime="image/png",
+                           size_bytes=size, width=image.width, height=image.height)
+        updated = (gen.GenerationJob.update(state="done", image=row.id, output_blob=blob, finished_at=utcnow(),
+                                            error=None)
+                   .where(gen.GenerationJob.id == job.id, gen.GenerationJob.claimed_by == token,
+                          gen.GenerationJob.state == "running").execute())
+        if not updated:
+            row.delete_instance()
+            return 0
+        on_commit(lambda: publish(job.run_id, "image", {"job": job.id, "index": job.index, "image": row.id,
+                                                         "seed": job.seed}))
+        on_commit(lambda: process_image.send(row.id))
+        after_job(job.run_id)  # its "done" event follows the image's
+    return 1
+
+
+@dramatiq.actor(queue_name="default", max_retries=5)
+@logs_result
+def assemble_grid(run_id: int) -> str:
+    """The XYZ grid image(s) of a finished run, labelled by axis values."""
+    from PIL import Image as PILImage
+
+    from gpu import xyz
+    run = gen.GenerationRun.get_or_none(gen.GenerationRun.id == run_id)
+    if run is None or not run.grid_json or run.grid_blobs:
+        return "nothing to do"
+    axes = json.loads(run.grid_json)
+    labels = {name: xyz.axis_labels(axis["field"], axis["values"]) for name, axis in axes.items()}
+    store, tiles = get_store(), {}
+    for job in run.jobs.where(gen.GenerationJob.state == "done", gen.GenerationJob.cell_json.is_null(False)):
+        with store.open(job.output_blob) as f:
+            tiles.setdefault(tuple(json.loads(job.cell_json)), PILImage.open(io.BytesIO(f.read())).convert("RGB"))
+    grids = xyz.assemble_grid(tiles, labels.get("x", []), labels.get("y", [""]), labels.get("z", [""]))
+    blobs = [store.put_stream(io.BytesIO(png_bytes(g, f"XYZ grid of run {run_id}")))[0] for g in grids]
+    gen.GenerationRun.update(grid_blobs=json.dumps(blobs)).where(gen.GenerationRun.id == run_id).execute()
+    publish(run_id, "grid", {"grids": len(blobs)})
+    return f"{len(blobs)} grid images"
+
+
+@dramatiq.actor(queue_name="default", max_retries=3)
+@logs_result
+def reap_generation() -> str:
+    """Jobs claimed by a worker that died go back to the queue."""
+    stale = gen.stale_running(lease_s())
+    if stale:
+        gen.GenerationJob.update(state="queued", claimed_by=None).where(gen.GenerationJob.id.in_(stale)).execute()
+        send_jobs(stale)
+    return f"requeued {len(stale)}"
+
+
+# ---- rows -> gpu values ----------------------------------------------------------------------------
+def local_file(described: dict) -> str:
+    """A path with the file's own extension (loaders go by it) for a stored catalog file."""
+    import settings
+    ext = described["file"].rsplit(".", 1)[-1].lower() if "." in described["file"] else "safetensors"
+    path = settings.get().home / "cache" / "models" / f"{described['blob']}.{ext}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = get_store()
+        with store.local_path(described["blob"]) as source:
+            tmp = path.with_name(path.name + f".{uuid.uuid4().hex}")
+            try:
+                if isinstance(store, LocalBlobStore):
+                    tmp.symlink_to(source)
+                else:
+                    shutil.copyfile(source, tmp)
+                tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    return str(path)
+
+
+def to_resource(described: dict | None, kind: str | None = None) -> Resource | None:
+    if not described:
+        return None
+    return Resource(kind=kind or described["kind"], path=local_file(described), sha256=described["blob"],
+                    name=described["name"], weight=float(described.get("weight", 1.0)))
+
+
+def to_gpu(params: dict) -> tuple[ModelRef, Params]:
+    m = params["model"]
+    model = ModelRef(family=m["family"], path=local_file(m), sha256=m["blob"], name=m["name"],
+                     vae=to_resource(params.get("vae"), "vae"))
+    return model, Params(
+        mode=params["mode"], width=params["width"], height=params["height"], steps=params["steps"],
+        cfg_scale=params["cfg_scale"], sampler=params["sampler"], clip_skip=params["clip_skip"],
+        denoising_strength=params["denoising_strength"], hires_scale=params["hires_scale"],
+        hires_steps=params["hires_steps"], loras=tuple(to_resource(r) for r in params["loras"]),
+        embeddings=tuple(to_resource(r) for r in params["embeddings"]),
+        controlnet=to_resource(params.get("controlnet"), "controlnet"), control_scale=params["control_scale"])
+
+
+def to_item(job) -> Item:
+    from PIL import Image as PILImage
+    images = {}
+    for name, blob in job.inputs.items():
+        with get_store().open(blob) as f:
+            picture = PILImage.open(io.BytesIO(f.read()))
+            images[name] = picture.convert("L" if name == "mask" else "RGB")
+    return Item(prompt=job.prompt, negative_prompt=job.negative_prompt, seed=job.seed, **images)

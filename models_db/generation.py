@@ -1,0 +1,357 @@
+"""Generation runs and their jobs (one job = one image), claimed in batches by GPU workers."""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+
+from peewee import (
+    BooleanField,
+    CharField,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    TextField,
+    fn,
+)
+
+from models_db.accounts import User
+from models_db.catalog import ModelVersion
+from models_db.db import BaseModel, id_set, utcnow
+from models_db.images import Image
+from models_db.storage import BLOB_REFERENCES
+
+RUN_STATES = ("Queued", "Running", "Done", "Failed", "Cancelled")
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled")
+
+
+class GenerationRun(BaseModel):
+    user = ForeignKeyField(User, backref="generation_runs", on_delete="CASCADE")
+    source = CharField(max_length=16, default="api")  # api | sdapi | cli | web
+    request_json = TextField()
+    status = CharField(max_length=16, default="Queued", index=True)
+    total = IntegerField(default=0)
+    done = IntegerField(default=0)
+    failed = IntegerField(default=0)
+    cancelled = BooleanField(default=False)
+    grid_json = TextField(null=True)  # the XYZ axes and labels, for the assembled grid
+    grid_blobs = TextField(null=True)  # JSON list of grid image blobs (one per z)
+    created_at = DateTimeField(default=utcnow, index=True)
+    finished_at = DateTimeField(null=True)
+
+    @property
+    def request(self) -> dict:
+        return json.loads(self.request_json)
+
+
+class GenerationJob(BaseModel):
+    run = ForeignKeyField(GenerationRun, backref="jobs", on_delete="CASCADE")
+    index = IntegerField()
+    model_version = ForeignKeyField(ModelVersion, null=True, on_delete="SET NULL")
+    signature = CharField(max_length=64, index=True)  # jobs with equal signatures share one batch
+    params_json = TextField()  # everything the batch shares (gpu.pipelines.Params + the model)
+    prompt = TextField()
+    negative_prompt = TextField(default="")
+    seed = IntegerField()
+    inputs_json = TextField(default="{}")  # blobs of init image / mask / control image
+    cell_json = TextField(null=True)  # [x, y, z] in an XYZ grid
+    state = CharField(max_length=16, default="queued")
+    claimed_by = CharField(max_length=32, null=True)
+    heartbeat_at = DateTimeField(null=True)
+    attempts = IntegerField(default=0)
+    error = TextField(null=True)
+    image = ForeignKeyField(Image, null=True, on_delete="SET NULL")
+    output_blob = CharField(max_length=64, null=True)
+    created_at = DateTimeField(default=utcnow)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("run", "index"), True), (("signature", "state", "id"), False))
+
+    @property
+    def params(self) -> dict:
+        return json.loads(self.params_json)
+
+    @property
+    def inputs(self) -> dict:
+        return json.loads(self.inputs_json)
+
+
+TABLES = [GenerationRun, GenerationJob]
+BLOB_REFERENCES.append((GenerationJob, GenerationJob.output_blob))
+
+
+def signature(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+
+def claimable(lease_s: float):
+    """Queued jobs, and running ones whose worker stopped sending heartbeats (it died)."""
+    stale = utcnow() - timedelta(seconds=lease_s)
+    return (GenerationJob.state == "queued") | ((GenerationJob.state == "running") & (GenerationJob.heartbeat_at < stale))
+
+
+def claim(job_ids, token: str, lease_s: float) -> list[int]:
+    """Atomically takes what is still claimable of job_ids for this batch; returns the ids it got."""
+    now = utcnow()
+    (GenerationJob.update(state="running", claimed_by=token, heartbeat_at=now, started_at=now,
+                          attempts=GenerationJob.attempts + 1)
+     .where(GenerationJob.id.in_(id_set(job_ids)), claimable(lease_s)).execute())
+    return [j for (j,) in GenerationJob.select(GenerationJob.id)
+            .where(GenerationJob.id.in_(id_set(job_ids)), GenerationJob.claimed_by == token,
+                   GenerationJob.state == "running").order_by(GenerationJob.id).tuples()]
+
+
+def compatible_queued(job: GenerationJob, limit: int, lease_s: float) -> list[int]:
+    """Other jobs that can share job's batch, oldest first."""
+    return [j for (j,) in GenerationJob.select(GenerationJob.id)
+            .where(GenerationJob.signature == job.signature, GenerationJob.id != job.id, claimable(lease_s))
+            .order_by(GenerationJob.id).limit(limit).tuples()]
+
+
+def heartbeat(job_ids, token: str) -> None:
+    GenerationJob.update(heartbeat_at=utcnow()).where(
+        GenerationJob.id.in_(id_set(job_ids)), GenerationJob.claimed_by == token).execute()
+
+
+def release(job_ids, token: str) -> list[int]:
+    """Puts claimed jobs back in the queue (their batch stopped for another run's cancel)."""
+    ids = [j for (j,) in GenerationJob.select(GenerationJob.id).where(
+        GenerationJob.id.in_(id_set(job_ids)), GenerationJob.claimed_by == token,
+        GenerationJob.state == "running").tuples()]
+    GenerationJob.update(state="queued", claimed_by=None, heartbeat_at=None).where(
+        GenerationJob.id.in_(id_set(ids))).execute()
+    return ids
+
+
+def refresh_run(run_id: int) -> GenerationRun:
+    """Recounts a run's jobs and derives its status."""
+    counts = dict(GenerationJob.select(GenerationJob.state, fn.COUNT(GenerationJob.id))
+                  .where(GenerationJob.run == run_id).group_by(GenerationJob.state).tuples())
+    run = GenerationRun.get_by_id(run_id)
+    run.done, run.failed = counts.get("done", 0), counts.get("failed", 0)
+    open_jobs = counts.get("queued", 0) + counts.get("running", 0)
+    if run.cancelled:
+        status = "Cancelled"
+    elif open_jobs:
+        status = "Running" if (counts.get("running") or run.done or run.failed) else "Queued"
+    else:
+        status = "Failed" if run.failed else "Done"
+    if status != run.status or status in ("Done", "Failed", "Cancelled"):
+        run.status = status
+        if status in ("Done", "Failed", "Cancelled") and run.finished_at is None:
+            run.finished_at = utcnow()
+    run.save()
+    return run
+
+
+def cancel_run(run: GenerationRun) -> list[int]:
+    """Marks the run cancelled and drops its queued jobs; returns the ids of its running jobs."""
+    run.cancelled = True
+    run.save()
+    now = utcnow()
+    GenerationJob.update(state="cancelled", finished_at=now).where(
+        GenerationJob.run == run, GenerationJob.state == "queued").execute()
+    running = [j for (j,) in GenerationJob.select(GenerationJob.id).where(
+        GenerationJob.run == run, GenerationJob.state == "running").tuples()]
+    refresh_run(run.id)
+    return running
+
+
+def stale_running(lease_s: float) -> list[int]:
+    stale = utcnow() - timedelta(seconds=lease_s)
+    return [j for (j,) in GenerationJob.select(GenerationJob.id).where(
+        GenerationJob.state == "running", GenerationJob.heartbeat_at < stale).tuples()]
+
+
+# ---- resolving catalog references ---------------------------------------------------------------
+RESOURCE_KINDS = {"LORA": "lora", "LoCon": "lora", "DoRA": "lora", "TextualInversion": "embedding",
+                  "VAE": "vae", "Controlnet": "controlnet", "Checkpoint": "checkpoint", "Wildcards": "wildcards"}
+FLUX_VARIANTS = {"Flux.1 S": "schnell", "Flux.1 D": "dev"}
+
+
+class UnknownResource(LookupError):
+    pass
+
+
+def resolve_version(ref, viewer) -> ModelVersion:
+    """A version by id, AIR (urn:air:…:civitai:MODEL[@VERSION]) or file hash, if the viewer may use it."""
+    from models_db.catalog import Model
+    from models_db.catalog_queries import version_ids_by_hash
+    text = str(ref).strip()
+    version = None
+    if isinstance(ref, int) or text.isdigit():
+        version = ModelVersion.get_or_none(ModelVersion.id == int(text))
+    elif text.startswith("urn:air:"):
+        ident = text.rsplit(":", 1)[-1].split(".")[0]
+        model_id, _, version_id = ident.partition("@")
+        if version_id.isdigit():
+            version = ModelVersion.get_or_none(ModelVersion.id == int(version_id), ModelVersion.model == int(model_id))
+        elif model_id.isdigit():
+            version = (ModelVersion.select().where(ModelVersion.model == int(model_id))
+                       .order_by((ModelVersion.status == "Published").desc(), ModelVersion.id.desc()).first())
+    else:
+        ids = version_ids_by_hash([text])
+        version = ModelVersion.get_or_none(ModelVersion.id == ids[0]) if ids else None
+    if version is not None:
+        model = Model.get_by_id(version.model_id)
+        visible = version.status == "Published" and model.status == "Published"
+        if visible or (viewer is not None and (model.owner_id == viewer.id or getattr(viewer, "is_staff", False))):
+            return version
+    raise UnknownResource(f"no usable model version for {text!r}")
+
+
+def primary_file(version: ModelVersion):
+    from models_db.catalog import ModelFile
+    file = (ModelFile.select().where(ModelFile.version == version)
+            .order_by(ModelFile.primary.desc(), ModelFile.id).first())
+    if file is None or not file.downloadable:
+        raise UnknownResource(f"version {version.id} has no ready, scanned file")
+    return file
+
+
+def describe(version: ModelVersion) -> dict:
+    """What a job needs to know of a catalog version to load it on a GPU worker."""
+    from models_db.catalog import Model, ecosystem
+    model = Model.get_by_id(version.model_id)
+    file = primary_file(version)
+    return {"version_id": version.id, "type": model.type, "kind": RESOURCE_KINDS.get(model.type, "other"),
+            "name": file.name.rsplit(".", 1)[0], "file": file.name, "blob": file.blob,
+            "family": file.architecture, "base_model": version.base_model,
+            "variant": FLUX_VARIANTS.get(version.base_model), "autov2": file.blob[:10],
+            "ecosystem": ecosystem(version.base_model)}
+
+
+def compatible(resource_ecosystem: str, model_ecosystem: str) -> bool:
+    """A LoRA/embedding/ControlNet fits a checkpoint of its own ecosystem (SDXL and its derivatives agree)."""
+    families = {"pony": "sdxl"}
+    return "other" in (resource_ecosystem, model_ecosystem) or \
+        families.get(resource_ecosystem, resource_ecosystem) == families.get(model_ecosystem, model_ecosystem)
+
+
+def wildcard_lines(version: ModelVersion) -> dict[str, list[str]]:
+    """name -> lines of each .txt file (also inside .zip files) of a Wildcards version."""
+    import io
+    import zipfile
+
+    from gpu.prompts import parse_wildcard_file
+    from models_db.catalog import ModelFile
+    from models_db.storage import get_store
+    out = {}
+    for file in ModelFile.select().where(ModelFile.version == version, ModelFile.status == "Ready"):
+        with get_store().open(file.blob) as f:
+            data = f.read()
+        if file.name.endswith(".zip"):
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                for name in z.namelist():
+                    if name.endswith(".txt"):
+                        out[name.rsplit("/", 1)[-1][:-4]] = parse_wildcard_file(z.read(name).decode("utf-8", "replace"))
+        elif file.name.endswith(".txt"):
+            out[file.name[:-4]] = parse_wildcard_file(data.decode("utf-8", "replace"))
+    return out
+
+
+# ---- creating runs ---------------------------------------------------------------------------------
+def _decode_image(field: str, data: str) -> str:
+    """Stores a base64 (or data: URL) image input; returns its blob."""
+    import base64
+    import binascii
+    import io
+
+    from gpu.image_files import InvalidImage, open_checked
+    from gpu.request import RequestError
+    from models_db.storage import get_store
+    try:
+        raw = base64.b64decode(data.split(",", 1)[1] if data.startswith("data:") else data, validate=True)
+        open_checked(raw)
+    except (binascii.Error, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, InvalidImage) else "not base64 data"
+        raise RequestError(field, f"not a usable image: {reason}") from None
+    return get_store().put_stream(io.BytesIO(raw))[0]
+
+
+def _gpu_params(fields: dict, lookup, viewer) -> dict:
+    """The batch-shared part of a job: gpu.pipelines.Params fields with catalog files described."""
+    from gpu.request import RequestError
+    model = lookup(fields["model"])
+    params = {"model": model, "vae": None, "loras": [], "embeddings": [], "controlnet": None,
+              "control_scale": 1.0, "mode": "inpaint" if fields.get("mask") else "img2img" if fields.get(
+                  "init_image") else "txt2img"}
+    for key in ("width", "height", "steps", "cfg_scale", "sampler", "clip_skip", "denoising_strength"):
+        params[key] = fields[key]
+    hires = fields.get("hires")
+    params["hires_scale"], params["hires_steps"] = (hires["scale"], hires["steps"]) if hires else (None, 0)
+    if hires:
+        params["denoising_strength"] = hires["denoising_strength"] if params["mode"] == "txt2img" \
+            else params["denoising_strength"]
+    wanted = [(r["ref"], r["weight"], "resources") for r in fields.get("resources") or []]
+    if fields.get("vae") is not None:
+        wanted.append((fields["vae"], 1.0, "vae"))
+    if fields.get("controlnet"):
+        wanted.append((fields["controlnet"]["model"], fields["controlnet"]["scale"], "controlnet"))
+    for ref, weight, field in wanted:
+        res = lookup(ref, field=field, kinds=("lora", "embedding", "vae", "controlnet"))
+        if res["kind"] != "vae" and not compatible(res["ecosystem"], model["ecosystem"]):
+            raise RequestError(field, f"{res['name']} is for {res['base_model']}, the model is {model['base_model']}")
+        res = dict(res, weight=weight)
+        if res["kind"] in ("vae", "controlnet"):
+            params[res["kind"]] = res
+            params["control_scale"] = weight if res["kind"] == "controlnet" else params["control_scale"]
+        else:
+            params[res["kind"] + "s"].append(res)
+    return params
+
+
+def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]]:
+    """Validates against the catalog, plans one job per image and stores the run. Call inside a
+    transaction; raises gpu.request.RequestError for anything the caller must fix."""
+    from gpu.request import RequestError, Resolver, plan
+    described: dict = {}
+
+    def lookup(ref, field="model", kinds=("checkpoint",)):
+        key = str(ref)
+        if key not in described:
+            try:
+                described[key] = describe(resolve_version(ref, user))
+            except UnknownResource as exc:
+                raise RequestError(field, str(exc)) from None
+        found = described[key]
+        if found["kind"] not in kinds:
+            raise RequestError(field, f"{found['name']} is a {found['type']}, not a {' or '.join(kinds)}")
+        if found["kind"] == "checkpoint" and found["family"] not in ("SD1", "SD2", "SDXL", "FLUX1"):
+            raise RequestError(field, f"{found['name']}: unsupported architecture {found['family']}")
+        return found
+
+    wildcards: dict = {}
+    for ref in req.wildcards:
+        try:
+            version = resolve_version(ref, user)
+        except UnknownResource as exc:
+            raise RequestError("wildcards", str(exc)) from None
+        wildcards.update(wildcard_lines(version))
+    resolver = Resolver(family_of=lambda ref: (lookup(ref)["family"], lookup(ref)["variant"]), wildcards=wildcards)
+    specs = plan(req, resolver)
+    inputs = {name: _decode_image(field, getattr(req, field)) for name, field in
+              (("init_image", "init_image"), ("mask", "mask")) if getattr(req, field)}
+    if req.controlnet:
+        inputs["control_image"] = _decode_image("controlnet.image", req.controlnet.image)
+    grid = None
+    if req.grid is not None:
+        grid = json.dumps({axis: getattr(req.grid, axis).model_dump() for axis in ("x", "y", "z")
+                           if getattr(req.grid, axis) is not None})
+    run = GenerationRun.create(user=user, source=source, request_json=req.model_dump_json(exclude_none=True),
+                               total=len(specs), grid_json=grid)
+    rows = []
+    for index, spec in enumerate(specs):
+        params = _gpu_params(spec["params"], lookup, user)
+        rows.append({"run": run.id, "index": index, "model_version": params["model"]["version_id"],
+                     "signature": signature(params), "params_json": json.dumps(params, sort_keys=True),
+                     "prompt": spec["prompt"], "negative_prompt": spec["negative_prompt"], "seed": spec["seed"],
+                     "inputs_json": json.dumps(inputs), "cell_json": json.dumps(spec["cell"]) if spec["cell"] else None})
+    for start in range(0, len(rows), 500):
+        GenerationJob.insert_many(rows[start:start + 500]).execute()
+    ids = [j for (j,) in GenerationJob.select(GenerationJob.id).where(GenerationJob.run == run)
+           .order_by(GenerationJob.index).tuples()]
+    return run, ids

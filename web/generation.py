@@ -1,0 +1,151 @@
+"""The generation API: queue a run, watch it (JSON or Server-Sent Events), cancel it, fetch outputs."""
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, jsonify, request, stream_with_context
+
+from gpu.request import RequestError, parse
+from jobs import generation as jobs
+from models_db import generation as gen
+from models_db.redis_store import client
+from web.api import absolute, current_api_user, error, integer, require_user, send_blob
+
+bp = Blueprint("generation", __name__)
+TERMINAL = ("done", "failed", "cancelled")
+KEEPALIVE_S = 15
+
+
+def iso(value):
+    return value.isoformat(timespec="milliseconds") + "Z" if value else None
+
+
+def job_json(job: gen.GenerationJob) -> dict:
+    return {"id": job.id, "index": job.index, "state": job.state, "prompt": job.prompt,
+            "negativePrompt": job.negative_prompt, "seed": job.seed, "error": job.error,
+            "cell": json.loads(job.cell_json) if job.cell_json else None, "imageId": job.image_id,
+            "imageUrl": absolute("generation.job_image", job_id=job.id) if job.output_blob else None}
+
+
+def run_json(run: gen.GenerationRun, with_jobs: bool = True) -> dict:
+    out = {"id": run.id, "status": run.status, "source": run.source, "total": run.total, "done": run.done,
+           "failed": run.failed, "progress": (run.done + run.failed) / run.total if run.total else 1.0,
+           "createdAt": iso(run.created_at), "finishedAt": iso(run.finished_at), "request": run.request,
+           "grids": [absolute("generation.grid_image", run_id=run.id, n=n)
+                     for n in range(len(json.loads(run.grid_blobs or "[]")))],
+           "eventsUrl": absolute("generation.events", run_id=run.id)}
+    if with_jobs:
+        out["jobs"] = [job_json(j) for j in run.jobs.order_by(gen.GenerationJob.index)]
+    return out
+
+
+def own_run(run_id: int) -> gen.GenerationRun:
+    run = gen.GenerationRun.get_or_none(gen.GenerationRun.id == run_id)
+    user = current_api_user()
+    if run is None or (run.user_id != user.id and not user.is_staff):
+        error(404, "No such generation run")
+    return run
+
+
+def request_error(exc: RequestError):
+    error(400, exc.message if exc.field in ("", "body") else f"{exc.field}: {exc.message}", field=exc.field or None)
+
+
+@bp.post("/api/v1/generation")
+@require_user("write")
+def create():
+    try:
+        run = jobs.submit(current_api_user(), parse(request.get_json(silent=True)), source="api")
+    except RequestError as exc:
+        request_error(exc)
+    return jsonify(run_json(run)), 202
+
+
+@bp.get("/api/v1/generation/runs")
+@require_user("read")
+def runs():
+    limit = integer("limit", 20, 1, 100)
+    query = (gen.GenerationRun.select().where(gen.GenerationRun.user == current_api_user())
+             .order_by(gen.GenerationRun.id.desc()).limit(limit))
+    return jsonify(items=[run_json(r, with_jobs=False) for r in query])
+
+
+@bp.get("/api/v1/generation/runs/<int:run_id>")
+@require_user("read")
+def run_status(run_id: int):
+    return jsonify(run_json(own_run(run_id)))
+
+
+@bp.delete("/api/v1/generation/runs/<int:run_id>")
+@require_user("write")
+def cancel(run_id: int):
+    run = own_run(run_id)
+    if run.status not in ("Done", "Failed", "Cancelled"):
+        jobs.cancel(run)
+    return jsonify(run_json(gen.GenerationRun.get_by_id(run_id)))
+
+
+@bp.get("/api/v1/generation/jobs/<int:job_id>/image.png")
+@require_user("read")
+def job_image(job_id: int):
+    job = gen.GenerationJob.get_or_none(gen.GenerationJob.id == job_id)
+    if job is None or not job.output_blob:
+        error(404, "No image for this job")
+    own_run(job.run_id)
+    return send_blob(job.output_blob, "image/png", f"{job.run_id}-{job.index}.png")
+
+
+@bp.get("/api/v1/generation/runs/<int:run_id>/grid/<int:n>.png")
+@require_user("read")
+def grid_image(run_id: int, n: int):
+    blobs = json.loads(own_run(run_id).grid_blobs or "[]")
+    if not 0 <= n < len(blobs):
+        error(404, "No such grid")
+    return send_blob(blobs[n], "image/png", f"grid-{run_id}-{n}.png")
+
+
+@bp.get("/api/v1/generation/runs/<int:run_id>/events")
+@require_user("read")
+def events(run_id: int):
+    """Server-Sent Events: every kept event since Last-Event-ID (or the start), then live ones, until
+    the run ends. Step events are live only."""
+    own_run(run_id)
+    after = request.headers.get("Last-Event-ID") or request.args.get("after") or "-1"
+    try:
+        after = int(after)
+    except ValueError:
+        error(400, "Last-Event-ID must be an integer")
+    return Response(stream_with_context(event_stream(run_id, after)), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def sse(event: dict, raw: str) -> str:
+    head = f"id: {event['seq']}\n" if "seq" in event else ""
+    return f"{head}event: {event['event']}\ndata: {raw}\n\n"
+
+
+def event_stream(run_id: int, after: int):
+    pubsub = client().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(jobs.channel(run_id))
+    try:
+        seen = after
+        for raw in client().lrange(jobs.channel(run_id) + ":log", after + 1, -1):
+            event = json.loads(raw)
+            seen = event["seq"]
+            yield sse(event, raw if isinstance(raw, str) else raw.decode())
+            if event["event"] in TERMINAL:
+                return
+        while True:
+            message = pubsub.get_message(timeout=KEEPALIVE_S)
+            if message is None:
+                yield ": keep-alive\n\n"
+                continue
+            event = json.loads(message["data"])
+            if event.get("seq", seen + 1) <= seen:
+                continue  # replayed above already
+            seen = event.get("seq", seen)
+            yield sse(event, message["data"] if isinstance(message["data"], str) else message["data"].decode())
+            if event["event"] in TERMINAL:
+                return
+    finally:
+        pubsub.close()

@@ -1,0 +1,290 @@
+"""The subset of AUTOMATIC1111's /sdapi/v1 that clients (webuiapi, editors' plugins) use, mapped onto the
+same queue as /api/v1/generation. A txt2img call waits for its run and answers as A1111 does."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import time
+
+from flask import Blueprint, abort, g, jsonify, make_response, request
+from PIL import Image as PILImage
+
+from gpu.request import RequestError, parse
+from gpu.samplers import SAMPLERS
+from jobs import generation as jobs
+from models_db import generation as gen
+from models_db.accounts import User, user_for_key
+from models_db.catalog import Model, ModelFile, ModelVersion
+from models_db.redis_store import client, redis_key
+from models_db.storage import get_store
+from web.api import current_api_user
+
+bp = Blueprint("sdapi", __name__, url_prefix="/sdapi/v1")
+WAIT_S = 3600
+LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([-\d.]+))?[^>]*>")
+SCHEDULE_TYPES = {"Karras": " Karras"}
+TYPE_LISTS = {"loras": ("LORA", "LoCon", "DoRA"), "sd-vae": ("VAE",), "embeddings": ("TextualInversion",)}
+
+
+def fail(status: int, message: str):
+    """FastAPI's shape ({"detail": …}), which A1111 clients read, plus our {"error": …}."""
+    abort(make_response(jsonify(error=message, detail=message), status))
+
+
+def sdapi_user() -> User:
+    """An API key (Bearer / ?token=), HTTP basic auth as A1111's --api-auth (password = an API key or
+    the account's password), or the browser session."""
+    user = current_api_user()
+    auth = request.authorization
+    if user is None and auth is not None and auth.type == "basic":
+        found = user_for_key(auth.password or "")
+        if found is not None and found[0].username == auth.username:
+            user = found[0]
+        else:
+            candidate = User.get_or_none(User.username == auth.username)
+            user = candidate if candidate is not None and candidate.check_password(auth.password or "") else None
+    if user is None:
+        fail(401, "Not authenticated: send an API key (Bearer) or basic auth")
+    g.api_user = user
+    return user
+
+
+# ---- catalog views -----------------------------------------------------------------------------------
+def usable_files(model_types, user):
+    """(file, version, model) rows of ready files that this user may generate with."""
+    visible = ((Model.status == "Published") & (ModelVersion.status == "Published")) | (Model.owner == user)
+    return (ModelFile.select(ModelFile, ModelVersion, Model).join(ModelVersion).join(Model)
+            .where(Model.type.in_(model_types), ModelFile.status == "Ready", ModelFile.primary == True,  # noqa: E712
+                   visible).order_by(ModelVersion.id.desc()).limit(1000))
+
+
+def title(file: ModelFile) -> str:
+    return f"{file.name} [{file.blob[:10]}]"
+
+
+def checkpoint_entry(file: ModelFile) -> dict:
+    return {"title": title(file), "model_name": file.name.rsplit(".", 1)[0], "hash": file.blob[:10],
+            "sha256": file.blob, "filename": file.name, "config": None}
+
+
+def options_key(user) -> str:
+    return redis_key(f"sdapi:options:{user.id}")
+
+
+def load_options(user) -> dict:
+    stored = client().get(options_key(user))
+    options = json.loads(stored) if stored else {}
+    if not options.get("sd_model_checkpoint"):
+        first = usable_files(("Checkpoint",), user).first()
+        options["sd_model_checkpoint"] = title(first) if first else None
+    options.setdefault("CLIP_stop_at_last_layers", 1)
+    options.setdefault("sd_vae", "Automatic")
+    return options
+
+
+def checkpoint_ref(value: str | None, user):
+    """A1111 checkpoint titles ("name.safetensors [hash10]"), names, hashes → a catalog reference."""
+    if not value:
+        fail(422, "no checkpoint is selected and none is in the catalog")
+    match = re.search(r"\[([0-9a-fA-F]{8,64})\]\s*$", value)
+    if match:
+        return match.group(1)
+    for file in usable_files(("Checkpoint",), user):
+        if value in (file.name, file.name.rsplit(".", 1)[0]):
+            return file.blob
+    return value
+
+
+def lora_resources(prompt: str, user) -> tuple[str, list[dict]]:
+    """A1111's <lora:name:weight> prompt tags → catalog resources; the tags leave the prompt."""
+    wanted = LORA_TAG.findall(prompt)
+    if not wanted:
+        return prompt, []
+    by_name = {f.name.rsplit(".", 1)[0]: f.blob for f in usable_files(TYPE_LISTS["loras"], user)}
+    resources = []
+    for name, weight in wanted:
+        if name not in by_name:
+            fail(422, f"LoRA {name!r} is not in the catalog")
+        resources.append({"id": by_name[name], "weight": float(weight or 1.0)})
+    return LORA_TAG.sub("", prompt).strip(" ,"), resources
+
+
+def to_request(body: dict, user, img2img: bool) -> dict:
+    options = {**load_options(user), **(body.get("override_settings") or {})}
+    prompt, loras = lora_resources(str(body.get("prompt", "")), user)
+    sampler = body.get("sampler_name") or body.get("sampler_index") or "Euler a"
+    sampler += SCHEDULE_TYPES.get(body.get("scheduler") or "", "")
+    req = {"model": checkpoint_ref(options.get("sd_model_checkpoint"), user), "prompt": prompt,
+           "negative_prompt": body.get("negative_prompt") or "", "seed": int(body.get("seed", -1)),
+           "sampler": sampler, "steps": body.get("steps", 20), "cfg_scale": body.get("cfg_scale", 7.0),
+           "width": body.get("width", 512), "height": body.get("height", 512), "resources": loras,
+           "quantity": max(1, int(body.get("batch_size", 1) or 1)) * max(1, int(body.get("n_iter", 1) or 1)),
+           "clip_skip": int(options.get("CLIP_stop_at_last_layers") or 1)}
+    if body.get("enable_hr") and not img2img:
+        req["hires"] = {"scale": body.get("hr_scale", 2.0), "steps": body.get("hr_second_pass_steps", 0),
+                        "denoising_strength": body.get("denoising_strength", 0.7)}
+    if img2img:
+        images = body.get("init_images") or []
+        if not images:
+            fail(422, "init_images: at least one image is required")
+        req.update(init_image=images[0], denoising_strength=body.get("denoising_strength", 0.75))
+        if body.get("mask"):
+            req["mask"] = body["mask"]
+    return req
+
+
+def generate(img2img: bool):
+    user = sdapi_user()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        fail(422, "the body must be a JSON object")
+    try:
+        run = jobs.submit(user, parse(to_request(body, user, img2img)), source="sdapi")
+    except (RequestError, ValueError, TypeError) as exc:
+        fail(422, str(exc))
+    client().set(redis_key(f"sdapi:current:{user.id}"), run.id, ex=WAIT_S)
+    run = wait(run.id)
+    return jsonify(answer(run, body))
+
+
+def wait(run_id: int) -> gen.GenerationRun:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        run = gen.GenerationRun.get_by_id(run_id)
+        if run.status in ("Done", "Failed", "Cancelled") or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
+
+
+def answer(run: gen.GenerationRun, body: dict) -> dict:
+    store, images, infotexts, jobs_done = get_store(), [], [], []
+    for job in run.jobs.where(gen.GenerationJob.state == "done").order_by(gen.GenerationJob.index):
+        with store.open(job.output_blob) as f:
+            data = f.read()
+        images.append(base64.b64encode(data).decode())
+        infotexts.append(PILImage.open(io.BytesIO(data)).info.get("parameters", ""))
+        jobs_done.append(job)
+    if run.status != "Done" and not images:
+        errors = [j.error for j in run.jobs if j.error]
+        fail(500 if run.status == "Failed" else 409, errors[0] if errors else f"generation {run.status.lower()}")
+    first = jobs_done[0] if jobs_done else None
+    params = first.params if first else {}
+    info = {"prompt": first.prompt if first else "", "all_prompts": [j.prompt for j in jobs_done],
+            "negative_prompt": first.negative_prompt if first else "",
+            "all_negative_prompts": [j.negative_prompt for j in jobs_done],
+            "seed": first.seed if first else -1, "all_seeds": [j.seed for j in jobs_done],
+            "subseed": -1, "all_subseeds": [-1] * len(jobs_done), "subseed_strength": 0,
+            "width": params.get("width"), "height": params.get("height"), "sampler_name": params.get("sampler"),
+            "cfg_scale": params.get("cfg_scale"), "steps": params.get("steps"), "batch_size": len(jobs_done),
+            "restore_faces": False, "face_restoration_model": None,
+            "sd_model_name": (params.get("model") or {}).get("name"),
+            "sd_model_hash": (params.get("model") or {}).get("autov2"), "sd_vae_name": None, "sd_vae_hash": None,
+            "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": params.get("denoising_strength"),
+            "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": infotexts, "styles": [],
+            "job_timestamp": run.created_at.strftime("%Y%m%d%H%M%S"), "clip_skip": params.get("clip_skip", 1),
+            "is_using_inpainting_conditioning": False, "version": jobs.VERSION}
+    return {"images": images, "parameters": body, "info": json.dumps(info)}
+
+
+# ---- endpoints ---------------------------------------------------------------------------------------
+@bp.post("/txt2img")
+def txt2img():
+    return generate(img2img=False)
+
+
+@bp.post("/img2img")
+def img2img():
+    return generate(img2img=True)
+
+
+@bp.get("/progress")
+def progress():
+    user = sdapi_user()
+    run_id = client().get(redis_key(f"sdapi:current:{user.id}"))
+    run = gen.GenerationRun.get_or_none(gen.GenerationRun.id == int(run_id)) if run_id else None
+    step = {k.decode(): v.decode() for k, v in client().hgetall(jobs.progress_key(user.id)).items()}
+    active = run is not None and run.status in ("Queued", "Running")
+    steps = int(step.get("steps", 0) or 0)
+    fraction = 0.0
+    if active and run.total:
+        fraction = (run.done + run.failed + (int(step.get("step", 0)) / steps if steps else 0)) / run.total
+    return jsonify({"progress": min(fraction, 1.0), "eta_relative": 0.0, "current_image": None, "textinfo": None,
+                    "state": {"skipped": False, "interrupted": bool(run and run.cancelled),
+                              "job": f"run {run.id}" if active else "", "job_count": run.total if active else 0,
+                              "job_timestamp": run.created_at.strftime("%Y%m%d%H%M%S") if run else "0",
+                              "job_no": (run.done + run.failed) if active else 0,
+                              "sampling_step": int(step.get("step", 0) or 0) if active else 0,
+                              "sampling_steps": steps if active else 0}})
+
+
+@bp.post("/interrupt")
+def interrupt():
+    user = sdapi_user()
+    for run in gen.GenerationRun.select().where(gen.GenerationRun.user == user, gen.GenerationRun.source == "sdapi",
+                                                gen.GenerationRun.status.in_(("Queued", "Running"))):
+        jobs.cancel(run)
+    return jsonify({})
+
+
+@bp.post("/skip")
+def skip():
+    sdapi_user()
+    return jsonify({})
+
+
+@bp.get("/sd-models")
+def sd_models():
+    return jsonify([checkpoint_entry(f) for f in usable_files(("Checkpoint",), sdapi_user())])
+
+
+@bp.route("/options", methods=["GET", "POST"])
+def options():
+    user = sdapi_user()
+    current = load_options(user)
+    if request.method == "POST":
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            fail(422, "the body must be a JSON object")
+        if "sd_model_checkpoint" in body:
+            ref = checkpoint_ref(str(body["sd_model_checkpoint"]), user)
+            try:
+                found = gen.primary_file(gen.resolve_version(ref, user))
+            except gen.UnknownResource as exc:
+                fail(422, str(exc))
+            body["sd_model_checkpoint"] = title(found)
+        current.update(body)
+        client().set(options_key(user), json.dumps(current))
+        return jsonify(None)
+    return jsonify(current)
+
+
+@bp.get("/samplers")
+def samplers():
+    return jsonify(SAMPLERS)
+
+
+@bp.get("/schedulers")
+def schedulers():
+    return jsonify([{"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1,
+                     "need_inner_model": False},
+                    {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0,
+                     "need_inner_model": False}])
+
+
+@bp.get("/loras")
+def loras():
+    return jsonify([{"name": f.name.rsplit(".", 1)[0], "alias": f.name.rsplit(".", 1)[0], "path": f.name,
+                     "metadata": {}} for f in usable_files(TYPE_LISTS["loras"], sdapi_user())])
+
+
+@bp.get("/sd-vae")
+def sd_vae():
+    return jsonify([{"model_name": f.name, "filename": f.name} for f in usable_files(TYPE_LISTS["sd-vae"], sdapi_user())])
+
+
+@bp.get("/upscalers")
+def upscalers():
+    sdapi_user()
+    return jsonify([{"name": "Latent", "model_name": None, "model_path": None, "model_url": None, "scale": 2}])
