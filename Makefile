@@ -14,6 +14,8 @@ $(PY):
 $(VENV)/.installed: setup.cfg pyproject.toml | $(PY)
 	$(PIP) torch==2.13.0
 	$(PIP) -e .
+	# CLIP's BPE vocabulary ships in this wheel; its declared deps (torchvision, timm) are not needed
+	$(PIP) --no-deps 'open-clip-torch==3.3.0'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
@@ -31,6 +33,8 @@ install-test: $(VENV)/.installed-test
 
 run: install
 	$(VENV)/bin/atelier db upgrade
+	# first start: a tiny random-weight SD 1.5 checkpoint so the generation page has a model (it makes noise)
+	$(VENV)/bin/atelier demo-checkpoint --family sd15 --if-empty --import var/demo/demo-sd15-tiny.safetensors
 	$(VENV)/bin/atelier metrics-reset
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile -p $(PORT)
 

@@ -124,8 +124,9 @@ def run_job(job_id: int) -> str:
         return "failed: attempts exhausted"
     token = uuid.uuid4().hex
     claimed = gen.claim([job.id], token, lease_s())
-    if not claimed:
-        return "taken by another batch"
+    if not claimed:  # in a live batch elsewhere: look again once its claim could have gone stale
+        generate.send_with_options(args=(job.id,), delay=int(lease_s() * 1000) + 1000)
+        return "running in another batch; checking again later"
     model, params = to_gpu(job.params)
     try:
         room = backend().max_batch(model, params) - 1
@@ -148,6 +149,7 @@ def run_batch(jobs: list, token: str, model: ModelRef, params: Params) -> str:
     from gpu.backends import OutOfMemory
     runs = sorted({j.run_id for j in jobs})
     for run_id in runs:
+        gen.refresh_run(run_id)
         publish(run_id, "started", {"jobs": [j.id for j in jobs if j.run_id == run_id], "batch": len(jobs)})
     started = time.monotonic()
     try:

@@ -55,8 +55,42 @@ PAGED = lambda item: {"type": "object", "properties": {  # noqa: E731
 MODEL_ID = param("model_id", "path", INT)
 VERSION_ID = param("version_id", "path", INT)
 UPLOAD_ID = param("upload_id", "path")
+RUN_ID = param("run_id", "path", INT)
+REF = {"oneOf": [{"type": "integer"}, {"type": "string"}],
+       "description": "catalog version id, AIR (urn:air:…) or file hash (AutoV2/SHA256)"}
 
 SCHEMAS = {
+    "GenerationRequest": {"type": "object", "required": ["model"], "additionalProperties": False, "properties": {
+        "model": REF, "prompt": {"type": "string"}, "prompts": {"type": "array", "items": {"type": "string"}},
+        "negative_prompt": {"type": "string"}, "style": {"type": "string"},
+        "width": {"type": "integer", "minimum": 64, "maximum": 4096}, "height": {"type": "integer", "minimum": 64,
+                                                                             "maximum": 4096},
+        "steps": {"type": "integer", "minimum": 1, "maximum": 150}, "cfg_scale": {"type": "number"},
+        "sampler": {"type": "string", "description": "an A1111 sampler name (GET /sdapi/v1/samplers)"},
+        "seed": {"type": "integer", "minimum": -1}, "quantity": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "clip_skip": {"type": "integer", "minimum": 1, "maximum": 12},
+        "resources": {"type": "array", "items": {"type": "object", "required": ["id"], "properties": {
+            "id": REF, "weight": {"type": "number"}}}},
+        "vae": REF, "init_image": {"type": "string", "format": "byte"}, "mask": {"type": "string", "format": "byte"},
+        "denoising_strength": {"type": "number", "minimum": 0, "maximum": 1},
+        "hires": {"type": "object", "properties": {"scale": {"type": "number"}, "steps": {"type": "integer"},
+                                                   "denoising_strength": {"type": "number"}}},
+        "controlnet": {"type": "object", "required": ["model", "image"], "properties": {
+            "model": REF, "image": {"type": "string", "format": "byte"}, "scale": {"type": "number"}}},
+        "combinatorial": {"type": "boolean"}, "wildcards": {"type": "array", "items": REF},
+        "grid": {"type": "object", "required": ["x"], "properties": {axis: {"type": "object", "properties": {
+            "field": {"type": "string"}, "values": {"oneOf": [{"type": "array", "items": {}}, {"type": "string"}]}}}
+            for axis in ("x", "y", "z")}}}},
+    "GenerationRun": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "status": {"type": "string", "enum": ["Queued", "Running", "Done", "Failed",
+                                                                          "Cancelled"]},
+        "total": {"type": "integer"}, "done": {"type": "integer"}, "failed": {"type": "integer"},
+        "progress": {"type": "number"}, "eventsUrl": {"type": "string"},
+        "grids": {"type": "array", "items": {"type": "string"}},
+        "jobs": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "index": {"type": "integer"}, "state": {"type": "string"},
+            "prompt": {"type": "string"}, "seed": {"type": "integer"}, "imageUrl": {"type": "string", "nullable": True},
+            "error": {"type": "string", "nullable": True}}}}}},
     "Error": {"type": "object", "required": ["error"], "properties": {
         "error": {"type": "string"}, "message": {"type": "string"}}},
     "PageMetadata": {"type": "object", "properties": {
@@ -295,6 +329,32 @@ PATHS = {
          "403": {"description": "bad or expired link", "content": {"application/json": {"schema": ref("Error")}}}},
         [param("file_id", "path", INT), param("filename", "path"), param("expires", schema=INT, required=True),
          param("sig", required=True), param("Range", "header")], tag="downloads")},
+    "/api/v1/generation": {"post": op(
+        "Queue a generation run: one prompt × quantity, a prompts list, {a|b}/__wildcard__ templates or an XYZ grid",
+        {"202": {"description": "queued", "content": {"application/json": {"schema": ref("GenerationRun")}}},
+         "400": {"description": "bad request: `field` names the field", "content": {
+             "application/json": {"schema": ref("Error")}}}},
+        body=json_body(ref("GenerationRequest")), auth="write", tag="generation")},
+    "/api/v1/generation/runs": {"get": op("Your latest runs (without their jobs)", answer(
+        "runs", {"type": "object", "properties": {"items": {"type": "array", "items": ref("GenerationRun")}}}),
+        [param("limit", schema=INT)], auth="read", tag="generation")},
+    "/api/v1/generation/runs/{run_id}": {
+        "get": op("A run: status, progress, jobs and image URLs", answer("the run", ref("GenerationRun"), {404: "no such run"}),
+                  [RUN_ID], auth="read", tag="generation"),
+        "delete": op("Cancel: queued jobs are dropped, a running batch stops at its next step",
+                     answer("the run", ref("GenerationRun"), {404: "no such run"}), [RUN_ID], auth="write",
+                     tag="generation")},
+    "/api/v1/generation/runs/{run_id}/events": {"get": op(
+        "Server-Sent Events until the run ends: queued, started, step, image, grid, done, failed, cancelled",
+        {"200": {"description": "text/event-stream; each kept event has an id for Last-Event-ID",
+                 "content": {"text/event-stream": {}}}},
+        [RUN_ID, param("Last-Event-ID", "header"), param("after", schema=INT)], auth="read", tag="generation")},
+    "/api/v1/generation/runs/{run_id}/grid/{n}.png": {"get": op(
+        "The n-th XYZ grid image of a run", {"200": {"description": "PNG", "content": {"image/png": {}}}},
+        [RUN_ID, param("n", "path", INT)], auth="read", tag="generation")},
+    "/api/v1/generation/jobs/{job_id}/image.png": {"get": op(
+        "A job's PNG (with its A1111 parameters chunk)", {"200": {"description": "PNG", "content": {"image/png": {}}}},
+        [param("job_id", "path", INT)], auth="read", tag="generation")},
     "/healthz": {"get": op("Health of database, Redis and storage",
                            {"200": {"description": "all up", "content": {"application/json": {"schema": ref("Health")}}},
                             "503": {"description": "something is down", "content": {

@@ -288,3 +288,9 @@ def sd_vae():
 def upscalers():
     sdapi_user()
     return jsonify([{"name": "Latent", "model_name": None, "model_path": None, "model_url": None, "scale": 2}])
+
+
+@bp.get("/scripts")
+def scripts():
+    sdapi_user()
+    return jsonify({"txt2img": [], "img2img": []})

@@ -258,3 +258,49 @@ def test_controlnet_guides_the_output(client, alice, sd1, worker, tmp_path):
     a, b = (png(client, key, run_of(client, key, r["id"])["jobs"][0]["imageUrl"]) for r in (plain, guided))
     assert a.tobytes() != b.tobytes()
     assert parse_a1111(b.info["parameters"])["ControlNet 0"].startswith("Model: edges")
+
+
+def test_gpu_worker_killed_mid_batch_the_jobs_are_redelivered_and_each_image_made_once(client, alice, sd1, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    _, key = alice
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]), JOB_HEARTBEAT_TIMEOUT_S="3",
+               JOB_MAINTENANCE_CHANCE="1000000", GPU_MAX_BATCH="4", HF_HUB_OFFLINE="1")
+
+    def gpu_worker(name):
+        with open(tmp_path / f"{name}.log", "ab") as log:
+            return subprocess.Popen([str(Path(sys.executable).parent / "dramatiq"), "jobs", "--processes", "1",
+                                     "--threads", "1", "--queues", "gpu"], env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+    pubsub = redis().pubsub(ignore_subscribe_messages=True)
+    run = submit(client, key, model=sd1["versionId"], prompt="a ship", quantity=4, seed=20, **dict(SMALL, steps=40))
+    pubsub.subscribe(jobs.channel(run["id"]))
+    first = gpu_worker("first")
+    second = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=1)
+            if message and json.loads(message["data"])["event"] == "step":
+                break
+        else:
+            pytest.fail("the first worker never started the batch:\n" + (tmp_path / "first.log").read_text()[-2000:])
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        assert gen.GenerationJob.select().where(gen.GenerationJob.state == "running").count() == 4
+        second = gpu_worker("second")
+        deadline = time.monotonic() + 180
+        while gen.GenerationRun.get_by_id(run["id"]).status != "Done" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert gen.GenerationRun.get_by_id(run["id"]).status == "Done", (tmp_path / "second.log").read_text()[-2000:]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    finished = list(gen.GenerationJob.select().where(gen.GenerationJob.run == run["id"]))
+    assert [j.state for j in finished] == ["done"] * 4 and all(j.attempts >= 2 for j in finished)
+    assert im.Image.select().count() == 4 and len({j.image_id for j in finished}) == 4
