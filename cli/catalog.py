@@ -12,6 +12,14 @@ from cli.common import open_db
 BASE_FOR_ARCH = {"SD1": "SD 1.5", "SD2": "SD 2.1", "SDXL": "SDXL 1.0", "FLUX1": "Flux.1 D", "SD3": "SD 3.5"}
 
 
+def guess_base_model(info) -> str | None:
+    """From the architecture; FLUX schnell and dev by the file's modelspec metadata (dev when unsaid)."""
+    spec = str(info.details.get("metadata", {}).get("modelspec.architecture", ""))
+    if info.architecture == "FLUX1" and "schnell" in spec:
+        return "Flux.1 S"
+    return BASE_FOR_ARCH.get(info.architecture or "")
+
+
 def progress_bar(total: int, label: str):
     from tqdm import tqdm
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, leave=False,
@@ -87,7 +95,7 @@ def import_file(path: Path, *, name=None, model_type="Checkpoint", base_model=No
         info, _ = inspect_file(path, path.name, model_type)
     except InvalidModelFile as exc:
         raise click.ClickException(f"{path.name}: {exc}")
-    base_model = base_model or BASE_FOR_ARCH.get(info.architecture or "")
+    base_model = base_model or guess_base_model(info)
     if base_model not in c.BASE_MODELS:
         raise click.BadParameter(f"cannot tell the base model of this file; pass one of: {', '.join(c.BASE_MODELS)}",
                                  param_hint="--base-model")

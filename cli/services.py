@@ -28,7 +28,7 @@ def web(bind):
     from models_db.redis_store import redis_url
     s = settings.get()
     redis_url()  # start the embedded redis before forking workers
-    _exec([_bin("gunicorn"), "--config", "python:web.gunicorn_conf", "--workers", str(s.web_workers), "--threads", "4",
+    _exec([_bin("gunicorn"), "--config", "python:web.gunicorn_conf", "--workers", str(s.web_workers), "--threads", "8",
            "--bind", bind or f"127.0.0.1:{s.port}", "--timeout", "600", "--access-logfile", "-",
            "web:create_app()"])
 

@@ -9,7 +9,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -59,12 +58,7 @@ def demo_t5_tokenizer_dir() -> Path:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "spiece.model").write_bytes(model.getvalue())
-    shutil.rmtree(out, ignore_errors=True)
-    try:
-        tmp.replace(out)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return configs.publish_dir(tmp, out)
 
 
 def demo_t5_tokenizer():

@@ -6,6 +6,7 @@ import functools
 import gzip
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import settings
@@ -44,7 +45,7 @@ def clip_tokenizer_dir() -> Path:
     merges = [tuple(line.split()) for line in lines]
     vocab = list(bytes_to_unicode().values())
     vocab += [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}, ensure_ascii=False))
     (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
@@ -54,8 +55,8 @@ def clip_tokenizer_dir() -> Path:
     (tmp / "tokenizer_config.json").write_text(json.dumps({**special, "model_max_length": 77,
                                                            "tokenizer_class": "CLIPTokenizer",
                                                            "do_lower_case": True}))
-    tmp.replace(out) if not out.exists() else None
-    return out
+    from gpu.configs import publish_dir
+    return publish_dir(tmp, out)
 
 
 def clip_tokenizer(pad_token: str = "<|endoftext|>"):

@@ -67,6 +67,11 @@ def prepared_dir(name: str) -> Path:
         _write_tokenizer(tmp / "tokenizer_2", "!")
     (tmp / "controlnet").mkdir()
     (tmp / "controlnet" / "config.json").write_text(json.dumps(controlnet_config(name), indent=2))
+    return publish_dir(tmp, out)
+
+
+def publish_dir(tmp: Path, out: Path) -> Path:
+    """Moves a fully written cache folder into place (racing processes: the first one wins)."""
     shutil.rmtree(out, ignore_errors=True)
     try:
         tmp.replace(out)

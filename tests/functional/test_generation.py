@@ -304,3 +304,19 @@ def test_gpu_worker_killed_mid_batch_the_jobs_are_redelivered_and_each_image_mad
     finished = list(gen.GenerationJob.select().where(gen.GenerationJob.run == run["id"]))
     assert [j.state for j in finished] == ["done"] * 4 and all(j.attempts >= 2 for j in finished)
     assert im.Image.select().count() == 4 and len({j.image_id for j in finished}) == 4
+
+
+def test_flux_demo_checkpoint_from_the_cli_generates_through_the_platform(client, alice, worker, tmp_path):
+    _, key = alice
+    path = tmp_path / "flux-tiny.safetensors"
+    result = cli("demo-checkpoint", "--family", "flux", "--import", path)
+    assert result.exit_code == 0, result.output
+    version = json.loads(result.stdout)
+    assert version["architecture"] == "FLUX1" and version["baseModel"] == "Flux.1 S"
+    run = submit(client, key, model=version["versionId"], prompt="a lantern", seed=3, width=64, height=64, steps=2)
+    assert run["request"]["model"] == version["versionId"]
+    run_jobs(worker)
+    run = run_of(client, key, run["id"])
+    assert run["status"] == "Done", run["jobs"][0]["error"]
+    meta = parse_a1111(png(client, key, run["jobs"][0]["imageUrl"]).info["parameters"])
+    assert meta["steps"] == 2 and meta["sampler"] == "Euler" and meta["Size"] == "64x64"

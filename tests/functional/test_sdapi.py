@@ -1,13 +1,9 @@
 """The A1111-compatible /sdapi/v1 subset, driven by the unmodified `webuiapi` client over real HTTP, with
 a real Dramatiq worker generating with a tiny random-weight SD1 checkpoint."""
-import base64
-import io
-import json
 
 import pytest
 import requests
 import webuiapi
-from PIL import Image
 
 from gpu.png_meta import parse_a1111
 from models_db import generation as gen
