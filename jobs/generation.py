@@ -26,6 +26,7 @@ from models_db.redis_store import client, redis_key
 from models_db.storage import LocalBlobStore, get_store
 
 HEARTBEAT_S = 2.0
+RECHECK_S = 2 * HEARTBEAT_S
 
 
 def lease_s() -> float:
@@ -124,8 +125,8 @@ def run_job(job_id: int) -> str:
         return "failed: attempts exhausted"
     token = uuid.uuid4().hex
     claimed = gen.claim([job.id], token, lease_s())
-    if not claimed:  # in a live batch elsewhere: look again once its claim could have gone stale
-        generate.send_with_options(args=(job.id,), delay=int(lease_s() * 1000) + 1000)
+    if not claimed:  # in a live batch elsewhere: look again soon (done by then, or its claim went stale)
+        generate.send_with_options(args=(job.id,), delay=int(RECHECK_S * 1000))
         return "running in another batch; checking again later"
     model, params = to_gpu(job.params)
     try:
