@@ -272,7 +272,7 @@ def _decode_image(field: str, data: str) -> str:
     return get_store().put_stream(io.BytesIO(raw))[0]
 
 
-def _gpu_params(fields: dict, lookup, viewer) -> dict:
+def _gpu_params(fields: dict, lookup) -> dict:
     """The batch-shared part of a job: gpu.pipelines.Params fields with catalog files described."""
     from gpu.request import RequestError
     model = lookup(fields["model"])
@@ -345,7 +345,7 @@ def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]
                                total=len(specs), grid_json=grid)
     rows = []
     for index, spec in enumerate(specs):
-        params = _gpu_params(spec["params"], lookup, user)
+        params = _gpu_params(spec["params"], lookup)
         rows.append({"run": run.id, "index": index, "model_version": params["model"]["version_id"],
                      "signature": signature(params), "params_json": json.dumps(params, sort_keys=True),
                      "prompt": spec["prompt"], "negative_prompt": spec["negative_prompt"], "seed": spec["seed"],
