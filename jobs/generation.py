@@ -154,7 +154,7 @@ def run_batch(jobs: list, token: str, model: ModelRef, params: Params) -> str:
         publish(run_id, "started", {"jobs": [j.id for j in jobs if j.run_id == run_id], "batch": len(jobs)})
     started = time.monotonic()
     try:
-        with GPU_LOCK, beating([j.id for j in jobs], token):  # one batch at a time per process
+        with beating([j.id for j in jobs], token), GPU_LOCK:  # one batch at a time per process; claims stay fresh
             images = backend().generate(model, params, [to_item(j) for j in jobs], progress(jobs, token, runs))
     except Cancelled:
         return stop_cancelled(jobs, token)
