@@ -62,6 +62,16 @@ def b64_png(image) -> str:
     return base64.b64encode(out.getvalue()).decode()
 
 
+def first_step(pubsub, timeout: float) -> bool:
+    """Waits for a run's first per-step event (a batch is running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1)
+        if message and json.loads(message["data"])["event"] == "step":
+            return True
+    return False
+
+
 def kept_events(run_id):
     return [json.loads(e) for e in redis().lrange(jobs.channel(run_id) + ":log", 0, -1)]
 
@@ -156,13 +166,7 @@ def test_cancel_stops_a_running_batch_and_drops_queued_jobs(client, alice, sd1, 
     run = submit(client, key, model=sd1["versionId"], prompt="a slow one", quantity=12, seed=3,
                  **dict(SMALL, steps=150, width=128, height=128))
     pubsub.subscribe(jobs.channel(run["id"]))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        message = pubsub.get_message(timeout=1)
-        if message and json.loads(message["data"])["event"] == "step":
-            break
-    else:
-        pytest.fail("no step event")
+    assert first_step(pubsub, 60), "no step event"
     answer = client.delete(f"/api/v1/generation/runs/{run['id']}", headers=auth(key)).get_json()
     assert answer["status"] == "Cancelled"
     run_jobs(worker)
@@ -280,13 +284,7 @@ def test_gpu_worker_killed_mid_batch_the_jobs_are_redelivered_and_each_image_mad
     first = gpu_worker("first")
     second = None
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=1)
-            if message and json.loads(message["data"])["event"] == "step":
-                break
-        else:
-            pytest.fail("the first worker never started the batch:\n" + (tmp_path / "first.log").read_text()[-2000:])
+        assert first_step(pubsub, 120), (tmp_path / "first.log").read_text()[-2000:]
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         assert gen.GenerationJob.select().where(gen.GenerationJob.state == "running").count() == 4
