@@ -12,14 +12,19 @@ def _limits(min_side: int, max_side: int, multiple: int) -> dict:
     return {"min_side": min_side, "max_side": max_side, "multiple": multiple}
 
 
+def _sd_defaults(side: int, steps: int) -> dict:
+    """Stable Diffusion defaults: a square of `side`, CFG 7, DPM++ 2M Karras."""
+    return {"width": side, "height": side, "steps": steps, "cfg_scale": 7.0, "sampler": "DPM++ 2M Karras",
+            "clip_skip": 1, "steps_range": (1, 150), "cfg_range": (1.0, 30.0), "uses_cfg": True}
+
+
 # family -> limits and per-variant defaults. Variant None is the family's default variant.
 FAMILY_PRESETS: dict[str, dict] = {
     "SD1": {
         "limits": _limits(64, 2048, 8),
         "default_variant": None,
         "variants": {
-            None: {"width": 512, "height": 512, "steps": 25, "cfg_scale": 7.0, "sampler": "DPM++ 2M Karras",
-                   "clip_skip": 1, "steps_range": (1, 150), "cfg_range": (1.0, 30.0), "uses_cfg": True},
+            None: _sd_defaults(512, 25),
         },
     },
     "SD2": {
@@ -27,18 +32,15 @@ FAMILY_PRESETS: dict[str, dict] = {
         "default_variant": None,
         "variants": {
             # stable-diffusion-2(-1): the 768-v model; "base" is the 512 epsilon model
-            None: {"width": 768, "height": 768, "steps": 25, "cfg_scale": 7.0, "sampler": "DPM++ 2M Karras",
-                   "clip_skip": 1, "steps_range": (1, 150), "cfg_range": (1.0, 30.0), "uses_cfg": True},
-            "base": {"width": 512, "height": 512, "steps": 25, "cfg_scale": 7.0, "sampler": "DPM++ 2M Karras",
-                     "clip_skip": 1, "steps_range": (1, 150), "cfg_range": (1.0, 30.0), "uses_cfg": True},
+            None: _sd_defaults(768, 25),
+            "base": _sd_defaults(512, 25),
         },
     },
     "SDXL": {
         "limits": _limits(256, 2048, 8),
         "default_variant": None,
         "variants": {
-            None: {"width": 1024, "height": 1024, "steps": 30, "cfg_scale": 7.0, "sampler": "DPM++ 2M Karras",
-                   "clip_skip": 1, "steps_range": (1, 150), "cfg_range": (1.0, 30.0), "uses_cfg": True},
+            None: _sd_defaults(1024, 30),
         },
     },
     "FLUX1": {

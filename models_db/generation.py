@@ -87,10 +87,15 @@ def signature(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
-def claimable(lease_s: float):
-    """Queued jobs, and running ones whose worker stopped sending heartbeats (it died)."""
+def abandoned(lease_s: float):
+    """Running jobs whose worker stopped sending heartbeats (it died)."""
     stale = utcnow() - timedelta(seconds=lease_s)
-    return (GenerationJob.state == "queued") | ((GenerationJob.state == "running") & (GenerationJob.heartbeat_at < stale))
+    return (GenerationJob.state == "running") & (GenerationJob.heartbeat_at < stale)
+
+
+def claimable(lease_s: float):
+    """Queued jobs, and abandoned ones."""
+    return (GenerationJob.state == "queued") | abandoned(lease_s)
 
 
 def claim(job_ids, token: str, lease_s: float) -> list[int]:
@@ -161,9 +166,7 @@ def cancel_run(run: GenerationRun) -> list[int]:
 
 
 def stale_running(lease_s: float) -> list[int]:
-    stale = utcnow() - timedelta(seconds=lease_s)
-    return [j for (j,) in GenerationJob.select(GenerationJob.id).where(
-        GenerationJob.state == "running", GenerationJob.heartbeat_at < stale).tuples()]
+    return [j for (j,) in GenerationJob.select(GenerationJob.id).where(abandoned(lease_s)).tuples()]
 
 
 # ---- resolving catalog references ---------------------------------------------------------------

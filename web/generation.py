@@ -10,14 +10,11 @@ from jobs import generation as jobs
 from models_db import generation as gen
 from models_db.redis_store import client
 from web.api import absolute, current_api_user, error, integer, require_user, send_blob
+from web.catalog import iso
 
 bp = Blueprint("generation", __name__)
 TERMINAL = ("done", "failed", "cancelled")
 KEEPALIVE_S = 15
-
-
-def iso(value):
-    return value.isoformat(timespec="milliseconds") + "Z" if value else None
 
 
 def job_json(job: gen.GenerationJob) -> dict:
