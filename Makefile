@@ -24,6 +24,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	command -v prometheus >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
 		echo "could not install prometheus: its tests will be skipped"
+	# Debian's chromium for the browser tests (driven by Playwright; never `playwright install`)
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+		echo "could not install chromium: the browser tests will be skipped"
 	# a download-only Civitai client used by the tests; its declared deps (a web UI) are not needed
 	$(PIP) --no-deps 'civitai-downloader==1.3.5'
 	touch $@

@@ -39,6 +39,9 @@ VARIABLES = {
     "GPU_MAX_BATCH": ("8", "Most images one GPU batch coalesces (lowered further by free memory)."),
     "GPU_PIPELINE_CACHE_BYTES": ("0", "Memory the warm-pipeline LRU may hold; 0 = 80% of the device's memory."),
     "T5_TOKENIZER_DIR": ("", "Folder of a T5 tokenizer (spiece.model) for FLUX single-file checkpoints."),
+    "RATE_LIMIT_LOGIN": ("10/minute", "Log-in attempts per client address (Flask-Limiter syntax, kept in Redis)."),
+    "RATE_LIMIT_REGISTER": ("5/hour", "Account registrations per client address."),
+    "RATE_LIMIT_WRITES": ("120/minute", "Form posts and API writes per signed-in user (or address)."),
     "FLUX_COMPONENTS_DIR": ("", "Diffusers FLUX folder whose text encoders and VAE serve transformer-only FLUX checkpoints."),
 }
 
@@ -77,6 +80,9 @@ class Settings:
     gpu_pipeline_cache_bytes: int
     t5_tokenizer_dir: str
     flux_components_dir: str
+    rate_limit_login: str
+    rate_limit_register: str
+    rate_limit_writes: str
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -150,6 +156,9 @@ def load(env: dict | None = None) -> Settings:
         gpu_pipeline_cache_bytes=num("GPU_PIPELINE_CACHE_BYTES"),
         t5_tokenizer_dir=raw["T5_TOKENIZER_DIR"],
         flux_components_dir=raw["FLUX_COMPONENTS_DIR"],
+        rate_limit_login=raw["RATE_LIMIT_LOGIN"] or VARIABLES["RATE_LIMIT_LOGIN"][0],
+        rate_limit_register=raw["RATE_LIMIT_REGISTER"] or VARIABLES["RATE_LIMIT_REGISTER"][0],
+        rate_limit_writes=raw["RATE_LIMIT_WRITES"] or VARIABLES["RATE_LIMIT_WRITES"][0],
         env=env,
     )
 

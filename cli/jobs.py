@@ -17,7 +17,7 @@ def stats(as_json, interval):
     import time
 
     from jobs.middleware import inflight_key
-    from jobs.queues import queue_stats, stale_jobs
+    from jobs.queues import actor_totals, queue_stats, stale_jobs
     from models_db.redis_store import client
     first = actor_totals()
     time.sleep(interval)
@@ -42,23 +42,6 @@ def stats(as_json, interval):
                 + f"{rates[actor].get('succeeded', 0):>9.1f}")
     for job in inflight:
         click.echo(f"in flight: {job['actor']} {job['id']} on pid {job['pid']}")
-
-
-def actor_totals() -> dict:
-    """Totals of the per-actor counters, summed over every process of this host."""
-    from prometheus_client import CollectorRegistry, multiprocess
-
-    import metrics
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=metrics.MULTIPROC_DIR)
-    out: dict = {}
-    for family in registry.collect():
-        if family.name == "atelier_job_messages":
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    slot = out.setdefault(sample.labels["actor"], {})
-                    slot[sample.labels["outcome"]] = slot.get(sample.labels["outcome"], 0) + sample.value
-    return out
 
 
 @jobs_group.group("failed", invoke_without_command=True)

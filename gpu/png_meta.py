@@ -96,3 +96,11 @@ def parse_image_text(info: dict) -> dict | None:
     if info.get("prompt") or info.get("workflow"):
         return parse_comfyui(info.get("prompt"), info.get("workflow"))
     return None
+
+
+def meta_to_a1111(meta: dict) -> str:
+    """Stored image meta back to the parameters text ("copy generation data", pasted into A1111)."""
+    names = {v: k for k, v in META_KEYS.items()}
+    params = {names.get(k, k): v for k, v in meta.items()
+              if k not in ("prompt", "negativePrompt", "loraHashes") and not isinstance(v, (dict, list))}
+    return format_a1111(meta.get("prompt", ""), meta.get("negativePrompt"), params)

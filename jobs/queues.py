@@ -166,3 +166,20 @@ def reap_stale_jobs() -> int:
         reaped += requeue(keys=keys, args=[job["id"]])
         r.hdel(inflight_key(), job["id"])
     return reaped
+
+
+def actor_totals() -> dict:
+    """Totals of the per-actor counters, summed over every process of this host."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    import metrics
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=metrics.MULTIPROC_DIR)
+    out: dict = {}
+    for family in registry.collect():
+        if family.name == "atelier_job_messages":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    slot = out.setdefault(sample.labels["actor"], {})
+                    slot[sample.labels["outcome"]] = slot.get(sample.labels["outcome"], 0) + sample.value
+    return out

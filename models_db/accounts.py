@@ -4,14 +4,18 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from peewee import BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import check_password_hash
 
 from models_db.db import BaseModel, utcnow
 
 ROLES = ("user", "moderator", "admin")
 SCOPES = ("read", "write")
 KEY_PREFIX = "atl_"
+MIN_PASSWORD = 8
+hasher = PasswordHasher()
 
 
 class User(BaseModel):
@@ -28,10 +32,27 @@ class User(BaseModel):
         table_name = "users"  # "user" is reserved in PostgreSQL
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+        if len(password or "") < MIN_PASSWORD:
+            raise ValueError(f"password must be at least {MIN_PASSWORD} characters")
+        self.password_hash = hasher.hash(password)
 
     def check_password(self, password: str) -> bool:
-        return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+        """argon2id; a hash of an older scheme (werkzeug's) is verified once and replaced."""
+        stored = self.password_hash or ""
+        if not stored.startswith("$argon2"):
+            if not (stored and check_password_hash(stored, password)):
+                return False
+            self.set_password(password)
+            self.save(only=[User.password_hash])
+            return True
+        try:
+            hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+        if hasher.check_needs_rehash(stored):
+            self.set_password(password)
+            self.save(only=[User.password_hash])
+        return True
 
     @property
     def is_staff(self) -> bool:

@@ -44,10 +44,15 @@ def create_app(env: dict | None = None) -> Flask:
         app.register_blueprint(module.bp)
     metrics.init_app(app)
     accounts.login_manager.init_app(app)
+    accounts.login_manager.login_view = "site_accounts.login"
 
     @app.before_request
     def _connect():
         database.db.connect(reuse_if_open=True)
+
+    from web import pages, security
+    security.init_app(app)  # after _connect: its rate-limit key may look up an API key
+    pages.init_app(app)
 
     @app.teardown_request
     def _close(exc):
@@ -57,7 +62,7 @@ def create_app(env: dict | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         if not wants_json():
-            return exc
+            return error_page(exc)
         message = "Not found" if exc.description == NotFound.description else exc.description
         response = jsonify(error=message)
         response.status_code = exc.code
@@ -74,6 +79,16 @@ def create_app(env: dict | None = None) -> Flask:
         return response
 
     return app
+
+
+def error_page(exc: HTTPException):
+    from flask import render_template
+    response = exc.get_response()
+    if exc.code and exc.code >= 400 and response.status_code == exc.code:
+        response.set_data(render_template("error.html", code=exc.code, name=exc.name,
+                                          description=exc.description))
+        response.content_type = "text/html; charset=utf-8"
+    return response
 
 
 class OrjsonProvider(DefaultJSONProvider):

@@ -1,0 +1,125 @@
+"""Accounts: register, log in/out, settings (browsing level, email), API keys."""
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, PasswordField, SelectField, StringField
+from wtforms.validators import EqualTo, InputRequired, Length, Optional, Regexp
+
+from models_db import accounts as a
+from models_db.db import transaction
+from models_db.images import BROWSING
+from web.pages import safe_next
+from web.security import login_limit, register_limit
+
+bp = Blueprint("site_accounts", __name__)
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+class RegisterForm(FlaskForm):
+    username = StringField("Username", [InputRequired(), Length(2, 64),
+                                        Regexp(r"^[\w.-]+$", message="letters, digits, '-', '_' or '.'")])
+    email = StringField("Email (optional)", [Optional(), Regexp(EMAIL, message="not an email address")])
+    password = PasswordField("Password", [InputRequired(), Length(min=a.MIN_PASSWORD, max=200)])
+    confirm = PasswordField("Repeat password", [EqualTo("password", message="the passwords differ")])
+
+
+class LoginForm(FlaskForm):
+    username = StringField("Username", [InputRequired()])
+    password = PasswordField("Password", [InputRequired()])
+    remember = BooleanField("Keep me logged in")
+
+
+class SettingsForm(FlaskForm):
+    browsing_level = SelectField("Browsing level", choices=[
+        ("None", "Safe (PG)"), ("Soft", "PG-13"), ("Mature", "Mature (R)"), ("X", "Everything (X, XXX)")])
+    email = StringField("Email", [Optional(), Regexp(EMAIL, message="not an email address")])
+
+
+class ApiKeyForm(FlaskForm):
+    name = StringField("Key name", [InputRequired(), Length(1, 100)])
+    scope = SelectField("Scope", choices=[("read", "read"), ("write", "read and write")])
+
+
+@bp.route("/register", methods=["GET", "POST"])
+@register_limit()
+def register():
+    form = RegisterForm()
+    if form.validate_on_submit():
+        email = form.email.data or None
+        if email and a.User.select().where(a.User.email == email).exists():
+            form.email.errors.append("that email is already registered")
+        else:
+            try:
+                with transaction():
+                    user = a.create_user(form.username.data, password=form.password.data, email=email)
+            except ValueError as exc:
+                form.username.errors.append(str(exc))
+            else:
+                login_user(user)
+                flash(f"Welcome to Atelier, {user.username}!", "success")
+                return redirect(url_for("site_catalog.home"))
+    return render_template("accounts/register.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@login_limit()
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = a.User.get_or_none(a.User.username == form.username.data.strip(), a.User.is_active == True)  # noqa: E712
+        if user is not None and user.check_password(form.password.data):
+            login_user(user, remember=form.remember.data)
+            return redirect(safe_next(request.args.get("next"), url_for("site_catalog.home")))
+        form.password.errors.append("wrong username or password")
+    return render_template("accounts/login.html", form=form), 400 if form.errors else 200
+
+
+@bp.post("/logout")
+def logout():
+    logout_user()
+    return redirect(url_for("site_catalog.home"))
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def settings_page():
+    level = next((name for name, mask in BROWSING.items() if mask == current_user.browsing_level), "Soft")
+    form = SettingsForm(data={"browsing_level": level, "email": current_user.email})
+    if form.validate_on_submit():
+        email = form.email.data or None
+        taken = email and a.User.select().where(a.User.email == email, a.User.id != current_user.id).exists()
+        if taken:
+            form.email.errors.append("that email is used by another account")
+        else:
+            a.User.update(browsing_level=BROWSING[form.browsing_level.data], email=email).where(
+                a.User.id == current_user.id).execute()
+            flash("Settings saved.", "success")
+            return redirect(url_for(".settings_page"))
+    keys = list(current_user.api_keys.order_by(a.ApiKey.created_at.desc()))
+    return render_template("accounts/settings.html", form=form, key_form=ApiKeyForm(formdata=None), keys=keys)
+
+
+@bp.post("/account/api-keys")
+@login_required
+def create_key():
+    form = ApiKeyForm()
+    if not form.validate_on_submit():
+        flash("A key needs a name.", "error")
+        return redirect(url_for(".settings_page"))
+    row, key = a.create_api_key(current_user._get_current_object(), form.name.data, form.scope.data)
+    keys = list(current_user.api_keys.order_by(a.ApiKey.created_at.desc()))
+    # the plain key is shown on this one response and never again
+    return render_template("accounts/settings.html", form=SettingsForm(formdata=None, data={
+        "email": current_user.email}), key_form=ApiKeyForm(formdata=None), keys=keys, new_key=key, new_row=row)
+
+
+@bp.post("/account/api-keys/<int:key_id>/revoke")
+@login_required
+def revoke_key(key_id: int):
+    deleted = a.ApiKey.delete().where(a.ApiKey.id == key_id, a.ApiKey.user == current_user.id).execute()
+    flash("Key revoked." if deleted else "No such key.", "success" if deleted else "error")
+    return redirect(url_for(".settings_page"))

@@ -1,0 +1,37 @@
+"""The generation page: a form that mirrors the request schema, the user's queue with live per-step
+progress (Server-Sent Events from the API), cancel, and the results gallery."""
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+from flask_login import current_user, login_required
+
+from gpu.samplers import SAMPLERS
+from models_db import catalog as c
+from models_db import generation as gen
+from web.generation import run_json
+
+bp = Blueprint("site_generation", __name__)
+SIZES = ((512, 512), (512, 768), (768, 512), (768, 768), (1024, 1024), (832, 1216), (1216, 832), (896, 1152))
+PICKER_LIMIT = 200
+
+
+def picker(types: tuple[str, ...]) -> list[dict]:
+    """Versions of these types with a ready file: published ones, and the viewer's own drafts."""
+    M, V = c.Model, c.ModelVersion
+    ready = c.ModelFile.select(c.ModelFile.id).where(c.ModelFile.version == V.id, c.ModelFile.status == "Ready")
+    rows = (V.select(V.id, V.name, V.base_model, M.id.alias("model_id"), M.name.alias("model_name"))
+            .join(M).where(M.type.in_(types), M.status != "Deleted",
+                           (V.status == "Published") | (M.owner == current_user.id), ready.exists())
+            .order_by(M.download_count.desc(), M.id.desc(), V.index).limit(PICKER_LIMIT).dicts())
+    return [{"id": r["id"], "label": f"{r['model_name']} — {r['name']}", "base": r["base_model"],
+             "ecosystem": c.ecosystem(r["base_model"])} for r in rows]
+
+
+@bp.get("/generate")
+@login_required
+def page():
+    runs = (gen.GenerationRun.select().where(gen.GenerationRun.user == current_user.id)
+            .order_by(gen.GenerationRun.id.desc()).limit(20))
+    return render_template("generation.html", checkpoints=picker(("Checkpoint",)),
+                           loras=picker(("LORA", "LoCon", "DoRA")), samplers=[s["name"] for s in SAMPLERS],
+                           sizes=SIZES, runs=[run_json(r) for r in runs])

@@ -1,0 +1,56 @@
+"""Moderation and operations pages: the review queue and the rating game (moderators; the game is open to
+every signed-in user), queue depths and failed jobs (admins)."""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+
+from jobs import queues
+from models_db import images as im
+from web.moderation import queue_item
+
+bp = Blueprint("site_staff", __name__)
+
+
+def role(*roles: str):
+    def decorator(view):
+        @wraps(view)
+        @login_required
+        def wrapped(*args, **kwargs):
+            if current_user.role not in roles:
+                abort(403)
+            return view(*args, **kwargs)
+        return wrapped
+    return decorator
+
+
+@bp.get("/moderation")
+@role("moderator", "admin")
+def moderation():
+    rows = (im.Image.select().where(im.Image.needs_review == True, im.Image.status == "Ready")  # noqa: E712
+            .order_by(im.Image.id).limit(60))
+    return render_template("staff/moderation.html", items=[queue_item(i) for i in rows],
+                           levels=[name for name in im.LEVELS if name != "Blocked"])
+
+
+@bp.get("/rating-game")
+@login_required
+def rating_game():
+    return render_template("staff/rating_game.html", levels=[name for name in im.LEVELS if name != "Blocked"])
+
+
+@bp.get("/operations")
+@role("admin")
+def operations():
+    return render_template("staff/operations.html", queues=queues.queue_stats(), failed=queues.failed()[:100],
+                           actors=sorted(queues.actor_totals().items()), stale=queues.stale_jobs())
+
+
+@bp.post("/operations/failed/<message_id>/retry")
+@role("admin")
+def retry(message_id: str):
+    ok = queues.retry_failed(message_id)
+    flash("Sent again." if ok else "That job is no longer in the failed list.", "success" if ok else "error")
+    return redirect(url_for(".operations"))

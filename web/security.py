@@ -1,0 +1,74 @@
+"""Browser-session security: CSRF on every form and cookie-authenticated write, secure cookies, rate limits
+kept in Redis (Flask-Limiter)."""
+from __future__ import annotations
+
+from flask import Flask, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import current_user
+from flask_wtf.csrf import CSRFProtect
+
+import settings
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "TRACE"}
+API_PREFIXES = ("/api/", "/sdapi/")
+csrf = CSRFProtect()
+
+
+def client_key() -> str:
+    """Rate-limit key: the signed-in user (browser session or API key), else the client's address."""
+    from web.api import current_api_user
+    user = current_api_user() if request.path.startswith(API_PREFIXES) else None
+    if user is None and current_user and current_user.is_authenticated:
+        user = current_user
+    return f"user:{user.id}" if user is not None else f"addr:{get_remote_address()}"
+
+
+limiter = Limiter(
+    client_key,
+    application_limits=[lambda: settings.get().rate_limit_writes],
+    application_limits_exempt_when=lambda: request.method in SAFE_METHODS,
+    strategy="moving-window",
+    headers_enabled=True,
+)
+
+
+def login_limit():
+    return limiter.limit(lambda: settings.get().rate_limit_login, methods=["POST"], key_func=get_remote_address)
+
+
+def register_limit():
+    return limiter.limit(lambda: settings.get().rate_limit_register, methods=["POST"], key_func=get_remote_address)
+
+
+def _limits_storage_uri() -> str:
+    from models_db.redis_store import redis_url
+    url = redis_url()
+    return "redis+unix://" + url[len("unix://"):] if url.startswith("unix://") else url
+
+
+def protect_writes() -> None:
+    """Every page form needs its token; an API write needs it only when the browser's cookie is what
+    authenticates it (an API key or basic auth in a header is not sent by a forged cross-site form)."""
+    if request.method in SAFE_METHODS:
+        return
+    if request.path.startswith(API_PREFIXES):
+        from web.api import api_key_from_request
+        if api_key_from_request() or request.authorization or not current_user.is_authenticated:
+            return
+    csrf.protect()
+
+
+def init_app(app: Flask) -> None:
+    from models_db.redis_store import redis_key
+    https = settings.get().public_url.startswith("https://")
+    app.config.update(
+        WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None,
+        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=https,
+        REMEMBER_COOKIE_HTTPONLY=True, REMEMBER_COOKIE_SAMESITE="Lax", REMEMBER_COOKIE_SECURE=https,
+        RATELIMIT_STORAGE_URI=_limits_storage_uri(),
+        RATELIMIT_STORAGE_OPTIONS={"key_prefix": redis_key("limits")},
+    )
+    csrf.init_app(app)
+    limiter.init_app(app)
+    app.before_request(protect_writes)

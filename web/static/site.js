@@ -1,0 +1,256 @@
+// Atelier's small front-end script: copy buttons, filters, search suggestions, chunked uploads,
+// the generation queue (Server-Sent Events), moderation and the rating game. No framework.
+"use strict";
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+const csrf = () => $('meta[name="csrf-token"]').content;
+
+async function api(method, url, body, headers = {}) {
+  const init = {method, credentials: "same-origin", headers: {"X-CSRFToken": csrf(), ...headers}};
+  if (body !== undefined) {
+    if (body instanceof Blob) init.body = body;
+    else { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
+  }
+  const res = await fetch(url, init);
+  const data = res.headers.get("Content-Type")?.includes("json") ? await res.json() : null;
+  if (!res.ok) throw Object.assign(new Error(data?.error || `HTTP ${res.status}`), {data, status: res.status});
+  return data;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+// ---- small things -----------------------------------------------------------------------------
+document.addEventListener("click", async (ev) => {
+  const button = ev.target.closest("[data-copy]");
+  if (!button) return;
+  ev.preventDefault();
+  try { await navigator.clipboard.writeText(button.dataset.copy); } catch (e) { /* insecure context */ }
+  const label = button.textContent;
+  button.textContent = "Copied";
+  setTimeout(() => { button.textContent = label; }, 1200);
+});
+document.addEventListener("change", (ev) => {
+  if (ev.target.matches("[data-autosubmit]")) ev.target.form.requestSubmit();
+});
+document.addEventListener("click", (ev) => {  // a blurred thumbnail is revealed by a click, not followed
+  const thumb = ev.target.closest(".blurred");
+  if (thumb) { ev.preventDefault(); thumb.classList.remove("blurred"); }
+});
+
+// ---- search suggestions -----------------------------------------------------------------------
+function initSuggest() {
+  const input = $("#search"), list = $("#suggestions");
+  if (!input) return;
+  let timer = null, active = -1;
+  const close = () => { list.hidden = true; active = -1; };
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    const text = input.value.trim();
+    if (text.length < 2) return close();
+    timer = setTimeout(async () => {
+      const data = await api("GET", `${input.dataset.suggest}?q=${encodeURIComponent(text)}&limit=8`);
+      list.replaceChildren(...data.suggestions.map((s) => el("li", {}, el("a", {
+        href: `/?query=${encodeURIComponent(s)}`}, s))));
+      list.hidden = !data.suggestions.length;
+    }, 150);
+  });
+  input.addEventListener("keydown", (ev) => {
+    const items = $$("a", list);
+    if (list.hidden || !items.length) return;
+    if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+      ev.preventDefault();
+      active = (active + (ev.key === "ArrowDown" ? 1 : -1) + items.length) % items.length;
+      items.forEach((a, i) => a.classList.toggle("active", i === active));
+    } else if (ev.key === "Enter" && active >= 0) { ev.preventDefault(); location.href = items[active].href; }
+    else if (ev.key === "Escape") close();
+  });
+  document.addEventListener("click", (ev) => { if (!ev.target.closest(".searchbox")) close(); });
+}
+
+// ---- chunked model-file upload (the resumable upload API) --------------------------------------
+function initUploads() {
+  for (const box of $$(".uploader")) {
+    const input = $(".file-input", box), bar = $(".progress", box), status = $(".upload-status", box);
+    input.addEventListener("change", async () => {
+      const file = input.files[0];
+      if (!file) return;
+      input.disabled = true; bar.hidden = false;
+      const show = (fraction, text) => { $("div", bar).style.width = `${Math.round(fraction * 100)}%`; status.textContent = text; };
+      try {
+        let up = await api("POST", "/api/v1/uploads", {
+          modelVersionId: Number(box.dataset.versionId), filename: file.name, size: file.size, type: $(".file-type", box).value});
+        const chunk = Math.min(up.chunkSize, 8 * 1024 * 1024);
+        while (up.offset < file.size) {
+          const end = Math.min(up.offset + chunk, file.size);
+          up = await api("PUT", up.uploadUrl, file.slice(up.offset, end),
+                         {"Content-Range": `bytes ${up.offset}-${end - 1}/${file.size}`});
+          show(up.offset / file.size, `Uploading… ${Math.round(100 * up.offset / file.size)}%`);
+        }
+        while (up.state === "processing") {  // hashing and scanning run in the workers
+          show(1, "Uploaded. Hashing and scanning…");
+          await new Promise((r) => setTimeout(r, 700));
+          up = await api("GET", `/api/v1/uploads/${up.id}`);
+        }
+        show(1, up.state === "done" ? "Ready." : `Rejected: ${up.error}`);
+        location.reload();
+      } catch (err) {
+        status.textContent = `Upload failed: ${err.message}`;
+        input.disabled = false;
+      }
+    });
+  }
+}
+
+// ---- the generation page ----------------------------------------------------------------------
+const RUN_DONE = ["Done", "Failed", "Cancelled"];
+
+function renderRun(run) {
+  const slots = run.jobs.map((job) => el("div", {class: "slot", "data-job": job.id, title: job.prompt},
+    job.imageUrl ? el("img", {src: job.imageUrl, alt: job.prompt}) : job.state));
+  const node = el("article", {class: "run panel", id: `run-${run.id}`, "data-status": run.status},
+    el("header", {},
+      el("div", {}, el("b", {}, `Run ${run.id}`), " ",
+        el("span", {class: `status ${run.status.toLowerCase()}`, "data-role": "status"}, run.status), " ",
+        el("span", {class: "muted", "data-role": "count"}, `${run.done}/${run.total}`)),
+      RUN_DONE.includes(run.status) ? null :
+        el("button", {type: "button", class: "danger", "data-role": "cancel", onclick: () => cancelRun(run.id)}, "Cancel")),
+    el("p", {class: "muted", style: "margin:.3rem 0"}, run.jobs[0]?.prompt || ""),
+    el("div", {class: "progress"}, el("div", {"data-role": "bar", style: `width:${Math.round(run.progress * 100)}%`})),
+    el("p", {class: "muted", "data-role": "step", style: "margin:.3rem 0 0"}),
+    el("div", {class: "images"}, ...slots));
+  return node;
+}
+
+function watchRun(run) {
+  if (RUN_DONE.includes(run.status)) return;
+  const node = $(`#run-${run.id}`);
+  const total = run.total;
+  let done = run.done + run.failed;
+  const source = new EventSource(run.eventsUrl, {withCredentials: true});
+  const set = (role, text) => { $(`[data-role="${role}"]`, node).textContent = text; };
+  const bar = (fraction) => { $('[data-role="bar"]', node).style.width = `${Math.round(fraction * 100)}%`; };
+  source.addEventListener("started", () => { set("status", "Running"); node.dataset.status = "Running"; });
+  source.addEventListener("step", (ev) => {
+    const e = JSON.parse(ev.data);
+    set("step", `step ${e.step}/${e.steps} · batch of ${e.jobs.length}`);
+    bar((done + (e.step / e.steps) * e.jobs.length) / total);
+    for (const id of e.jobs) { const slot = $(`[data-job="${id}"]`, node); if (slot && !$("img", slot)) slot.textContent = `${e.step}/${e.steps}`; }
+  });
+  source.addEventListener("image", (ev) => {
+    const e = JSON.parse(ev.data);
+    done += 1; bar(done / total); set("count", `${done}/${total}`);
+    const slot = $(`[data-job="${e.job}"]`, node);
+    if (slot) slot.replaceChildren(el("a", {href: `/images/${e.image}`}, el("img", {src: `/api/v1/generation/jobs/${e.job}/image.png`, alt: `seed ${e.seed}`})));
+  });
+  const finish = (status) => {
+    set("status", status); node.dataset.status = status;
+    $('[data-role="status"]', node).className = `status ${status.toLowerCase()}`;
+    if (status !== "Cancelled") bar(1);
+    $('[data-role="cancel"]', node)?.remove();
+    for (const slot of $$(".slot", node)) if (!$("img", slot) && !slot.textContent.startsWith("failed")) slot.textContent = status.toLowerCase();
+    source.close();
+  };
+  source.addEventListener("failed", (ev) => {  // a batch's jobs failed, or (without `jobs`) the whole run ended so
+    const e = JSON.parse(ev.data);
+    if (!e.jobs) return finish("Failed");
+    done += e.jobs.length; bar(done / total);
+    for (const id of e.jobs) { const slot = $(`[data-job="${id}"]`, node); if (slot) slot.textContent = "failed"; }
+    set("step", e.error);
+  });
+  source.addEventListener("done", () => { set("step", ""); finish("Done"); });
+  source.addEventListener("cancelled", () => finish("Cancelled"));
+}
+
+async function cancelRun(id) {
+  const run = await api("DELETE", `/api/v1/generation/runs/${id}`);
+  const node = $(`#run-${id}`);
+  $('[data-role="status"]', node).textContent = run.status;
+  node.dataset.status = run.status;
+  if (RUN_DONE.includes(run.status)) $('[data-role="cancel"]', node)?.remove();
+}
+
+function initGeneration() {
+  const form = $("#generate-form");
+  if (!form) return;
+  const runs = $("#runs"), loras = [];
+  for (const run of JSON.parse($("#initial-runs").textContent)) { runs.append(renderRun(run)); watchRun(run); }
+  $("#g-lora-add").addEventListener("click", () => {
+    const select = $("#g-lora"), option = select.selectedOptions[0];
+    if (!select.value || loras.some((l) => l.id === Number(select.value))) return;
+    const item = {id: Number(select.value), weight: Number($("#g-lora-weight").value)};
+    loras.push(item);
+    const chip = el("span", {class: "chip", "data-lora": item.id}, `${option.textContent} · ${item.weight} `,
+      el("button", {type: "button", class: "link", "aria-label": "remove", onclick: () => {
+        loras.splice(loras.indexOf(item), 1); chip.remove(); }}, "✕"));
+    $("#g-loras").append(chip);
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(form), error = $("#g-error");
+    const body = {model: Number(f.get("model")), negative_prompt: f.get("negative_prompt"),
+                  seed: Number(f.get("seed") || -1), quantity: Number(f.get("quantity") || 1),
+                  clip_skip: Number(f.get("clip_skip") || 1), resources: loras.map((l) => ({id: l.id, weight: l.weight}))};
+    const lines = (f.get("prompts") || "").split("\n").map((s) => s.trim()).filter(Boolean);
+    if (lines.length) body.prompts = lines; else body.prompt = f.get("prompt");
+    for (const key of ["steps", "cfg_scale"]) if (f.get(key)) body[key] = Number(f.get(key));
+    if (f.get("sampler")) body.sampler = f.get("sampler");
+    if (f.get("size")) [body.width, body.height] = f.get("size").split("x").map(Number);
+    error.hidden = true;
+    $("#g-submit").disabled = true;
+    try {
+      const run = await api("POST", "/api/v1/generation", body);
+      $("#no-runs").hidden = true;
+      runs.prepend(renderRun(run));
+      watchRun(run);
+    } catch (err) {
+      error.textContent = err.message; error.hidden = false;
+    } finally { $("#g-submit").disabled = false; }
+  });
+}
+
+// ---- moderation and the rating game ------------------------------------------------------------
+function initModeration() {
+  for (const card of $$(".review")) {
+    card.addEventListener("click", async (ev) => {
+      const button = ev.target.closest("[data-action]");
+      if (!button) return;
+      const body = {action: button.dataset.action};
+      if (body.action === "set-level") body.level = $("[data-level]", card).value;
+      try { await api("POST", `/api/v1/moderation/images/${card.dataset.imageId}`, body); card.remove(); }
+      catch (err) { alert(err.message); }
+    });
+  }
+}
+
+function initRatingGame() {
+  const box = $("#rating-game");
+  if (!box) return;
+  const img = $("#rate-image"), status = $("#rate-status");
+  let current = null;
+  const next = async () => {
+    const data = await api("GET", "/api/v1/rating-game/next");
+    current = data.item;
+    img.hidden = !current;
+    if (current) { img.src = current.url; status.textContent = `Image ${current.id}`; }
+    else status.textContent = "Nothing left to rate. Thank you!";
+  };
+  $("#rate-buttons").addEventListener("click", async (ev) => {
+    const button = ev.target.closest("[data-level]");
+    if (!button || !current) return;
+    await api("POST", `/api/v1/rating-game/${current.id}`, {level: button.dataset.level});
+    next();
+  });
+  next();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  initSuggest(); initUploads(); initGeneration(); initModeration(); initRatingGame();
+});
