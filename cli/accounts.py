@@ -30,6 +30,18 @@ def create_user(username, role, email, password_stdin):
     click.echo(f"created {user.role} {user.username} (id {user.id})", err=True)
 
 
+@user_group.command("set-role")
+@click.argument("username")
+@click.argument("role", type=click.Choice(["user", "moderator", "admin"]))
+def set_role(username, role):
+    """Make a user a moderator or admin (or a plain user again)."""
+    from models_db.accounts import User
+    open_db()
+    if not User.update(role=role).where(User.username == username).execute():
+        raise click.ClickException(f"no user {username!r}")
+    click.echo(f"{username} is now {role}", err=True)
+
+
 @click.group("api-key")
 def key_group():
     """Manage API keys."""

@@ -38,6 +38,7 @@ def page(browser, live_server):
 
 def shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header would be drawn mid-page otherwise
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 

@@ -10,6 +10,7 @@ from models_db import catalog as c
 from models_db import generation as gen
 from tests.browser.conftest import shot, showcase, sign_up
 from tests.conftest import run_jobs
+from tests.factories import safetensors_file
 from tests.helpers import catalog_model, import_model, tiny_safetensors
 
 
@@ -87,8 +88,7 @@ def test_creator_uploads_publishes_and_drafts_stay_private(page, worker, live_se
     model_id = int(page.url.split("/")[-2])
     assert requests.get(f"{live_server}/models/{model_id}").status_code == 404  # a draft, to anyone else
 
-    upload = tmp_path / "harbor.safetensors"
-    upload.write_bytes(tiny_safetensors("harbor") * 50)
+    upload = safetensors_file(tmp_path / "harbor.safetensors", "SD1", min_bytes=9 << 20)  # two 8 MiB chunks
     page.set_input_files(".file-input", str(upload))
     page.wait_for_selector("tr.file .status.Ready", timeout=60_000)  # uploaded in chunks, hashed, scanned
     shot(page, "creator-manage")
@@ -131,11 +131,15 @@ def test_generation_page_watches_a_run_finish_and_cancels_another(page, worker, 
     sign_up(page, "erin")
     page.goto("/generate")
     page.fill("#g-prompt", "a lighthouse at dusk")
+    page.select_option("#g-size", "512x512")
+    assert page.input_value("#g-width") == "512"
+    page.fill("#g-width", "64")  # tiny random-weight model on the CPU: keep it small
+    page.fill("#g-height", "64")
     page.fill("#g-steps", "12")
     page.fill("#g-quantity", "3")
     page.click("#g-submit")
     run = page.locator("#runs article").first
-    run.locator("[data-role=step]:text-matches('step \\\\d+/12')").wait_for(timeout=120_000)
+    run.locator("[data-role=step]", has_text="/12").wait_for(timeout=120_000)
     shot(page, "generation-mid-run")
     page.wait_for_selector("#runs article[data-status=Done]", timeout=180_000)
     assert run.locator(".slot img").count() == 3

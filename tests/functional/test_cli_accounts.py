@@ -33,3 +33,11 @@ def test_db_upgrade_is_idempotent():
     result = cli("db", "upgrade")
     assert result.exit_code == 0 and "0 migration(s) applied" in result.output
     assert "applied  0001_initial" in cli("db", "status").output
+
+
+def test_set_role_makes_staff():
+    assert cli("user", "create", "olga").exit_code == 0
+    assert cli("user", "set-role", "olga", "moderator").exit_code == 0
+    assert User.get(User.username == "olga").role == "moderator"
+    missing = cli("user", "set-role", "nobody", "admin")
+    assert missing.exit_code == 1 and "no user" in missing.output

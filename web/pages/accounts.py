@@ -7,6 +7,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import EqualTo, InputRequired, Length, Optional, Regexp
 
 from models_db import accounts as a
@@ -34,14 +35,14 @@ class LoginForm(FlaskForm):
 
 
 class SettingsForm(FlaskForm):
-    browsing_level = SelectField("Browsing level", choices=[
-        ("None", "Safe (PG)"), ("Soft", "PG-13"), ("Mature", "Mature (R)"), ("X", "Everything (X, XXX)")])
+    browsing_level = SelectField("Browsing level", choices=[SelectChoice(*c) for c in (
+        ("None", "Safe (PG)"), ("Soft", "PG-13"), ("Mature", "Mature (R)"), ("X", "Everything (X, XXX)"))])
     email = StringField("Email", [Optional(), Regexp(EMAIL, message="not an email address")])
 
 
 class ApiKeyForm(FlaskForm):
     name = StringField("Key name", [InputRequired(), Length(1, 100)])
-    scope = SelectField("Scope", choices=[("read", "read"), ("write", "read and write")])
+    scope = SelectField("Scope", choices=[SelectChoice("read", "read"), SelectChoice("write", "read and write")])
 
 
 @bp.route("/register", methods=["GET", "POST"])

@@ -68,14 +68,14 @@ def multi(name: str) -> list[str]:
     return [v for value in request.args.getlist(name) for v in value.split(",") if v]
 
 
-@bp.get("/")
 @bp.get("/models")
+@bp.get("/")  # registered first: the canonical address
 def home():
     period = request.args.get("period") if request.args.get("period") in PERIODS else "AllTime"
     f = q.ModelFilter(query=request.args.get("query", "").strip(), tag=request.args.get("tag", "").strip(),
                       types=[t for t in multi("types") if t in c.MODEL_TYPES],
                       base_models=[b for b in multi("baseModels") if b in c.BASE_MODELS], period=period)
-    sorts = (["Relevance"] if f.query else []) + list(q.SORTS)
+    sorts = (["Relevance"] if f.query else []) + ["Newest", "Most Downloaded", "Highest Rated"]
     sort = request.args.get("sort") if request.args.get("sort") in sorts else sorts[0]
     rows, next_cursor = grid_rows(f, sort, request.args.get("cursor") or None)
     return render_template("catalog/home.html", cards=cards(rows), next_cursor=next_cursor, f=f, sort=sort,

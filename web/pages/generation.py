@@ -18,10 +18,10 @@ PICKER_LIMIT = 200
 def picker(types: tuple[str, ...]) -> list[dict]:
     """Versions of these types with a ready file: published ones, and the viewer's own drafts."""
     M, V = c.Model, c.ModelVersion
-    ready = c.ModelFile.select(c.ModelFile.id).where(c.ModelFile.version == V.id, c.ModelFile.status == "Ready")
+    ready = c.ModelFile.select(c.ModelFile.version).where(c.ModelFile.status == "Ready")
     rows = (V.select(V.id, V.name, V.base_model, M.id.alias("model_id"), M.name.alias("model_name"))
             .join(M).where(M.type.in_(types), M.status != "Deleted",
-                           (V.status == "Published") | (M.owner == current_user.id), ready.exists())
+                           (V.status == "Published") | (M.owner == current_user.id), V.id.in_(ready))
             .order_by(M.download_count.desc(), M.id.desc(), V.index).limit(PICKER_LIMIT).dicts())
     return [{"id": r["id"], "label": f"{r['model_name']} — {r['name']}", "base": r["base_model"],
              "ecosystem": c.ecosystem(r["base_model"])} for r in rows]

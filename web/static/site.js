@@ -181,6 +181,10 @@ function initGeneration() {
   const form = $("#generate-form");
   if (!form) return;
   const runs = $("#runs"), loras = [];
+  $("#g-size").addEventListener("change", (ev) => {
+    const [w, h] = ev.target.value ? ev.target.value.split("x") : ["", ""];
+    $("#g-width").value = w; $("#g-height").value = h;
+  });
   for (const run of JSON.parse($("#initial-runs").textContent)) { runs.append(renderRun(run)); watchRun(run); }
   $("#g-lora-add").addEventListener("click", () => {
     const select = $("#g-lora"), option = select.selectedOptions[0];
@@ -200,9 +204,8 @@ function initGeneration() {
                   clip_skip: Number(f.get("clip_skip") || 1), resources: loras.map((l) => ({id: l.id, weight: l.weight}))};
     const lines = (f.get("prompts") || "").split("\n").map((s) => s.trim()).filter(Boolean);
     if (lines.length) body.prompts = lines; else body.prompt = f.get("prompt");
-    for (const key of ["steps", "cfg_scale"]) if (f.get(key)) body[key] = Number(f.get(key));
+    for (const key of ["steps", "cfg_scale", "width", "height"]) if (f.get(key)) body[key] = Number(f.get(key));
     if (f.get("sampler")) body.sampler = f.get("sampler");
-    if (f.get("size")) [body.width, body.height] = f.get("size").split("x").map(Number);
     error.hidden = true;
     $("#g-submit").disabled = true;
     try {
