@@ -62,6 +62,7 @@ def seed_images(n: int, rng: random.Random) -> None:
 
 def index_search() -> None:
     import numpy as np
+
     from gpu.embeddings import DIM
     from models_db import search
     from models_db.search import documents

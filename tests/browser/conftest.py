@@ -13,7 +13,7 @@ SCREENSHOTS = Path(__file__).parents[2] / "var" / "screenshots"
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # closed after the module: Playwright's loop must not outlive it
 def browser():
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (make install-test installs it)")

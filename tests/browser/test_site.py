@@ -2,6 +2,7 @@
 publish a model, API keys, generate and cancel."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 import requests
@@ -10,7 +11,7 @@ from models_db import catalog as c
 from models_db import generation as gen
 from tests.browser.conftest import shot, showcase, sign_up
 from tests.conftest import run_jobs
-from tests.factories import safetensors_file
+from tests.factories import picture, safetensors_file
 from tests.helpers import catalog_model, import_model, tiny_safetensors
 
 
@@ -68,7 +69,7 @@ def test_visitor_registers_browses_filters_searches_and_downloads(page, catalog)
     shot(page, "model-page")
     with page.expect_download() as download:
         page.click("#download")
-    assert open(download.value.path(), "rb").read() == tiny_safetensors("lighthouse")
+    assert Path(download.value.path()).read_bytes() == tiny_safetensors("lighthouse")
 
     page.locator("#showcase a").first.click()
     page.wait_for_url(re.compile(r"/images/\d+$"))
@@ -91,12 +92,22 @@ def test_creator_uploads_publishes_and_drafts_stay_private(page, worker, live_se
     upload = safetensors_file(tmp_path / "harbor.safetensors", "SD1", min_bytes=9 << 20)  # two 8 MiB chunks
     page.set_input_files(".file-input", str(upload))
     page.wait_for_selector("tr.file .status.Ready", timeout=60_000)  # uploaded in chunks, hashed, scanned
+    picture(320, 400, seed=7).save(tmp_path / "preview.png")
+    page.set_input_files(".image-input", str(tmp_path / "preview.png"))
+    page.wait_for_selector(".showcase-uploader a")  # the page reloads once the image is posted
+    for _ in range(60):  # the worker scans and resizes it
+        if page.locator(".showcase-uploader img").count():
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    assert page.locator(".showcase-uploader img").count() == 1
     shot(page, "creator-manage")
     page.click("button.publish")
     page.wait_for_selector("#model-status.Published")
     assert requests.get(f"{live_server}/models/{model_id}").status_code == 200
 
     page.goto(f"/models/{model_id}")
+    assert page.locator("#showcase img").count() == 1
     assert page.locator("#description").inner_text().strip().startswith("Safe text")
     assert page.locator("#description script").count() == 0
     assert page.evaluate("window.pwned") is None

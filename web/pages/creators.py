@@ -7,6 +7,7 @@ from flask_login import login_required
 
 from models_db import catalog as c
 from models_db.db import transaction
+from models_db.images import Image
 from models_db.uploads import Upload
 from web import creators as api
 from web.pages import api_call
@@ -64,8 +65,9 @@ def manage(model_id: int):
     versions = list(model.versions.order_by(c.ModelVersion.index))
     files = {v.id: list(v.files.order_by(c.ModelFile.id)) for v in versions}
     uploads = {v.id: list(v.uploads.where(Upload.state != "done").order_by(Upload.created_at)) for v in versions}
+    images = {v.id: list(v.images.where(Image.status.in_(("Pending", "Ready"))).order_by(Image.id)) for v in versions}
     return render_template("creators/manage.html", model=model, versions=versions, files=files, uploads=uploads,
-                           file_types=c.FILE_TYPES, **choices())
+                           images=images, file_types=c.FILE_TYPES, **choices())
 
 
 @bp.post("/models/<int:model_id>/versions")

@@ -8,7 +8,7 @@ const csrf = () => $('meta[name="csrf-token"]').content;
 async function api(method, url, body, headers = {}) {
   const init = {method, credentials: "same-origin", headers: {"X-CSRFToken": csrf(), ...headers}};
   if (body !== undefined) {
-    if (body instanceof Blob) init.body = body;
+    if (body instanceof Blob || body instanceof FormData) init.body = body;
     else { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
   }
   const res = await fetch(url, init);
@@ -105,6 +105,24 @@ function initUploads() {
         status.textContent = `Upload failed: ${err.message}`;
         input.disabled = false;
       }
+    });
+  }
+}
+
+function initShowcaseUploads() {
+  for (const box of $$(".showcase-uploader")) {
+    const input = $(".image-input", box);
+    input.addEventListener("change", async () => {
+      input.disabled = true;
+      try {
+        for (const file of input.files) {
+          const form = new FormData();
+          form.append("file", file);
+          form.append("modelVersionId", box.dataset.versionId);
+          await api("POST", "/api/v1/images", form);  // scanned and resized by the workers
+        }
+        location.reload();
+      } catch (err) { alert(`Image upload failed: ${err.message}`); input.disabled = false; }
     });
   }
 }
@@ -255,5 +273,5 @@ function initRatingGame() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  initSuggest(); initUploads(); initGeneration(); initModeration(); initRatingGame();
+  initSuggest(); initUploads(); initShowcaseUploads(); initGeneration(); initModeration(); initRatingGame();
 });

@@ -1,0 +1,95 @@
+"""The site's pages over the real app: blurring by browsing level, cursor paging, generation data on the
+image page, creator pages, HTML error pages."""
+import io
+import re
+
+from models_db.accounts import User
+from models_db.images import BROWSING
+from tests.conftest import make_user, run_jobs
+from tests.factories import A1111_TEXT, picture
+from tests.helpers import auth, catalog_model
+
+
+def log_in(client, user) -> None:
+    with client.session_transaction() as session:  # what flask-login's login_user stores
+        session["_user_id"] = str(user.id)
+        session["_fresh"] = True
+
+
+def upload_showcase(client, key, version_id, text=None) -> int:
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    if text:
+        info.add_text("parameters", text)
+    body = io.BytesIO()
+    picture(96, 128).save(body, "PNG", pnginfo=info)
+    r = client.post("/api/v1/images", headers=auth(key), content_type="multipart/form-data",
+                    data={"file": (io.BytesIO(body.getvalue()), "s.png"), "modelVersionId": str(version_id)})
+    assert r.status_code == 202, r.get_json()
+    return r.get_json()["id"]
+
+
+def test_thumbnails_above_the_viewers_level_are_blurred(client, worker):
+    owner, key = make_user("pia")
+    _, mod_key = make_user("quin", role="moderator")
+    model = catalog_model(owner, "Night Club")
+    image_id = upload_showcase(client, key, model.versions.get().id)
+    run_jobs(worker)
+    r = client.post(f"/api/v1/moderation/images/{image_id}", headers=auth(mod_key),
+                    json={"action": "set-level", "level": "R"})
+    assert r.status_code == 200
+    html = client.get("/").get_data(as_text=True)
+    assert re.search(r'class="thumb blurred" data-level="R"', html)  # anonymous: PG and PG13
+    User.update(browsing_level=BROWSING["Mature"]).where(User.id == owner.id).execute()
+    log_in(client, owner)
+    html = client.get("/").get_data(as_text=True)
+    assert f"/images/{image_id}/width=450/" in html and "thumb blurred" not in html
+
+
+def test_the_grid_pages_with_a_cursor_link(client):
+    owner, _ = make_user("rae")
+    for n in range(30):
+        catalog_model(owner, f"Model {n:02d}")
+    first = client.get("/").get_data(as_text=True)
+    names = re.findall(r'class="name" title="([^"]+)"', first)
+    assert len(names) == 24 and names[0] == "Model 29"
+    next_url = re.search(r'rel="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    second = client.get(next_url).get_data(as_text=True)
+    assert re.findall(r'class="name" title="([^"]+)"', second) == [f"Model {n:02d}" for n in range(5, -1, -1)]
+    assert 'rel="next"' not in second
+    assert client.get("/?cursor=garbage").status_code == 400
+
+
+def test_image_page_offers_its_generation_data(client, worker):
+    owner, key = make_user("sol")
+    model = catalog_model(owner, "Dusk")
+    image_id = upload_showcase(client, key, model.versions.get().id, A1111_TEXT.format(model_hash="abc123"))
+    run_jobs(worker)
+    html = client.get(f"/images/{image_id}").get_data(as_text=True)
+    assert "a lighthouse at dusk, dramatic sky" in html
+    copied = re.search(r'id="copy-generation-data" data-copy="([^"]+)"', html).group(1)
+    from html import unescape
+
+    from gpu.png_meta import parse_a1111
+    meta = parse_a1111(unescape(copied))
+    assert meta["prompt"] == "a lighthouse at dusk, dramatic sky" and meta["negativePrompt"] == "blurry, lowres"
+    assert meta["steps"] == 30 and meta["seed"] == 1234 and meta["sampler"] == "DPM++ 2M"
+
+
+def test_creator_page_shows_drafts_only_to_their_owner(client):
+    owner, _ = make_user("tom")
+    catalog_model(owner, "Public One")
+    catalog_model(owner, "Hidden Draft", publish=False)
+    public = client.get("/user/tom").get_data(as_text=True)
+    assert "Public One" in public and "Hidden Draft" not in public
+    log_in(client, owner)
+    assert "Hidden Draft" in client.get("/user/tom").get_data(as_text=True)
+    assert client.get("/user/nobody").status_code == 404
+
+
+def test_pages_answer_html_errors_and_the_api_json(client):
+    page = client.get("/models/999")
+    assert page.status_code == 404 and page.mimetype == "text/html" and "Back to the models" in page.get_data(as_text=True)
+    api = client.get("/api/v1/models/999")
+    assert api.status_code == 404 and api.get_json()["error"]
+    assert client.get("/generate").headers["Location"].startswith("/login?next=")
