@@ -79,3 +79,15 @@ def client() -> redis.Redis:
 def redis_key(name: str) -> str:
     """Atelier's own Redis keys live under the install's namespace, beside its queues."""
     return f"{settings.get().queue_namespace}:{name}"
+
+
+def cached_json(name: str, ttl_s: int, compute):
+    """A JSON-able value shared by every process for ttl_s seconds, computed on a miss."""
+    import json
+    key = redis_key(f"cache:{name}")
+    raw = client().get(key)
+    if raw is not None:
+        return json.loads(raw)
+    value = compute()
+    client().set(key, json.dumps(value), ex=ttl_s)
+    return value

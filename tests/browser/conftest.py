@@ -27,6 +27,7 @@ def browser():
 @pytest.fixture
 def page(browser, live_server):
     context = browser.new_context(base_url=live_server, viewport={"width": 1360, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
     context.set_default_timeout(20_000)
     tab = context.new_page()
     errors = []
@@ -51,10 +52,15 @@ def sign_up(page, username: str) -> None:
     page.wait_for_url("**/")
 
 
-def showcase(live_server: str, key: str, version_id: int, seed: int) -> None:
+def showcase(live_server: str, key: str, version_id: int, seed: int, parameters: str | None = None) -> None:
+    from PIL import PngImagePlugin
+
     from tests.factories import picture
+    info = PngImagePlugin.PngInfo()
+    if parameters:
+        info.add_text("parameters", parameters)
     body = io.BytesIO()
-    picture(320, 400, seed=seed).save(body, "PNG")
+    picture(320, 400, seed=seed).save(body, "PNG", pnginfo=info)
     response = requests.post(f"{live_server}/api/v1/images", headers={"Authorization": f"Bearer {key}"},
                              files={"file": ("s.png", body.getvalue(), "image/png")},
                              data={"modelVersionId": str(version_id)})

@@ -1,5 +1,6 @@
 """The site as people use it, in a real browser: register, browse, filter, search, open a model, download,
 publish a model, API keys, generate and cancel."""
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -11,7 +12,7 @@ from models_db import catalog as c
 from models_db import generation as gen
 from tests.browser.conftest import shot, showcase, sign_up
 from tests.conftest import run_jobs
-from tests.factories import picture, safetensors_file
+from tests.factories import A1111_TEXT, picture, safetensors_file
 from tests.helpers import catalog_model, import_model, tiny_safetensors
 
 
@@ -26,9 +27,10 @@ def catalog(bob, worker, live_server):
                               downloads=90),
         "forest": catalog_model(user, "Forest Spirits", tags=("landscape", "fantasy"), downloads=12),
     }
+    autov2 = hashlib.sha256(tiny_safetensors("lighthouse")).hexdigest()[:10]  # the image names its checkpoint
     for n, model in enumerate(models.values()):
         version = model.versions.get()
-        showcase(live_server, key, version.id, seed=n)
+        showcase(live_server, key, version.id, seed=n, parameters=A1111_TEXT.format(model_hash=autov2))
     c.ModelVersion.update(trained_words_json=json.dumps(["lgthse style"])).where(
         c.ModelVersion.model == models["lighthouse"].id).execute()
     run_jobs(worker)
@@ -73,7 +75,12 @@ def test_visitor_registers_browses_filters_searches_and_downloads(page, catalog)
 
     page.locator("#showcase a").first.click()
     page.wait_for_url(re.compile(r"/images/\d+$"))
-    assert page.locator("h1").inner_text().startswith("Image")
+    assert page.locator("#prompt").inner_text() == "a lighthouse at dusk, dramatic sky"
+    assert page.locator("a", has_text="Lighthouse Dreams").count() == 1  # the checkpoint, found by its hash
+    page.click("#copy-generation-data")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith("a lighthouse at dusk, dramatic sky\nNegative prompt: blurry, lowres\nSteps: 30")
+    shot(page, "image-page")
 
 
 def test_creator_uploads_publishes_and_drafts_stay_private(page, worker, live_server, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 from flask_login import current_user, login_required
+from peewee import fn
 
 from gpu.samplers import SAMPLERS
 from models_db import catalog as c
@@ -16,13 +17,21 @@ PICKER_LIMIT = 200
 
 
 def picker(types: tuple[str, ...]) -> list[dict]:
-    """Versions of these types with a ready file: published ones, and the viewer's own drafts."""
-    M, V = c.Model, c.ModelVersion
-    ready = c.ModelFile.select(c.ModelFile.version).where(c.ModelFile.status == "Ready")
-    rows = (V.select(V.id, V.name, V.base_model, M.id.alias("model_id"), M.name.alias("model_name"))
-            .join(M).where(M.type.in_(types), M.status != "Deleted",
-                           (V.status == "Published") | (M.owner == current_user.id), V.id.in_(ready))
-            .order_by(M.download_count.desc(), M.id.desc(), V.index).limit(PICKER_LIMIT).dicts())
+    """Versions with a ready file of the most downloaded published models of these types, and of the
+    viewer's own models (drafts included). Two index-friendly steps: models first, then their versions."""
+    M, V, F = c.Model, c.ModelVersion, c.ModelFile
+    top = list(M.select(M.id).where(M.status == "Published", M.type.in_(types))
+               .order_by(M.download_count.desc(), M.id.desc()).limit(PICKER_LIMIT).tuples())
+    own = list(M.select(M.id).where(M.owner == current_user.id, M.type.in_(types), M.status != "Deleted").tuples())
+    order = {mid: n for n, (mid,) in enumerate(own + top)}
+    if not order:
+        return []
+    ready = F.select(F.version).where(F.status == "Ready", F.version == V.id)
+    rows = (V.select(V.id, V.name, V.base_model, V.index, V.status, M.id.alias("model_id"),
+                     M.name.alias("model_name"), M.owner).join(M)
+            .where(V.model.in_(list(order)), (V.status == "Published") | (M.owner == current_user.id),
+                   fn.EXISTS(ready)).dicts())
+    rows = sorted(rows, key=lambda r: (order[r["model_id"]], r["index"]))
     return [{"id": r["id"], "label": f"{r['model_name']} — {r['name']}", "base": r["base_model"],
              "ecosystem": c.ecosystem(r["base_model"])} for r in rows]
 

@@ -28,13 +28,24 @@ function el(tag, attrs = {}, ...children) {
 }
 
 // ---- small things -----------------------------------------------------------------------------
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+  const area = el("textarea", {style: "position:fixed;opacity:0"});  // plain-http installs
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  const ok = document.execCommand("copy");
+  area.remove();
+  if (!ok) throw new Error("copy refused");
+}
+
 document.addEventListener("click", async (ev) => {
   const button = ev.target.closest("[data-copy]");
   if (!button) return;
   ev.preventDefault();
-  try { await navigator.clipboard.writeText(button.dataset.copy); } catch (e) { /* insecure context */ }
   const label = button.textContent;
-  button.textContent = "Copied";
+  try { await copyText(button.dataset.copy); button.textContent = "Copied"; }
+  catch (e) { button.textContent = "Copy failed"; }
   setTimeout(() => { button.textContent = label; }, 1200);
 });
 document.addEventListener("change", (ev) => {
