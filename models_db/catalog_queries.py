@@ -207,3 +207,18 @@ def creator_page(query: str, limit: int, page: int) -> tuple[list[tuple[str, str
             .where(where).group_by(User.id, User.username, User.image)
             .order_by(count.desc(), User.username).offset((page - 1) * limit).limit(limit).tuples())
     return list(rows), total
+
+
+POPULAR_TAGS_TTL_S = 900  # refreshed every 300 s by the scheduler; counted on a miss
+
+
+def popular_tags(limit: int = 12) -> list[str]:
+    """The most used tags of published models (counting them scans every tag link: cached in Redis)."""
+    from models_db.redis_store import cached_json
+    return cached_json("popular-tags", POPULAR_TAGS_TTL_S, lambda: [t for t, _ in tag_page("", 40, 1)[0]])[:limit]
+
+
+def refresh_popular_tags() -> int:
+    from models_db.redis_store import cached_json, drop_cached
+    drop_cached("popular-tags")
+    return len(cached_json("popular-tags", POPULAR_TAGS_TTL_S, lambda: [t for t, _ in tag_page("", 40, 1)[0]]))

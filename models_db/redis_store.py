@@ -91,3 +91,7 @@ def cached_json(name: str, ttl_s: int, compute):
     value = compute()
     client().set(key, json.dumps(value), ex=ttl_s)
     return value
+
+
+def drop_cached(name: str) -> None:
+    client().delete(redis_key(f"cache:{name}"))

@@ -32,6 +32,7 @@ def schedule_table() -> list[Entry]:
         Entry(generation.reap_generation, 60),
         Entry(stats.rollup_stats, 300),
         Entry(leaderboards.refresh_leaderboards, 900),
+        Entry(leaderboards.refresh_popular_tags, 300),
         Entry(downloads.reconcile_download_counts, 600),
         Entry(uploads.expire_uploads, 3600),
         Entry(storage.remove_orphan_blobs, 6 * 3600),

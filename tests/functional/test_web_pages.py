@@ -93,3 +93,17 @@ def test_pages_answer_html_errors_and_the_api_json(client):
     api = client.get("/api/v1/models/999")
     assert api.status_code == 404 and api.get_json()["error"]
     assert client.get("/generate").headers["Location"].startswith("/login?next=")
+
+
+def test_popular_tags_are_cached_and_refreshed_by_the_scheduled_actor(client, worker):
+    from jobs.leaderboards import refresh_popular_tags
+    owner, _ = make_user("uma")
+    catalog_model(owner, "First", tags=("alpha",))
+    chips = lambda: re.findall(r'class="chip(?: on)?" href="[^"]*">([^<]+)</a>', client.get("/").get_data(as_text=True))  # noqa: E731
+    assert chips() == ["alpha"]
+    catalog_model(owner, "Second", tags=("beta",))
+    catalog_model(owner, "Third", tags=("beta",))
+    assert chips() == ["alpha"]  # served from the cache
+    refresh_popular_tags.send()
+    run_jobs(worker)
+    assert chips() == ["beta", "alpha"]

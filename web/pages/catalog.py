@@ -15,7 +15,6 @@ from web.pages import ALL_LEVELS, viewer
 bp = Blueprint("site_catalog", __name__)
 PAGE_SIZE = 24
 PERIODS = ("AllTime", "Year", "Month", "Week", "Day")
-POPULAR_TAGS_TTL_S = 600
 GRID_TYPES = ("Checkpoint", "LORA", "TextualInversion", "Controlnet", "VAE", "Upscaler", "Other")
 
 
@@ -81,13 +80,7 @@ def home():
     rows, next_cursor = grid_rows(f, sort, request.args.get("cursor") or None)
     return render_template("catalog/home.html", cards=cards(rows), next_cursor=next_cursor, f=f, sort=sort,
                            sorts=sorts, periods=PERIODS, types=GRID_TYPES, base_models=c.BASE_MODELS,
-                           popular_tags=popular_tags())
-
-
-def popular_tags() -> list[str]:
-    """The most used tags; counting them scans every model's tags, so it is cached for a few minutes."""
-    from models_db.redis_store import cached_json
-    return cached_json("popular-tags", POPULAR_TAGS_TTL_S, lambda: [t for t, _ in q.tag_page("", 12, 1)[0]])
+                           popular_tags=q.popular_tags())
 
 
 def visible_model(model_id: int) -> dict:
