@@ -1,7 +1,6 @@
 """Accounts: register, log in/out, settings (browsing level, email), API keys."""
 from __future__ import annotations
 
-
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
