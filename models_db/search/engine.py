@@ -3,13 +3,14 @@ correction, semantic neighbours fused with keyword ranking (RRF), sorts, facets,
 A subclass supplies the full-text part: _index_text, _remove_text, _clear_text, _keyword, _highlight."""
 from __future__ import annotations
 
+import functools
 import html
 import re
 import threading
 import time
 import unicodedata
 
-from peewee import fn
+from peewee import SQL, fn
 
 from models_db.db import db, id_set
 from models_db.search import vectors
@@ -29,6 +30,7 @@ from models_db.search.tables import SearchDoc, SearchFacet, SearchTerm, facet_ro
 
 TOKEN = re.compile(r"\w+", re.UNICODE)
 CANDIDATES = 300  # best keyword matches ranked, fused and counted in facets
+TIER = 3000  # a word matching more documents than this is ranked among its newest TIER matches only
 SEMANTIC_K = 200
 SEMANTIC_MIN = 0.45  # MiniLM cosine: related texts score 0.45-0.8, unrelated ones 0.0-0.4
 MARK_OPEN, MARK_CLOSE = "\x02", "\x03"
@@ -38,6 +40,7 @@ def tokens(text: str) -> list[str]:
     return [t.lower() for t in TOKEN.findall(text or "")][:16]
 
 
+@functools.lru_cache(maxsize=65536)  # highlighting folds every word of every hit's text
 def fold(word: str) -> str:
     """Lower case without diacritics, as the full-text indexes compare words."""
     return "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
@@ -181,11 +184,11 @@ class DatabaseBackend(Backend):
         allowed = SearchDoc.select(SearchDoc.id).where(*conds)
         corrected = None
         if words:
-            keyword = self.matches(words, conds, q.limit)
+            keyword = self.matches(words, conds, q.limit, q.sort)
             if len(keyword) < 3:
                 fixed = self.correct(words)
                 if fixed != words:
-                    better = self.matches(fixed, conds, q.limit)
+                    better = self.matches(fixed, conds, q.limit, q.sort)
                     if len(better) > len(keyword):
                         keyword, words, corrected = better, fixed, " ".join(fixed)
             ranked = [(i, s) for i, s in keyword]
@@ -205,13 +208,29 @@ class DatabaseBackend(Backend):
         return SearchResult([Hit(i, s, highlights.get(i, {})) for i, s in chunk], total, facets, next_cursor,
                             corrected)
 
-    def matches(self, words: list[str], conds: list, wanted: int) -> list[tuple[int, float]]:
+    def matches(self, words: list[str], conds: list, wanted: int, sort: str = "Relevance") -> list[tuple[int, float]]:
         """Matches in names, tags and creators first (few, and what people look for); descriptions
-        too when those are not enough to fill a page. Ranking every description that contains a
-        common word is what makes full-text search slow on a large catalog."""
-        found = self._keyword(words, conds, CANDIDATES, fields="primary")
+        too when those are not enough to fill a page."""
+        found = self.best(words, conds, CANDIDATES, "primary", sort, wanted)
         if len(found) < wanted:
-            found = self._keyword(words, conds, CANDIDATES)
+            found = self.best(words, conds, CANDIDATES, "all", sort, wanted)
+        return found
+
+    def best(self, words: list[str], conds: list, limit: int, fields: str, sort: str = "Relevance",
+             wanted: int = 1) -> list[tuple[int, float]]:
+        """The best `limit` matches. Ranking every match of a common word is what makes full-text search
+        slow on a large catalog, so relevance ranks the newest TIER matches (a rowid range: cheap), and
+        only falls back to every match when the filters leave fewer than `wanted` of those; another sort orders
+        every match by its column, which needs no ranking."""
+        if sort != "Relevance":
+            column = getattr(SearchDoc, SORT_COLUMNS[sort])
+            rows = (SearchDoc.select(SearchDoc.id).where(SearchDoc.id.in_(self._match_ids(words, fields)), *conds)
+                    .order_by(column.desc(), SearchDoc.id.desc()).limit(limit).tuples())
+            return [(i, 0.0) for (i,) in rows]
+        floor = self._match_ids(words, fields).order_by(SQL("1 DESC")).offset(TIER).limit(1).scalar()
+        found = self._keyword(words, conds, limit, fields, floor)
+        if floor is not None and len(found) < wanted:
+            found = self._keyword(words, conds, limit, fields)
         return found
 
     def semantic(self, text: str, allowed) -> list[tuple[int, float]]:
@@ -264,7 +283,7 @@ class DatabaseBackend(Backend):
         if not words:
             return []
         conds = self.conditions(SearchQuery(viewer_id=viewer_id))
-        ids = [i for i, _ in self._keyword(words, conds, limit * 5, fields="name")]
+        ids = [i for i, _ in self.best(words, conds, limit * 5, "name", wanted=limit)]
         rows = dict(SearchDoc.select(SearchDoc.id, SearchDoc.name).where(SearchDoc.id.in_(ids)).tuples())
         seen, out = set(), []
         for i in ids:
@@ -278,9 +297,13 @@ class DatabaseBackend(Backend):
     def _index_text(self, docs: list[dict]) -> None: ...
     def _remove_text(self, ids: list[int]) -> None: ...
     def _clear_text(self) -> None: ...
-    def _keyword(self, words: list[str], conds: list, limit: int, fields="all") -> list[tuple[int, float]]:
-        """Best matches first: every word must match (the last one as a prefix) within the fields:
-        "name", "primary" (name, tags, creator) or "all"."""
+    def _match_ids(self, words: list[str], fields: str):
+        """A query of the ids of the documents where every word matches (the last one as a prefix) within
+        the fields: "name", "primary" (name, tags, creator) or "all"."""
+
+    def _keyword(self, words: list[str], conds: list, limit: int, fields="all",
+                 floor: int | None = None) -> list[tuple[int, float]]:
+        """Best-ranked matches first (see _match_ids), among documents with id >= floor when given."""
     def _highlight(self, ids: list[int], words: list[str]) -> dict[int, dict]:
         """{id: {"name": html, "description": html}} with matches in <mark>."""
         if not ids:

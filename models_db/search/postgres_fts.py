@@ -51,11 +51,17 @@ class PostgresBackend(DatabaseBackend):
     def _clear_text(self):
         pass
 
-    def _keyword(self, words, conds, limit, fields="all"):
+    def _match_ids(self, words, fields):
+        match = fn.to_tsquery(CONFIG, tsquery(words, fields))
+        return SearchDoc.select(SearchDoc.id).where(Expression(SQL("tsv"), "@@", match))
+
+    def _keyword(self, words, conds, limit, fields="all", floor=None):
         match = fn.to_tsquery(CONFIG, tsquery(words, fields))
         rank = fn.ts_rank_cd(RANK_WEIGHTS, SQL("tsv"), match)
-        rows = (SearchDoc.select(SearchDoc.id, rank.alias("rank"))
-                .where(Expression(SQL("tsv"), "@@", match), *conds)
-                .order_by(rank.desc(), SearchDoc.id.desc()).limit(limit).tuples())
-        return [(i, float(score)) for i, score in rows]
+        query = (SearchDoc.select(SearchDoc.id, rank.alias("rank"))
+                 .where(Expression(SQL("tsv"), "@@", match), *conds)
+                 .order_by(rank.desc(), SearchDoc.id.desc()).limit(limit))
+        if floor is not None:
+            query = query.where(SearchDoc.id >= floor)
+        return [(i, float(score)) for i, score in query.tuples()]
 

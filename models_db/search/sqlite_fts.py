@@ -50,11 +50,16 @@ class SqliteBackend(DatabaseBackend):
     def _clear_text(self):
         SearchFts.delete().execute()
 
-    def _keyword(self, words, conds, limit, fields="all"):
+    def _match_ids(self, words, fields):
+        return SearchFts.select(SearchFts.rowid).where(SearchFts.match(match_expression(words, fields)))
+
+    def _keyword(self, words, conds, limit, fields="all", floor=None):
         rank = SearchFts.bm25(*WEIGHTS)
         query = (SearchFts.select(SearchFts.rowid, rank.alias("rank"))
                  .join(SearchDoc, on=(SearchDoc.id == SearchFts.rowid))
                  .where(SearchFts.match(match_expression(words, fields)), *conds)
                  .order_by(rank).limit(limit))
+        if floor is not None:
+            query = query.where(SearchFts.rowid >= floor)
         return [(i, -score) for i, score in query.tuples()]
 

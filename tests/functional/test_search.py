@@ -157,3 +157,19 @@ def test_version_base_model_is_indexed(client, catalog):
         publish_version(version)
     flush_search_index.fn()
     assert names(client, "/api/v1/search?baseModels=Flux.1 D")[0] == ["Mountain Landscape"]
+
+
+def test_common_words_rank_their_newest_matches_but_filters_and_sorts_see_every_match(client, alice, monkeypatch):
+    from models_db.search import engine
+    monkeypatch.setattr(engine, "TIER", 4)  # the tier of a 100k catalog, on 10 documents
+    oldest = catalog_model(alice[0], "Castle Ruins", model_type="LORA", downloads=900, tags=["castle"])
+    for n in range(9):
+        catalog_model(alice[0], f"Castle Keep {n}", tags=["castle"], downloads=n)
+    catalog_model(alice[0], "Castle", tags=["castle"], downloads=3)  # the best name match, and new
+    flush_search_index.fn()
+    found, _ = names(client, "/api/v1/search?q=castle&mode=keyword&limit=3")
+    assert found[0] == "Castle" and "Castle Ruins" not in found  # ranked within the newest four
+    assert names(client, "/api/v1/search?q=castle&mode=keyword&types=LORA")[0] == ["Castle Ruins"]
+    found, _ = names(client, "/api/v1/search?q=castle&mode=keyword&sort=Most+Downloaded&limit=2")
+    assert found == ["Castle Ruins", "Castle Keep 8"]
+    assert oldest.id < Model.select().order_by(Model.id.desc()).first().id
