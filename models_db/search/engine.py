@@ -30,7 +30,7 @@ from models_db.search.tables import SearchDoc, SearchFacet, SearchTerm, facet_ro
 
 TOKEN = re.compile(r"\w+", re.UNICODE)
 CANDIDATES = 300  # best keyword matches ranked, fused and counted in facets
-TIER = 3000  # a word matching more documents than this is ranked among its newest TIER matches only
+TIER = 2000  # a word matching more documents than this is ranked among its newest TIER matches only
 SEMANTIC_K = 200
 SEMANTIC_MIN = 0.45  # MiniLM cosine: related texts score 0.45-0.8, unrelated ones 0.0-0.4
 MARK_OPEN, MARK_CLOSE = "\x02", "\x03"
@@ -273,7 +273,8 @@ class DatabaseBackend(Backend):
         query = SearchFacet.select(SearchFacet.field, SearchFacet.value, count.alias("n"))
         query = query.where(SearchFacet.doc_id.in_(id_set(ids[:CANDIDATES]) if ids is not None else allowed))
         out: dict = {"type": {}, "baseModel": {}, "tags": {}}
-        for field, value, n in query.group_by(SearchFacet.field, SearchFacet.value).order_by(count.desc()).tuples():
+        query = query.group_by(SearchFacet.field, SearchFacet.value).order_by(count.desc())
+        for field, value, n in db.execute(query).fetchall():  # hundreds of rows: the raw cursor
             if len(out[field]) < 20:
                 out[field][value] = n
         return out

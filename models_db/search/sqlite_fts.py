@@ -55,11 +55,15 @@ class SqliteBackend(DatabaseBackend):
 
     def _keyword(self, words, conds, limit, fields="all", floor=None):
         rank = SearchFts.bm25(*WEIGHTS)
-        query = (SearchFts.select(SearchFts.rowid, rank.alias("rank"))
-                 .join(SearchDoc, on=(SearchDoc.id == SearchFts.rowid))
-                 .where(SearchFts.match(match_expression(words, fields)), *conds)
-                 .order_by(rank).limit(limit))
-        if floor is not None:
-            query = query.where(SearchFts.rowid >= floor)
-        return [(i, -score) for i, score in query.tuples()]
+        match = SearchFts.match(match_expression(words, fields))
+        if floor is None:
+            query = (SearchFts.select(SearchFts.rowid, rank.alias("rank"))
+                     .join(SearchDoc, on=(SearchDoc.id == SearchFts.rowid))
+                     .where(match, *conds).order_by(rank).limit(limit))
+        else:  # rank the tier alone, then filter its best: joining every ranked row costs as much again
+            best = (SearchFts.select(SearchFts.rowid.alias("doc"), rank.alias("rank"))
+                    .where(match, SearchFts.rowid >= floor).order_by(rank).limit(2 * limit))
+            query = (SearchDoc.select(SearchDoc.id, best.c.rank).join(best, on=(SearchDoc.id == best.c.doc))
+                     .where(*conds).order_by(best.c.rank).limit(limit))
+        return [(i, -score) for i, score in db.execute(query).fetchall()]
 
