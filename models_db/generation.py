@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 from peewee import (
+    BigIntegerField,
     BooleanField,
     CharField,
     DateTimeField,
@@ -53,7 +54,7 @@ class GenerationJob(BaseModel):
     params_json = TextField()  # everything the batch shares (gpu.pipelines.Params + the model)
     prompt = TextField()
     negative_prompt = TextField(default="")
-    seed = IntegerField()
+    seed = BigIntegerField()  # A1111 seeds go up to 2**32 - 1
     inputs_json = TextField(default="{}")  # blobs of init image / mask / control image
     cell_json = TextField(null=True)  # [x, y, z] in an XYZ grid
     state = CharField(max_length=16, default="queued")

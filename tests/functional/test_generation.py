@@ -317,3 +317,11 @@ def test_flux_demo_checkpoint_from_the_cli_generates_through_the_platform(client
     assert run["status"] == "Done", run["jobs"][0]["error"]
     meta = parse_a1111(png(client, key, run["jobs"][0]["imageUrl"]).info["parameters"])
     assert meta["steps"] == 2 and meta["sampler"] == "Euler" and meta["Size"] == "64x64"
+
+
+def test_seeds_use_a1111s_whole_range(client, alice, sd1):
+    from gpu.request import MAX_SEED
+    _, key = alice
+    run = submit(client, key, model=sd1["versionId"], prompt="x", seed=MAX_SEED, quantity=2, **SMALL)
+    assert run["jobs"][0]["seed"] == MAX_SEED  # beyond a 32-bit signed column
+    assert gen.GenerationJob.get_by_id(run["jobs"][0]["id"]).seed == MAX_SEED
