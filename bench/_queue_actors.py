@@ -8,7 +8,9 @@ redis-py client made once per process (the same counting on both sides), and ins
 (here through Atelier's database handle, i.e. the connection the DbConnection middleware opened).
 
 soak.py: soak_write marks its start, waits to be released, writes one row idempotently (INSERT ... ON
-CONFLICT DO NOTHING keyed by the round), counts its finish and pushes a notification.
+CONFLICT DO NOTHING keyed by the round) in a transaction() that also records the message as processed
+(done_on_commit, as an Atelier job whose effect is one transaction), counts its finish and pushes a
+notification.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from peewee import CharField, IntegerField  # noqa: E402
 
 import settings  # noqa: E402
 from models_db.redis_store import client, redis_url  # noqa: E402
-from models_db.db import BaseModel  # noqa: E402
+from models_db.db import BaseModel, transaction  # noqa: E402
 
 QUEUE = "bench"
 SOAK_QUEUE = "soak"
@@ -69,14 +71,16 @@ def soak_key(kind: str, tag: str) -> str:
     return f"{settings.get().queue_namespace}:soak:{kind}:{tag}"
 
 
-@dramatiq.actor(queue_name=SOAK_QUEUE, max_retries=5, min_backoff=100, max_backoff=500, time_limit=120_000)
+@dramatiq.actor(queue_name=SOAK_QUEUE, max_retries=5, min_backoff=100, max_backoff=500, time_limit=120_000,
+               done_on_commit=True)
 def soak_write(tag: str) -> None:
     r = client()
     r.incr(soak_key("started", tag))
     deadline = time.time() + 60
     while not r.exists(soak_key("release", tag)) and time.time() < deadline:
         time.sleep(0.02)
-    SoakRow.insert(round=tag).on_conflict_ignore().execute()
+    with transaction():  # the row, and "this message is done" (done_on_commit)
+        SoakRow.insert(round=tag).on_conflict_ignore().execute()
     pipe = r.pipeline(transaction=True)
     pipe.incr(soak_key("finished", tag))
     pipe.rpush(soak_key("notify", tag), 1)

@@ -41,7 +41,7 @@ checked afterwards (exactly N rows of that run). This is a benchmark, not a test
 and verdicts, and exits 0 unless a measurement could not finish.
 
 Everything is removed at the end, also on Ctrl-C: worker process groups, the Redis keys of this run
-(its namespaces; Atelier keeps its own keys, e.g. the Idempotency done markers, under QUEUE_NAMESPACE
+(its namespaces; Atelier keeps its own keys, e.g. the in-flight job registry, under QUEUE_NAMESPACE
 too), the temporary database and home.
 """
 from __future__ import annotations

@@ -21,11 +21,11 @@ round's unique key), then counts its finish and pushes a notification. Each roun
       maintenance gives the dead worker's message to the fresh worker after the heartbeat timeout);
   after-finish kill (every --after-every'th round): the job is released beforehand; SIGKILL the worker
       when its finish notification arrives (a BLPOP), at points taken in turn from --after-kill-points:
-      0, 1 or 2 ms later (after the job's work; mostly before the JobRegistry middleware's done marker,
-      which follows by ~1-2 ms on 2 CPUs, or already acked), or 'marker': the worker is frozen
-      (SIGSTOP) and run in 20 us slices until the marker is set, then killed before it acks. Once the
-      marker is set, the redelivery must be a no-op. The state at the kill is recorded: acked / marker
-      set, not acked / before the marker.
+      0, 1 or 2 ms later (after the job's work; mostly before the done marker, i.e. the ack, which
+      follows by ~1-2 ms on 2 CPUs; or already acked), or 'marker': the worker is frozen (SIGSTOP) and
+      run in 20 us slices until the message is acked, then killed (the JobRegistry middleware keeps no
+      marker apart from the ack, and the inbox of done_on_commit actors). Once the marker is set, the
+      redelivery must be a no-op. The state at the kill is recorded: acked / before the marker.
 
 A round is over when the message is acked (no longer in the queue's message hash) and the job finished,
 or after --round-timeout seconds. Counted per round: lost (no row, or never finished), duplicated
@@ -67,22 +67,17 @@ def wait_for(check, timeout: float, interval: float = 0.01) -> bool:
     return False
 
 
-def step_until_marker(pgid: int, marker: str, redis_id: str, slice_s: float = 20e-6, limit_s: float = 5) -> None:
-    """Freezes the worker's process group, then lets it run in short slices until the JobRegistry done
-    marker exists (or the message is acked), leaving it stopped for the kill that follows. A command
-    the worker had sent is executed by Redis even while the worker is stopped, so the state read between
-    slices is exact."""
+def step_until_marker(pgid: int, redis_id: str, slice_s: float = 20e-6, limit_s: float = 5) -> None:
+    """Freezes the worker's process group, then lets it run in short slices until the message is acked
+    (the done marker), leaving it stopped for the kill that follows. A command the worker had sent is
+    executed by Redis even while the worker is stopped, so the state read between slices is exact."""
     from models_db.redis_store import client
     r = client()
     msgs_key = f"{os.environ['QUEUE_NAMESPACE']}:soak.msgs"
     os.killpg(pgid, signal.SIGSTOP)
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        pipe = r.pipeline(transaction=False)
-        pipe.exists(marker)
-        pipe.hexists(msgs_key, redis_id)
-        marked, queued = pipe.execute()
-        if marked or not queued:
+        if not r.hexists(msgs_key, redis_id):
             return
         os.killpg(pgid, signal.SIGCONT)
         until = time.perf_counter() + slice_s
@@ -99,8 +94,8 @@ def main() -> int:
                    help="every K-th round kills right after the job finished (default 2; 0: never)")
     p.add_argument("--after-kill-points", default="0,1,2,marker",
                    help="after-finish rounds, in turn: kill N ms after the finish notification, or 'marker': "
-                        "step the stopped worker (SIGSTOP/SIGCONT, 20 us slices) until the JobRegistry done "
-                        "marker is set and kill it before it acks (default 0,1,2,marker)")
+                        "step the stopped worker (SIGSTOP/SIGCONT, 20 us slices) until the done "
+                        "marker (the ack) is set and kill it (default 0,1,2,marker)")
     p.add_argument("--heartbeat-s", type=int, default=3, help="JOB_HEARTBEAT_TIMEOUT_S (default 3)")
     p.add_argument("--threads", type=int, default=2, help="threads of the worker process (default 2)")
     p.add_argument("--round-timeout", type=float, default=60, help="seconds to wait for a round's job")
@@ -128,7 +123,6 @@ def main() -> int:
         from models_db.migrations import upgrade
         upgrade()
         import jobs  # noqa: F401  (Atelier's broker and middleware)
-        from jobs.middleware import JobRegistry
         from models_db.redis_store import client
         cleanup.add("stop the embedded redis-server", stop_embedded_redis)
         s = settings.get()
@@ -180,7 +174,7 @@ def main() -> int:
                 point = points[(i // args.after_every) % len(points)]
                 got = r.blpop([qa.soak_key("notify", tag)], timeout=args.round_timeout)
                 if got is not None and point == "marker":
-                    step_until_marker(worker.pid, JobRegistry.done_key(msg), redis_id)
+                    step_until_marker(worker.pid, redis_id)
                 elif point:
                     until = time.perf_counter() + point / 1000
                     while time.perf_counter() < until:
@@ -189,9 +183,7 @@ def main() -> int:
                 kill_at = point if point == "marker" else f"+{point:g} ms"
                 if got is None:
                     raise RoundFailed(f"round {i}: the job did not finish within {args.round_timeout} s")
-                acked = not r.hexists(msgs_key, redis_id)
-                marked = bool(r.exists(JobRegistry.done_key(msg)))
-                state = "acked" if acked else "marker set, not acked" if marked else "before the marker"
+                state = "before the marker" if r.hexists(msgs_key, redis_id) else "acked"
             else:
                 if not wait_for(lambda: count("started", tag) >= 1, args.round_timeout):
                     os.killpg(worker.pid, signal.SIGKILL)
@@ -253,7 +245,7 @@ def main() -> int:
         rerun = [x for x in rounds if x["dup"] and x["state"] == "before the marker" and x["rows"] <= 1]
         if rerun:
             print(f"  of the duplicated: {len(rerun)} where the kill landed after the job's work but before the "
-                  f"JobRegistry middleware's done marker, so the job body ran again (its row write, being "
+                  f"done marker (the ack), so the job body ran again (its row write, being "
                   f"idempotent, left one row)")
         print(f"time taken: {elapsed:.1f} s ({elapsed / max(1, len(rounds)):.1f} s per kill)")
         return 0

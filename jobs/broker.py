@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
     AgeLimit,
@@ -46,7 +48,20 @@ class AtelierRetries(Retries):
             self.logger.info("Not retrying %r: %s", message.message_id, exception)
             message.fail()
             return
-        super().after_process_message(broker, message, result=result, exception=exception)
+        try:
+            super().after_process_message(broker, message, result=result, exception=exception)
+        except (redis.ConnectionError, redis.TimeoutError):
+            if message.failed:
+                raise
+            # Redis is away: the message would be acked once it is back, without its retry. Keep trying to
+            # enqueue the retry first, as Dramatiq keeps trying to ack.
+            while True:
+                time.sleep(1)
+                try:
+                    broker.enqueue(message)
+                    return
+                except (redis.ConnectionError, redis.TimeoutError):
+                    self.logger.warning("Retry of %r not enqueued yet: Redis is unavailable", message.message_id)
 
 
 def build_broker() -> RedisBroker:

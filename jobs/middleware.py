@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -13,19 +14,18 @@ from dramatiq.middleware import SkipMessage
 from models_db import db as database
 from models_db.redis_store import redis_key
 
-DONE_TTL_S = 7 * 24 * 3600
+PROCESSED_TTL_S = 7 * 24 * 3600  # how long the inbox keeps a processed message id
 
 
 class DbConnection(dramatiq.Middleware):
-    """Each message runs with a database connection from the pool, handed back afterwards; a broken
-    connection is discarded so the retry gets a fresh one."""
+    """Each message that uses the database gets a connection from the pool on its first query (peewee's
+    autoconnect), handed back afterwards; a broken connection is discarded so the retry gets a fresh one."""
 
     def before_worker_boot(self, broker, worker):
         database.init()
 
     def before_process_message(self, broker, message):
         database.init()
-        database.db.connect(reuse_if_open=True)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         if database.db.is_closed():
@@ -51,83 +51,159 @@ def _redis():
     return client()
 
 
-class JobRegistry(dramatiq.Middleware):
-    """Per message, in one Redis round trip before and one after:
-    - idempotency: a message that already succeeded is skipped if delivered again (a worker that died
-      after finishing but before acking gets its message redelivered); the marker goes once acked;
-    - which messages run where and since when (read by the stale-job reaper);
-    - the last error of each message (shown by `atelier jobs failed`).
-    Keep it last in the middleware list: its after-hooks then run first, so the marker is written
-    as soon as the actor returns."""
+class _InFlight:
+    """This process's running messages. Once a second a thread writes those that have run for a while to
+    the shared registry and removes the ones that have finished since, so a short job costs no Redis
+    command (the reaper looks for jobs past their time limit, the `atelier jobs` view for running ones)."""
 
-    @staticmethod
-    def done_key(message) -> str:
-        return redis_key(f"done:{message.message_id}")
+    TICK_S = 1.0
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.running: dict[str, dict] = {}  # redis id -> entry
+        self.written: set[str] = set()  # in the registry, running
+        self.finished: list[str] = []  # in the registry, finished
+        self.stop = threading.Event()
+
+    def start(self, redis_id: str, entry: dict) -> None:
+        with self.lock:
+            self.running[redis_id] = entry
+
+    def end(self, redis_id: str) -> None:
+        with self.lock:
+            self.running.pop(redis_id, None)
+            if redis_id in self.written:
+                self.written.discard(redis_id)
+                self.finished.append(redis_id)
+
+    def run(self) -> None:
+        while not self.stop.wait(self.TICK_S):
+            self.sync()
+
+    def sync(self) -> None:
+        now = time.time()
+        with self.lock:
+            new = {i: e for i, e in self.running.items() if i not in self.written and now - e["started"] >= self.TICK_S}
+            self.written.update(new)
+            finished, self.finished = self.finished, []
+        if not new and not finished:
+            return
+        pipe = _redis().pipeline(transaction=False)
+        for redis_id, entry in new.items():
+            pipe.hset(inflight_key(), redis_id, json.dumps(entry))
+        if finished:
+            pipe.hdel(inflight_key(), *finished)
+        try:
+            pipe.execute()
+        except Exception as e:  # noqa: BLE001  (the next tick tries again)
+            logging.getLogger(__name__).warning("in-flight registry not written: %s", e)
+            with self.lock:
+                self.written.difference_update(new)
+                self.finished.extend(finished)
+
+
+class JobRegistry(dramatiq.Middleware):
+    """No Redis round trip of its own per message:
+    - idempotency: a message is done when it is acked. A worker that dies after the actor returned but
+      before the ack gets its message redelivered and run again; for an actor declared
+      done_on_commit=True, the actor's own transaction() also records the message id (the inbox,
+      models_db.messages), so that "done" commits atomically with its effect and such a redelivery is
+      skipped. Its effect must be that one transaction: work after the commit (on_commit hooks, Redis
+      writes) is not redone for a worker killed right after it;
+    - which messages run where and since when (read by the stale-job reaper; see _InFlight);
+    - the error of each dead-lettered message (shown by `atelier jobs failed`).
+    Keep it last in the middleware list: its after-hooks then run first."""
+
+    actor_options = {"done_on_commit"}
+    DONE = "atelier_done"  # set on a processed message object: enqueued again as it is, it is skipped
+
+    def __init__(self):
+        self.inflight = _InFlight()
 
     @staticmethod
     def redis_id(message) -> str:
         """The id the Redis broker files a delivery under."""
         return message.options.get("redis_message_id", message.message_id)
 
+    def after_worker_boot(self, broker, worker):
+        self.inflight.stop.clear()
+        threading.Thread(target=self.inflight.run, name="inflight-registry", daemon=True).start()
+
+    def after_worker_shutdown(self, broker, worker):
+        self.inflight.stop.set()
+        self.inflight.sync()  # its jobs have ended: none left in the registry
+
     def before_process_message(self, broker, message):
-        pipe = _redis().pipeline(transaction=False)
-        pipe.exists(self.done_key(message))
-        pipe.hset(inflight_key(), self.redis_id(message), json.dumps({
-            "queue": message.queue_name, "actor": message.actor_name, "started": time.time(),
-            "worker": broker.broker_id, "pid": os.getpid()}))
-        already_done, _ = pipe.execute()
-        if already_done:
+        if message.options.get(self.DONE):
             raise SkipMessage(f"{message.message_id} already done")
+        self.inflight.start(self.redis_id(message), {
+            "queue": message.queue_name, "actor": message.actor_name, "started": time.time(),
+            "worker": broker.broker_id, "pid": os.getpid()})
+        if broker.get_actor(message.actor_name).options.get("done_on_commit"):
+            from models_db.messages import is_processed
+            if is_processed(message.message_id):
+                raise SkipMessage(f"{message.message_id} already committed")
+            database.done_on_commit(message.message_id)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        pipe = _redis().pipeline(transaction=False)
+        database.done_on_commit(None)
+        self.inflight.end(self.redis_id(message))
         if exception is None:
-            pipe.set(self.done_key(message), 1, ex=DONE_TTL_S)
-            pipe.hdel(errors_key(), self.redis_id(message))
+            message.options[self.DONE] = True
         else:
-            pipe.hset(errors_key(), self.redis_id(message), f"{type(exception).__name__}: {exception}"[:2000])
-        pipe.hdel(inflight_key(), self.redis_id(message))
-        pipe.execute()
+            message.atelier_error = f"{type(exception).__name__}: {exception}"[:2000]  # kept if dead-lettered
 
     def after_skip_message(self, broker, message):
-        _redis().hdel(inflight_key(), self.redis_id(message))
+        database.done_on_commit(None)
+        self.inflight.end(self.redis_id(message))
 
-    def after_ack(self, broker, message):
-        _redis().delete(self.done_key(message))  # acked: nothing can redeliver it any more
+    def after_nack(self, broker, message):
+        error = getattr(message, "atelier_error", None)
+        if error:
+            _redis().hset(errors_key(), self.redis_id(message), error)
 
 
 class Metrics(dramatiq.Middleware):
-    """Per-actor counters and durations into the shared Prometheus registry."""
+    """Per-actor counters and durations into the shared Prometheus registry. Each labelled series is
+    looked up once: labels() takes a lock and checks the label values on every call."""
 
     def __init__(self):
         self.started = threading.local()
+        self.series: dict = {}
 
     @staticmethod
     def _m():
         from metrics import definitions
         return definitions
 
+    def _series(self, metric: str, *labels):
+        series = self.series.get((metric, labels))
+        if series is None:
+            series = self.series[(metric, labels)] = getattr(self._m(), metric).labels(*labels)
+        return series
+
+    def _count(self, message, outcome: str) -> None:
+        self._series("job_messages", message.actor_name, message.queue_name, outcome).inc()
+
     def before_process_message(self, broker, message):
-        m = self._m()
-        m.job_messages.labels(message.actor_name, message.queue_name, "started").inc()
+        self._count(message, "started")
         if message.options.get("retries"):
-            m.job_messages.labels(message.actor_name, message.queue_name, "retried").inc()
-        m.job_queue_wait.labels(message.actor_name).observe(max(0.0, time.time() - message.message_timestamp / 1000))
+            self._count(message, "retried")
+        self._series("job_queue_wait", message.actor_name).observe(
+            max(0.0, time.time() - message.message_timestamp / 1000))
         self.started.at = time.perf_counter()
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        m = self._m()
-        outcome = "failed" if exception is not None else "succeeded"
-        m.job_messages.labels(message.actor_name, message.queue_name, outcome).inc()
+        self._count(message, "failed" if exception is not None else "succeeded")
         started = getattr(self.started, "at", None)
         if started is not None:
-            m.job_duration.labels(message.actor_name).observe(time.perf_counter() - started)
+            self._series("job_duration", message.actor_name).observe(time.perf_counter() - started)
 
     def after_skip_message(self, broker, message):
-        self._m().job_messages.labels(message.actor_name, message.queue_name, "skipped").inc()
+        self._count(message, "skipped")
 
     def after_nack(self, broker, message):
-        self._m().job_messages.labels(message.actor_name, message.queue_name, "dead").inc()
+        self._count(message, "dead")
 
     def after_worker_boot(self, broker, worker):
         import atexit

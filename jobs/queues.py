@@ -156,8 +156,10 @@ def _default_time_limit_ms() -> int:
 @logs_result
 def reap_stale_jobs() -> int:
     """Requeues jobs stuck in flight past their time limit (a hung worker that still heartbeats);
-    jobs of dead workers are requeued by the broker's own maintenance."""
-    from jobs.middleware import inflight_key
+    jobs of dead workers are requeued by the broker's own maintenance. Also forgets the inbox's old
+    processed-message ids."""
+    from jobs.middleware import PROCESSED_TTL_S, inflight_key
+    from models_db.messages import prune
     r = client()
     requeue = r.register_script(_REQUEUE)
     reaped = 0
@@ -165,6 +167,7 @@ def reap_stale_jobs() -> int:
         keys = [_key(f"__acks__.{job['worker']}.{job['queue']}"), _key(job["queue"]), _key(f"{job['queue']}.msgs")]
         reaped += requeue(keys=keys, args=[job["id"]])
         r.hdel(inflight_key(), job["id"])
+    prune(PROCESSED_TTL_S)
     return reaped
 
 

@@ -71,15 +71,20 @@ def id_set(ids):
 def transaction():
     """db.atomic() whose on_commit() callbacks run only after the outermost block commits. On SQLite the
     outermost block takes the write lock at once (BEGIN IMMEDIATE): a transaction that reads and then
-    writes would otherwise fail with "database is locked" when another connection wrote in between."""
+    writes would otherwise fail with "database is locked" when another connection wrote in between.
+    Inside a done_on_commit() job, the outermost block also records the job's message as processed."""
     outer = getattr(_state, "hooks", None) is None
     if outer:
         _state.hooks = []
     from peewee import SqliteDatabase
     immediate = outer and isinstance(db.obj, SqliteDatabase) and not db.in_transaction()
+    message_id = getattr(_state, "message_id", None) if outer else None
     try:
         with (db.atomic("IMMEDIATE") if immediate else db.atomic()):
             yield
+            if message_id:  # "this message is done" commits with the job's effect
+                from models_db.messages import ProcessedMessage
+                ProcessedMessage.insert(message_id=message_id).on_conflict_ignore().execute()
     except BaseException:
         if outer:
             _state.hooks = None
@@ -88,6 +93,12 @@ def transaction():
         hooks, _state.hooks = _state.hooks, None
         for hook in hooks:
             hook()
+
+
+def done_on_commit(message_id: str | None) -> None:
+    """Set by the job middleware around an actor declared done_on_commit=True: the outermost transaction()
+    of this thread also records message_id in the inbox (models_db.messages). None: stop recording."""
+    _state.message_id = message_id
 
 
 def on_commit(callback) -> None:

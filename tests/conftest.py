@@ -74,9 +74,21 @@ def pytest_sessionfinish(session, exitstatus):
 
 def all_tables():
     """Every table, children before parents."""
-    from models_db import accounts, catalog, downloads, generation, images, leaderboards, notifications, stats, uploads
+    from models_db import (
+        accounts,
+        catalog,
+        downloads,
+        generation,
+        images,
+        leaderboards,
+        messages,
+        notifications,
+        stats,
+        uploads,
+    )
     from models_db.search import tables, vectors
-    modules = (tables, vectors, generation, images, leaderboards, stats, notifications, downloads, uploads, catalog, accounts)
+    modules = (tables, vectors, generation, images, leaderboards, stats, notifications, downloads, uploads, catalog, accounts,
+               messages)
     if not PG_BASE:
         from models_db.search import sqlite_fts
         modules = (sqlite_fts, *modules)

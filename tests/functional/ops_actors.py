@@ -27,6 +27,7 @@ def count_me(tag: str) -> None:
 def slow_write(tag: str) -> None:
     """Marks its start, waits to be released, then writes one row (idempotently) and counts the finish."""
     from models_db.accounts import User
+    User.select().exists()  # its database connection is in use from here on (connections open on first use)
     client().incr(tk(f"started:{tag}"))
     deadline = time.time() + 60
     while not client().exists(tk(f"release:{tag}")) and time.time() < deadline:
@@ -46,3 +47,13 @@ def refuses(tag: str) -> None:
     from jobs.broker import PermanentError
     client().incr(tk(f"attempts:{tag}"))
     raise PermanentError("this input can never work")
+
+
+@dramatiq.actor(queue_name="default", done_on_commit=True)
+def write_once(tag: str) -> None:
+    """Its effect is one transaction(), which also records the message as processed."""
+    from models_db.accounts import User
+    from models_db.db import transaction
+    with transaction():
+        User.insert(username=f"once-{tag}").on_conflict_ignore().execute()
+    client().incr(tk(f"count:{tag}"))

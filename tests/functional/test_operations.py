@@ -130,14 +130,45 @@ def test_message_finished_but_not_acked_is_skipped_when_redelivered(worker):
     broker.enqueue(message)  # ... so the broker delivers it again
     run_jobs(worker)
     assert client().get(tk("count:twice")) is None  # not run a second time
-    assert not client().exists(JobRegistry.done_key(message))  # the marker goes with the ack
 
 
-def test_done_markers_do_not_pile_up(worker):
+def test_message_whose_transaction_committed_is_skipped_when_redelivered(worker):
+    from models_db import messages
+    message = ops_actors.write_once.send("inbox")
+    run_jobs(worker)
+    broker.enqueue(message)  # delivered again, as after a worker killed between its commit and its ack
+    run_jobs(worker)
+    assert int(client().get(tk("count:inbox"))) == 1  # the body did not run again
+    assert messages.is_processed(message.message_id)
+    assert messages.prune(3600) == 0 and messages.prune(-1) == 1  # old ids are forgotten
+
+
+def test_long_running_job_is_listed_in_flight_until_it_ends(worker):
+    from jobs.middleware import inflight_key
+
+    def listed_within(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not client().hexists(inflight_key(), redis_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return client().hexists(inflight_key(), redis_id)
+
+    redis_id = ops_actors.slow_write.send("listed").options["redis_message_id"]
+    assert listed_within(5)  # written once it has run a second
+    client().set(tk("release:listed"), 1)
+    run_jobs(worker)
+    deadline = time.monotonic() + 5
+    while listed_within(0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not listed_within(0)
+
+
+def test_registry_entries_do_not_pile_up(worker):
+    from jobs.middleware import errors_key, inflight_key
     for i in range(5):
         ops_actors.count_me.send(f"pile{i}")
     run_jobs(worker)
-    assert not list(client().scan_iter(match=redis_key("done:*")))
+    assert not client().hlen(f"{broker.namespace}:default.msgs")  # all acked
+    assert not client().hlen(inflight_key()) and not client().hlen(errors_key())
 
 
 def test_failed_jobs_cli(worker):
