@@ -51,6 +51,7 @@ test: install-test
 bench: install-test
 	$(PY) bench/ingest.py
 	$(PY) bench/api.py
+	$(PY) bench/web.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
