@@ -96,8 +96,7 @@ def list_models(f: ModelFilter, sort: str, limit: int, cursor: str | None = None
     with a period list the models published within it."""
     f.period_sorts = sort == "Most Downloaded" and f.period in PERIOD_DAYS
     conds = _where(f)
-    query = Model.select(Model, User.username, User.image.alias("owner_image")).join(
-        User, on=(Model.owner == User.id))
+    query = with_owner()
     if f.period_sorts:
         key = fn.COALESCE(ModelStat.download_count, 0)
         query = query.switch(Model).join(ModelStat, JOIN.LEFT_OUTER, on=(
@@ -181,9 +180,14 @@ def version_ids_by_hash(hashes: list[str]) -> list[int]:
     return out
 
 
+def with_owner():
+    """Models with their owner's username and image (the row shape of every listing)."""
+    return Model.select(Model, User.username, User.image.alias("owner_image")).join(
+        User, on=(Model.owner == User.id))
+
+
 def model_rows(model_ids) -> list[dict]:
-    return list(Model.select(Model, User.username, User.image.alias("owner_image"))
-                .join(User, on=(Model.owner == User.id)).where(Model.id.in_(id_set(model_ids))).dicts())
+    return list(with_owner().where(Model.id.in_(id_set(model_ids))).dicts())
 
 
 def tag_page(query: str, limit: int, page: int) -> tuple[list[tuple[str, int]], int]:
@@ -215,10 +219,14 @@ POPULAR_TAGS_TTL_S = 900  # refreshed every 300 s by the scheduler; counted on a
 def popular_tags(limit: int = 12) -> list[str]:
     """The most used tags of published models (counting them scans every tag link: cached in Redis)."""
     from models_db.redis_store import cached_json
-    return cached_json("popular-tags", POPULAR_TAGS_TTL_S, lambda: [t for t, _ in tag_page("", 40, 1)[0]])[:limit]
+    return cached_json("popular-tags", POPULAR_TAGS_TTL_S, _count_popular_tags)[:limit]
 
 
 def refresh_popular_tags() -> int:
-    from models_db.redis_store import cached_json, drop_cached
+    from models_db.redis_store import drop_cached
     drop_cached("popular-tags")
-    return len(cached_json("popular-tags", POPULAR_TAGS_TTL_S, lambda: [t for t, _ in tag_page("", 40, 1)[0]]))
+    return len(popular_tags(limit=None))
+
+
+def _count_popular_tags() -> list[str]:
+    return [t for t, _ in tag_page("", 40, 1)[0]]

@@ -235,6 +235,12 @@ def vote(image: Image, user, level: int) -> bool:
     return False
 
 
+def review_queue(limit: int):
+    """Images waiting for a moderator, oldest first."""
+    return (Image.select().where(Image.needs_review == True, Image.status == "Ready")  # noqa: E712
+            .order_by(Image.id).limit(limit))
+
+
 def showcase(version_ids, mask: int, per_version: int = 10) -> dict[int, list[dict]]:
     """Listed showcase images per version, oldest first (the creator's order of upload)."""
     out: dict[int, list[dict]] = {}

@@ -111,11 +111,21 @@ def picture(width=64, height=48, seed=0):
     return image
 
 
-def png_with_parameters(path: Path, text: str, **kw) -> Path:
+def png_bytes(parameters: str | None = None, **kw) -> bytes:
+    """A PNG of picture(**kw), with A1111's "parameters" text when given."""
+    import io
+
     from PIL import PngImagePlugin
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", text)
-    picture(**kw).save(path, "PNG", pnginfo=info)
+    if parameters:
+        info.add_text("parameters", parameters)
+    out = io.BytesIO()
+    picture(**kw).save(out, "PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def png_with_parameters(path: Path, text: str, **kw) -> Path:
+    Path(path).write_bytes(png_bytes(text, **kw))
     return Path(path)
 
 

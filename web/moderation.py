@@ -39,9 +39,7 @@ def parse_level(value) -> int:
 def review_queue():
     require_staff()
     limit = integer("limit", 50, 1, 200)
-    rows = (im.Image.select().where(im.Image.needs_review == True, im.Image.status == "Ready")  # noqa: E712
-            .order_by(im.Image.id).limit(limit))
-    return jsonify(items=[queue_item(i) for i in rows])
+    return jsonify(items=[queue_item(i) for i in im.review_queue(limit)])
 
 
 @bp.post("/api/v1/moderation/images/<int:image_id>")

@@ -2,7 +2,6 @@
 Dramatiq worker. Screenshots of the main pages go to var/screenshots/."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
@@ -53,15 +52,9 @@ def sign_up(page, username: str) -> None:
 
 
 def showcase(live_server: str, key: str, version_id: int, seed: int, parameters: str | None = None) -> None:
-    from PIL import PngImagePlugin
-
-    from tests.factories import picture
-    info = PngImagePlugin.PngInfo()
-    if parameters:
-        info.add_text("parameters", parameters)
-    body = io.BytesIO()
-    picture(320, 400, seed=seed).save(body, "PNG", pnginfo=info)
+    from tests.factories import png_bytes
+    body = png_bytes(parameters, width=320, height=400, seed=seed)
     response = requests.post(f"{live_server}/api/v1/images", headers={"Authorization": f"Bearer {key}"},
-                             files={"file": ("s.png", body.getvalue(), "image/png")},
+                             files={"file": ("s.png", body, "image/png")},
                              data={"modelVersionId": str(version_id)})
     assert response.status_code == 202, response.text

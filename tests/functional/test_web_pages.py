@@ -6,7 +6,7 @@ import re
 from models_db.accounts import User
 from models_db.images import BROWSING
 from tests.conftest import make_user, run_jobs
-from tests.factories import A1111_TEXT, picture
+from tests.factories import A1111_TEXT, png_bytes
 from tests.helpers import auth, catalog_model
 
 
@@ -17,14 +17,9 @@ def log_in(client, user) -> None:
 
 
 def upload_showcase(client, key, version_id, text=None) -> int:
-    from PIL import PngImagePlugin
-    info = PngImagePlugin.PngInfo()
-    if text:
-        info.add_text("parameters", text)
-    body = io.BytesIO()
-    picture(96, 128).save(body, "PNG", pnginfo=info)
+    body = png_bytes(text, width=96, height=128)
     r = client.post("/api/v1/images", headers=auth(key), content_type="multipart/form-data",
-                    data={"file": (io.BytesIO(body.getvalue()), "s.png"), "modelVersionId": str(version_id)})
+                    data={"file": (io.BytesIO(body), "s.png"), "modelVersionId": str(version_id)})
     assert r.status_code == 202, r.get_json()
     return r.get_json()["id"]
 

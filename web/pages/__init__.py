@@ -4,7 +4,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import nh3
-from flask import Flask, abort, flash, request
+from flask import Flask, flash, request
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
@@ -44,10 +44,6 @@ def api_call(fn, *args, **kwargs):
             raise
         flash((exc.response.get_json(silent=True) or {}).get("error", "That did not work"), "error")
         return None
-
-
-def not_found():
-    abort(404)
 
 
 def human_size(n: float) -> str:

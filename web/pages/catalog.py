@@ -10,6 +10,7 @@ from models_db import catalog as c
 from models_db import catalog_queries as q
 from models_db.accounts import User
 from models_db.images import Image, ImageResource, showcase
+from web.api import multi
 from web.pages import ALL_LEVELS, viewer
 
 bp = Blueprint("site_catalog", __name__)
@@ -62,10 +63,6 @@ def grid_rows(f: q.ModelFilter, sort: str, cursor: str | None):
     except q.BadCursor:
         abort(400, "invalid cursor")
     return rows, next_cursor
-
-
-def multi(name: str) -> list[str]:
-    return [v for value in request.args.getlist(name) for v in value.split(",") if v]
 
 
 @bp.get("/models")
@@ -145,9 +142,7 @@ def creator(username: str):
         abort(404)
     user = viewer()
     own = bool(user and (user.id == person.id or user.is_staff))
-    query = (c.Model.select(c.Model, User.username, User.image.alias("owner_image"))
-             .join(User, on=(c.Model.owner == User.id))
-             .where(c.Model.owner == person.id, c.Model.status != "Deleted"))
+    query = q.with_owner().where(c.Model.owner == person.id, c.Model.status != "Deleted")
     if not own:
         query = query.where(c.Model.status == "Published")
     rows = list(query.order_by(c.Model.updated_at.desc(), c.Model.id.desc()).limit(200).dicts())

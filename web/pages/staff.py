@@ -29,9 +29,7 @@ def role(*roles: str):
 @bp.get("/moderation")
 @role("moderator", "admin")
 def moderation():
-    rows = (im.Image.select().where(im.Image.needs_review == True, im.Image.status == "Ready")  # noqa: E712
-            .order_by(im.Image.id).limit(60))
-    return render_template("staff/moderation.html", items=[queue_item(i) for i in rows],
+    return render_template("staff/moderation.html", items=[queue_item(i) for i in im.review_queue(60)],
                            levels=[name for name in im.LEVELS if name != "Blocked"])
 
 
