@@ -102,3 +102,22 @@ def test_popular_tags_are_cached_and_refreshed_by_the_scheduled_actor(client, wo
     refresh_popular_tags.send()
     run_jobs(worker)
     assert chips() == ["beta", "alpha"]
+
+
+def test_operations_page_lists_a_failed_job_and_retries_it(client, worker):
+    from models_db.redis_store import client as redis
+    from tests.functional import ops_actors
+    admin, _ = make_user("vic", role="admin")
+    ops_actors.always_fails.send("page")
+    run_jobs(worker)
+    log_in(client, admin)
+    html = client.get("/operations").get_data(as_text=True)
+    assert "always_fails" in html and "broken on purpose (page)" in html
+    retry_url = re.search(r'action="(/operations/failed/[^"]+/retry)"', html).group(1)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    assert client.post(retry_url).status_code == 400  # no CSRF token
+    redis().set(ops_actors.tk("heal:page"), 1)
+    assert client.post(retry_url, data={"csrf_token": token}).status_code == 302
+    run_jobs(worker)
+    assert int(redis().get(ops_actors.tk("healed:page"))) == 1
+    assert "No failed jobs." in client.get("/operations").get_data(as_text=True)
