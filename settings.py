@@ -42,6 +42,8 @@ VARIABLES = {
     "RATE_LIMIT_LOGIN": ("10/minute", "Log-in attempts per client address (Flask-Limiter syntax, kept in Redis)."),
     "RATE_LIMIT_REGISTER": ("5/hour", "Account registrations per client address."),
     "RATE_LIMIT_WRITES": ("120/minute", "Form posts and API writes per signed-in user (or address)."),
+    "MODEL_CACHE_DIR": ("", "Where files made from shipped models are kept (the ONNX sentence encoder); "
+                        "default ATELIER_HOME/cache."),
     "FLUX_COMPONENTS_DIR": ("", "Diffusers FLUX folder whose text encoders and VAE serve transformer-only FLUX checkpoints."),
 }
 
@@ -80,6 +82,7 @@ class Settings:
     gpu_pipeline_cache_bytes: int
     t5_tokenizer_dir: str
     flux_components_dir: str
+    model_cache_dir: Path
     rate_limit_login: str
     rate_limit_register: str
     rate_limit_writes: str
@@ -156,6 +159,7 @@ def load(env: dict | None = None) -> Settings:
         gpu_pipeline_cache_bytes=num("GPU_PIPELINE_CACHE_BYTES"),
         t5_tokenizer_dir=raw["T5_TOKENIZER_DIR"],
         flux_components_dir=raw["FLUX_COMPONENTS_DIR"],
+        model_cache_dir=Path(raw["MODEL_CACHE_DIR"] or home / "cache").resolve(),
         rate_limit_login=raw["RATE_LIMIT_LOGIN"] or VARIABLES["RATE_LIMIT_LOGIN"][0],
         rate_limit_register=raw["RATE_LIMIT_REGISTER"] or VARIABLES["RATE_LIMIT_REGISTER"][0],
         rate_limit_writes=raw["RATE_LIMIT_WRITES"] or VARIABLES["RATE_LIMIT_WRITES"][0],

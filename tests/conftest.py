@@ -31,6 +31,7 @@ def _pg_admin(sql: str) -> None:
 def _configure_env() -> None:
     for name in ("DATABASE_URL", "REDIS_URL", "STORAGE_URL", "PUBLIC_URL", "SECRET_KEY", "PORT"):
         os.environ.pop(name, None)
+    os.environ.setdefault("MODEL_CACHE_DIR", str(Path(__file__).resolve().parent.parent / "var" / "cache"))
     os.environ.update(ATELIER_HOME=str(HOME), SECRET_KEY="test-secret", LOG_LEVEL="WARNING",
                       QUEUE_NAMESPACE=f"atelier-test-{RUN_ID}", JOB_MAX_RETRIES="1")
     if PG_BASE:
@@ -112,7 +113,7 @@ def clean_state():
         client().delete(key)
     from models_db.search.engine import DatabaseBackend
     from models_db.search.vectors import vector_index
-    vector_index.__init__()
+    vector_index.reset()
     DatabaseBackend.vocabulary.reset()
     for folder in ("blobs", "uploads", "tmp"):
         shutil.rmtree(HOME / folder, ignore_errors=True)

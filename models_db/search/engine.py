@@ -3,12 +3,16 @@ correction, semantic neighbours fused with keyword ranking (RRF), sorts, facets,
 A subclass supplies the full-text part: _index_text, _remove_text, _clear_text, _keyword, _highlight."""
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import html
 import re
 import threading
 import time
 import unicodedata
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from peewee import SQL, fn
 
@@ -30,7 +34,7 @@ from models_db.search.tables import SearchDoc, SearchFacet, SearchTerm, facet_ro
 
 TOKEN = re.compile(r"\w+", re.UNICODE)
 CANDIDATES = 300  # best keyword matches ranked, fused and counted in facets
-TIER = 2000  # a word matching more documents than this is ranked among its newest TIER matches only
+TIER = 500  # a word matching more documents than this is ranked among its newest TIER matches only
 SEMANTIC_K = 200
 SEMANTIC_MIN = 0.45  # MiniLM cosine: related texts score 0.45-0.8, unrelated ones 0.0-0.4
 MARK_OPEN, MARK_CLOSE = "\x02", "\x03"
@@ -46,24 +50,44 @@ def fold(word: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
 
 
+@functools.lru_cache(maxsize=1024)
+def word_pattern(wanted: tuple[str, ...]) -> re.Pattern:
+    """Whole words equal to a wanted (folded) word, or starting with the last one."""
+    alternatives = [re.escape(w) for w in wanted[:-1]] + [re.escape(wanted[-1]) + r"\w*"]
+    return re.compile(r"(?<!\w)(?:%s)(?!\w)" % "|".join(alternatives), re.IGNORECASE)
+
+
+def match_spans(text: str, words: list[str]) -> list[tuple[int, int]]:
+    """Where the query's words are in text: one regex over an ASCII text, word by word folded otherwise."""
+    wanted = tuple(w for w in (fold(w) for w in words) if w)
+    if not wanted:
+        return []
+    pattern = word_pattern(wanted)
+    if text.isascii():
+        return [m.span() for m in pattern.finditer(text)]
+    return [m.span() for m in TOKEN.finditer(text) if pattern.fullmatch(fold(m.group()))]
+
+
+def word_window(text: str, at: int, window: int) -> tuple[int, int]:
+    """(start, end) of about `window` words of text, a third of them before position `at`; only the
+    words near `at` are read (descriptions are long)."""
+    after = list(itertools.islice(TOKEN.finditer(text, at), window))
+    before = list(TOKEN.finditer(text, max(0, at - 20 * window), at))[-max(window // 3, window - len(after)):]
+    words = (before + after)[:window]
+    return (words[0].start(), words[-1].end()) if words else (0, len(text))
+
+
 def highlight_text(text: str, words: list[str], window: int | None = None) -> str:
     """HTML of text with the query's words in <mark> (the last word also as a prefix); with window,
     only about that many words around the first match."""
-    wanted = [fold(w) for w in words]
-    spans = [m.span() for m in TOKEN.finditer(text or "")]
-    hits = [i for i, (a, b) in enumerate(spans)
-            if (t := fold(text[a:b])) in wanted[:-1] or t.startswith(wanted[-1]) or t in wanted]
-    if window is not None and spans:
-        first = hits[0] if hits else 0
-        lo, hi = max(0, first - window // 3), min(len(spans), first - window // 3 + window)
-        lo = max(0, min(lo, hi - window))
-        start, end = spans[lo][0], spans[hi - 1][1]
-        prefix, suffix = ("…" if lo else ""), ("…" if hi < len(spans) else "")
-    else:
-        start, end, prefix, suffix = 0, len(text or ""), "", ""
+    text = text or ""
+    hits = match_spans(text, words)
+    start, end, prefix, suffix = 0, len(text), "", ""
+    if window is not None:
+        start, end = word_window(text, hits[0][0] if hits else 0, window)
+        prefix, suffix = ("…" if TOKEN.search(text, 0, start) else ""), ("…" if TOKEN.search(text, end) else "")
     out, pos = [], start
-    for i in hits:
-        a, b = spans[i]
+    for a, b in hits:
         if a < start or b > end:
             continue
         out += [html.escape(text[pos:a]), "<mark>", html.escape(text[a:b]), "</mark>"]
@@ -77,23 +101,38 @@ def mark_html(text: str) -> str:
     return html.escape(text or "").replace(MARK_OPEN, "<mark>").replace(MARK_CLOSE, "</mark>")
 
 
+@functools.cache
+def semantic_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="semantic-search")
+
+
+def nearest_to(text: str) -> list[tuple[int, float]]:
+    from gpu.embeddings import query_vector
+    return [(i, s) for i, s in vectors.vector_index.nearest(query_vector(text), SEMANTIC_K) if s >= SEMANTIC_MIN]
+
+
 class Vocabulary:
-    """The index's terms, cached per process for typo correction."""
+    """The index's terms, cached per process for typo correction and grouped by first letter and length:
+    a correction is looked for among terms that start like the word and are about as long."""
 
     def __init__(self):
-        self.terms: list[str] = []
-        self.loaded_at = 0.0
+        self.known: set[str] = set()
+        self.groups: dict[tuple[str, int], list[str]] = {}
+        self.loaded_at = -1e9
         self.lock = threading.Lock()
 
-    def get(self) -> list[str]:
+    def get(self) -> tuple[set[str], dict[tuple[str, int], list[str]]]:
         with self.lock:
-            if time.monotonic() - self.loaded_at > 30:
-                self.terms = [t for (t,) in SearchTerm.select(SearchTerm.term).tuples()]
-                self.loaded_at = time.monotonic()
-            return self.terms
+            if time.monotonic() - self.loaded_at > 300:
+                terms = [t for (t,) in db.execute(SearchTerm.select(SearchTerm.term)).fetchall()]
+                groups: dict[tuple[str, int], list[str]] = {}
+                for t in terms:
+                    groups.setdefault((t[0], len(t)), []).append(t)
+                self.known, self.groups, self.loaded_at = set(terms), groups, time.monotonic()
+            return self.known, self.groups
 
     def reset(self):
-        self.loaded_at = 0.0
+        self.loaded_at = -1e9
 
 
 class DatabaseBackend(Backend):
@@ -163,18 +202,19 @@ class DatabaseBackend(Backend):
         return conds
 
     def correct(self, words: list[str]) -> list[str]:
-        """Each word not in the vocabulary replaced by its closest term (edit distance ≤ 2)."""
+        """Each word not in the vocabulary replaced by its closest term (edit distance 1, or 2 from six
+        letters on) among the terms with its first letter."""
         from rapidfuzz import process
         from rapidfuzz.distance import Levenshtein
-        vocab = self.vocabulary.get()
-        known = set(vocab)
+        known, groups = self.vocabulary.get()
         out = []
         for word in words:
             if word in known or len(word) < 4:
                 out.append(word)
                 continue
-            match = process.extractOne(word, vocab, scorer=Levenshtein.distance,
-                                       score_cutoff=1 if len(word) < 6 else 2)
+            cutoff = 1 if len(word) < 6 else 2
+            pool = [t for n in range(len(word) - cutoff, len(word) + cutoff + 1) for t in groups.get((word[0], n), ())]
+            match = process.extractOne(word, pool, scorer=Levenshtein.distance, score_cutoff=cutoff)
             out.append(match[0] if match else word)
         return out
 
@@ -184,6 +224,7 @@ class DatabaseBackend(Backend):
         allowed = SearchDoc.select(SearchDoc.id).where(*conds)
         corrected = None
         if words:
+            near = self.start_semantic(q.text) if q.hybrid else None
             keyword = self.matches(words, conds, q.limit, q.sort)
             if len(keyword) < 3:
                 fixed = self.correct(words)
@@ -192,8 +233,8 @@ class DatabaseBackend(Backend):
                     if len(better) > len(keyword):
                         keyword, words, corrected = better, fixed, " ".join(fixed)
             ranked = [(i, s) for i, s in keyword]
-            if q.hybrid:
-                semantic = self.semantic(q.text, allowed)
+            if near is not None:
+                semantic = self.semantic(near.result(), allowed)
                 ranked = rrf([i for i, _ in keyword], [i for i, _ in semantic])
             if q.sort != "Relevance":
                 ranked = self.sort_ids([i for i, _ in ranked], q.sort)
@@ -217,25 +258,43 @@ class DatabaseBackend(Backend):
         return found
 
     def best(self, words: list[str], conds: list, limit: int, fields: str, sort: str = "Relevance",
-             wanted: int = 1) -> list[tuple[int, float]]:
-        """The best `limit` matches. Ranking every match of a common word is what makes full-text search
-        slow on a large catalog, so relevance ranks the newest TIER matches (a rowid range: cheap), and
-        only falls back to every match when the filters leave fewer than `wanted` of those; another sort orders
-        every match by its column, which needs no ranking."""
-        if sort != "Relevance":
-            column = getattr(SearchDoc, SORT_COLUMNS[sort])
-            rows = (SearchDoc.select(SearchDoc.id).where(SearchDoc.id.in_(self._match_ids(words, fields)), *conds)
-                    .order_by(column.desc(), SearchDoc.id.desc()).limit(limit).tuples())
-            return [(i, 0.0) for (i,) in rows]
-        floor = self._match_ids(words, fields).order_by(SQL("1 DESC")).offset(TIER).limit(1).scalar()
-        found = self._keyword(words, conds, limit, fields, floor)
-        if floor is not None and len(found) < wanted:
-            found = self._keyword(words, conds, limit, fields)
+             wanted: int = 1, whole_words_first: bool = True) -> list[tuple[int, float]]:
+        """The best `limit` matches. The last word is read as a prefix (search as you type), but first as a
+        whole word when whole_words_first: a prefix reads every term it extends, so on a large index the
+        prefix is only worth it when the whole word finds fewer than `wanted`."""
+        found: list[tuple[int, float]] = []
+        for prefix in ((False, True) if whole_words_first else (True,)):
+            found = self.ranked(words, conds, limit, fields, sort, wanted, prefix)
+            if len(found) >= wanted:
+                break
         return found
 
-    def semantic(self, text: str, allowed) -> list[tuple[int, float]]:
-        from gpu.embeddings import encode
-        near = [(i, s) for i, s in vectors.vector_index.nearest(encode([text])[0], SEMANTIC_K) if s >= SEMANTIC_MIN]
+    def ranked(self, words: list[str], conds: list, limit: int, fields: str, sort: str, wanted: int,
+               prefix: bool) -> list[tuple[int, float]]:
+        """Ranking every match of a common word is what makes full-text search slow on a large catalog,
+        so relevance ranks the newest TIER matches (a rowid range: cheap), and only falls back to every
+        match when the filters leave fewer than `wanted` of those; another sort orders every match by its
+        column, which needs no ranking."""
+        matching = self._match_ids(words, fields, prefix)
+        if sort != "Relevance":
+            column = getattr(SearchDoc, SORT_COLUMNS[sort])
+            rows = (SearchDoc.select(SearchDoc.id).where(SearchDoc.id.in_(matching), *conds)
+                    .order_by(column.desc(), SearchDoc.id.desc()).limit(limit).tuples())
+            return [(i, 0.0) for (i,) in rows]
+        floor = matching.order_by(SQL("1 DESC")).offset(TIER).limit(1).scalar()
+        found = self._keyword(words, conds, limit, fields, prefix, floor)
+        if floor is not None and len(found) < wanted:
+            found = self._keyword(words, conds, limit, fields, prefix)
+        return found
+
+    def start_semantic(self, text: str) -> Future:
+        """The query's nearest vectors, computed in another thread while the keyword part runs in this
+        one: the embedding, the matrix product and SQLite all release the GIL."""
+        vectors.vector_index.refresh()
+        return semantic_pool().submit(nearest_to, text)
+
+    def semantic(self, near: list[tuple[int, float]], allowed) -> list[tuple[int, float]]:
+        """The visible documents among the nearest."""
         if not near:
             return []
         ok = {i for (i,) in allowed.where(SearchDoc.id.in_([i for i, _ in near])).tuples()}
@@ -269,12 +328,19 @@ class DatabaseBackend(Backend):
         return [(i, 0.0) for i, _ in rows], cursor
 
     def facets(self, ids: list[int] | None, allowed) -> dict:
-        count = fn.COUNT(SearchFacet.doc_id)
-        query = SearchFacet.select(SearchFacet.field, SearchFacet.value, count.alias("n"))
-        query = query.where(SearchFacet.doc_id.in_(id_set(ids[:CANDIDATES]) if ids is not None else allowed))
+        """Counts of each facet value among the candidates (or every allowed document when browsing)."""
+        if ids is None:
+            count = fn.COUNT(SearchFacet.doc_id)
+            query = (SearchFacet.select(SearchFacet.field, SearchFacet.value, count.alias("n"))
+                     .where(SearchFacet.doc_id.in_(allowed))
+                     .group_by(SearchFacet.field, SearchFacet.value).order_by(count.desc()))
+            counts = db.execute(query).fetchall()  # hundreds of rows: the raw cursor
+        else:  # a few thousand (field, value) pairs from the covering index, counted here
+            query = (SearchFacet.select(SearchFacet.field, SearchFacet.value)
+                     .where(SearchFacet.doc_id.in_(id_set(ids[:CANDIDATES]))))
+            counts = [(*pair, n) for pair, n in Counter(db.execute(query).fetchall()).most_common()]
         out: dict = {"type": {}, "baseModel": {}, "tags": {}}
-        query = query.group_by(SearchFacet.field, SearchFacet.value).order_by(count.desc())
-        for field, value, n in db.execute(query).fetchall():  # hundreds of rows: the raw cursor
+        for field, value, n in counts:
             if len(out[field]) < 20:
                 out[field][value] = n
         return out
@@ -284,7 +350,7 @@ class DatabaseBackend(Backend):
         if not words:
             return []
         conds = self.conditions(SearchQuery(viewer_id=viewer_id))
-        ids = [i for i, _ in self.best(words, conds, limit * 5, "name", wanted=limit)]
+        ids = [i for i, _ in self.best(words, conds, limit * 5, "name", wanted=limit, whole_words_first=False)]
         rows = dict(SearchDoc.select(SearchDoc.id, SearchDoc.name).where(SearchDoc.id.in_(ids)).tuples())
         seen, out = set(), []
         for i in ids:
@@ -298,11 +364,11 @@ class DatabaseBackend(Backend):
     def _index_text(self, docs: list[dict]) -> None: ...
     def _remove_text(self, ids: list[int]) -> None: ...
     def _clear_text(self) -> None: ...
-    def _match_ids(self, words: list[str], fields: str):
-        """A query of the ids of the documents where every word matches (the last one as a prefix) within
-        the fields: "name", "primary" (name, tags, creator) or "all"."""
+    def _match_ids(self, words: list[str], fields: str, prefix: bool = True):
+        """A query of the ids of the documents where every word matches (the last one as a prefix when
+        `prefix`) within the fields: "name", "primary" (name, tags, creator) or "all"."""
 
-    def _keyword(self, words: list[str], conds: list, limit: int, fields="all",
+    def _keyword(self, words: list[str], conds: list, limit: int, fields="all", prefix: bool = True,
                  floor: int | None = None) -> list[tuple[int, float]]:
         """Best-ranked matches first (see _match_ids), among documents with id >= floor when given."""
     def _highlight(self, ids: list[int], words: list[str]) -> dict[int, dict]:

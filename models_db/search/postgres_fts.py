@@ -27,9 +27,9 @@ SETUP = [
 WEIGHTS = {"name": "A", "primary": "ABC", "all": ""}
 
 
-def tsquery(words: list[str], fields: str) -> str:
+def tsquery(words: list[str], fields: str, prefix: bool = True) -> str:
     weight = WEIGHTS[fields]
-    return " & ".join(f"{w}:*{weight}" if i == len(words) - 1 else (f"{w}:{weight}" if weight else w)
+    return " & ".join(f"{w}:*{weight}" if prefix and i == len(words) - 1 else (f"{w}:{weight}" if weight else w)
                       for i, w in enumerate(words))
 
 
@@ -51,12 +51,12 @@ class PostgresBackend(DatabaseBackend):
     def _clear_text(self):
         pass
 
-    def _match_ids(self, words, fields):
-        match = fn.to_tsquery(CONFIG, tsquery(words, fields))
+    def _match_ids(self, words, fields, prefix=True):
+        match = fn.to_tsquery(CONFIG, tsquery(words, fields, prefix))
         return SearchDoc.select(SearchDoc.id).where(Expression(SQL("tsv"), "@@", match))
 
-    def _keyword(self, words, conds, limit, fields="all", floor=None):
-        match = fn.to_tsquery(CONFIG, tsquery(words, fields))
+    def _keyword(self, words, conds, limit, fields="all", prefix=True, floor=None):
+        match = fn.to_tsquery(CONFIG, tsquery(words, fields, prefix))
         rank = fn.ts_rank_cd(RANK_WEIGHTS, SQL("tsv"), match)
         query = (SearchDoc.select(SearchDoc.id, rank.alias("rank"))
                  .where(Expression(SQL("tsv"), "@@", match), *conds)

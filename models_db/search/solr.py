@@ -111,8 +111,8 @@ class SolrBackend(Backend):
                             corrected)
 
     def semantic(self, text: str, fq: list[str]):
-        from gpu.embeddings import encode
-        vector = ",".join(f"{x:.6f}" for x in encode([text])[0])
+        from gpu.embeddings import query_vector
+        vector = ",".join(f"{x:.6f}" for x in query_vector(text))
         result = self.solr.search(f"{{!knn f=vector topK={SEMANTIC_K}}}[{vector}]", fq=fq, fl="id,score",
                                   rows=SEMANTIC_K, defType="lucene")
         # Solr's cosine score is (1 + cos) / 2

@@ -1,5 +1,7 @@
 """Embedded search backend: SQLite FTS5 (bm25 with field weights, prefix indexes, diacritics folded by
-the unicode61 tokenizer) over the shared engine."""
+the unicode61 tokenizer) over the shared engine. Names, tags and creators have an index of their own
+besides the one of every field: descriptions are ten times longer, and reading their positions to tell
+the fields apart is most of what a query on the primary fields would cost in one index."""
 from __future__ import annotations
 
 from playhouse.sqlite_ext import FTS5Model, RowIDField, SearchField
@@ -23,15 +25,30 @@ class SearchFts(FTS5Model):
         options = {"tokenize": "unicode61 remove_diacritics 2", "prefix": "2 3"}
 
 
-TABLES = [SearchFts]
-WEIGHTS = [FIELD_WEIGHTS[f] for f in ("name", "tags", "creator", "description")]
+class SearchFtsPrimary(FTS5Model):
+    rowid = RowIDField()
+    name = SearchField()
+    tags = SearchField()
+    creator = SearchField()
+
+    class Meta:
+        database = db
+        table_name = "search_fts_primary"
+        options = SearchFts._meta.options
 
 
-COLUMNS = {"name": "{name}", "primary": "{name tags creator}", "all": ""}
+TABLES = [SearchFts, SearchFtsPrimary]
+WEIGHTS = {table: [FIELD_WEIGHTS[f] for f in ("name", "tags", "creator", "description") if f in table._meta.fields]
+           for table in TABLES}
+COLUMNS = {"name": "{name}", "primary": "", "all": ""}
 
 
-def match_expression(words: list[str], fields: str) -> str:
-    terms = " AND ".join(f'"{w}"' + ("*" if i == len(words) - 1 else "") for i, w in enumerate(words))
+def index_for(fields: str):
+    return SearchFts if fields == "all" else SearchFtsPrimary
+
+
+def match_expression(words: list[str], fields: str, prefix: bool = True) -> str:
+    terms = " AND ".join(f'"{w}"' + ("*" if prefix and i == len(words) - 1 else "") for i, w in enumerate(words))
     return f"{COLUMNS[fields]} : ({terms})" if COLUMNS[fields] else terms
 
 
@@ -41,28 +58,34 @@ class SqliteBackend(DatabaseBackend):
     def _index_text(self, docs):
         rows = [{"rowid": d["id"], "name": d["name"], "tags": " ".join(d["tags"]), "creator": d["creator"],
                  "description": d["description"]} for d in docs]
-        for i in range(0, len(rows), 500):
-            SearchFts.insert_many(rows[i:i + 500]).execute()
+        for table in TABLES:
+            columns = ["rowid", *(f for f in table._meta.fields if f != "rowid")]
+            for i in range(0, len(rows), 500):
+                table.insert_many([{c: r[c] for c in columns} for r in rows[i:i + 500]]).execute()
 
     def _remove_text(self, ids):
-        SearchFts.delete().where(SearchFts.rowid.in_(ids)).execute()
+        for table in TABLES:
+            table.delete().where(table.rowid.in_(ids)).execute()
 
     def _clear_text(self):
-        SearchFts.delete().execute()
+        for table in TABLES:
+            table.delete().execute()
 
-    def _match_ids(self, words, fields):
-        return SearchFts.select(SearchFts.rowid).where(SearchFts.match(match_expression(words, fields)))
+    def _match_ids(self, words, fields, prefix=True):
+        fts = index_for(fields)
+        return fts.select(fts.rowid).where(fts.match(match_expression(words, fields, prefix)))
 
-    def _keyword(self, words, conds, limit, fields="all", floor=None):
-        rank = SearchFts.bm25(*WEIGHTS)
-        match = SearchFts.match(match_expression(words, fields))
+    def _keyword(self, words, conds, limit, fields="all", prefix=True, floor=None):
+        fts = index_for(fields)
+        rank = fts.bm25(*WEIGHTS[fts])
+        match = fts.match(match_expression(words, fields, prefix))
         if floor is None:
-            query = (SearchFts.select(SearchFts.rowid, rank.alias("rank"))
-                     .join(SearchDoc, on=(SearchDoc.id == SearchFts.rowid))
+            query = (fts.select(fts.rowid, rank.alias("rank"))
+                     .join(SearchDoc, on=(SearchDoc.id == fts.rowid))
                      .where(match, *conds).order_by(rank).limit(limit))
         else:  # rank the tier alone, then filter its best: joining every ranked row costs as much again
-            best = (SearchFts.select(SearchFts.rowid.alias("doc"), rank.alias("rank"))
-                    .where(match, SearchFts.rowid >= floor).order_by(rank).limit(2 * limit))
+            best = (fts.select(fts.rowid.alias("doc"), rank.alias("rank"))
+                    .where(match, fts.rowid >= floor).order_by(rank).limit(2 * limit))
             query = (SearchDoc.select(SearchDoc.id, best.c.rank).join(best, on=(SearchDoc.id == best.c.doc))
                      .where(*conds).order_by(best.c.rank).limit(limit))
         return [(i, -score) for i, score in db.execute(query).fetchall()]

@@ -34,7 +34,7 @@ class SearchFacet(BaseModel):
 
     class Meta:
         primary_key = False
-        indexes = ((("field", "value", "doc_id"), False), (("doc_id",), False))
+        indexes = ((("field", "value", "doc_id"), False), (("doc_id", "field", "value"), False))  # both covering
 
 
 class SearchTerm(BaseModel):

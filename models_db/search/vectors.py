@@ -56,48 +56,49 @@ def clear() -> None:
 
 
 class VectorIndex:
-    """This process's copy of every vector; `refresh()` pulls only rows changed since the last one."""
+    """This process's copy of every vector; `refresh()` pulls only rows changed since the last one, and
+    `nearest()` reads one consistent snapshot without touching the database (it may run in another thread)."""
 
     def __init__(self):
         self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
         self.seq = 0
-        self.ids = np.zeros(0, np.int64)
-        self.matrix = np.zeros((0, DIM), np.float32)
-        self.position: dict[int, int] = {}
+        self.snapshot = (np.zeros(0, np.int64), np.zeros((0, DIM), np.float32), {})  # ids, matrix, position
 
     def refresh(self) -> None:
         latest = SearchVector.select(fn.MAX(SearchVector.seq)).scalar() or 0
-        if latest < self.seq:  # the table was cleared
-            self.__init__()
         if latest == self.seq:
             return
         with self.lock:
+            if latest < self.seq:  # the table was cleared
+                self.reset()
             rows = list(SearchVector.select(SearchVector.model_id, SearchVector.vector)
                         .where(SearchVector.seq > self.seq).tuples())
-            ids, matrix = list(self.ids), [self.matrix]
+            ids, matrix, position = self.snapshot
             alive = np.ones(len(ids), bool)
             fresh_ids, fresh = [], []
             for model_id, blob in rows:
-                if model_id in self.position:
-                    alive[self.position[model_id]] = False
+                if model_id in position:
+                    alive[position[model_id]] = False
                 if blob is not None:
                     fresh_ids.append(model_id)
                     fresh.append(np.frombuffer(bytes(blob), np.float16).astype(np.float32))
-            keep_ids = np.asarray(ids, np.int64)[alive]
-            self.matrix = np.vstack([matrix[0][alive], *([np.stack(fresh)] if fresh else [])]).astype(np.float32)
-            self.ids = np.concatenate([keep_ids, np.asarray(fresh_ids, np.int64)])
-            self.position = {int(i): n for n, i in enumerate(self.ids)}
+            matrix = np.vstack([matrix[alive], *([np.stack(fresh)] if fresh else [])]).astype(np.float32)
+            ids = np.concatenate([ids[alive], np.asarray(fresh_ids, np.int64)])
+            self.snapshot = (ids, matrix, {int(i): n for n, i in enumerate(ids)})
             self.seq = latest
 
     def nearest(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        self.refresh()
-        if not len(self.ids):
+        ids, matrix, _ = self.snapshot
+        if not len(ids):
             return []
-        scores = self.matrix @ query.astype(np.float32)
+        scores = matrix @ query.astype(np.float32)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top])]
-        return [(int(self.ids[i]), float(scores[i])) for i in top]
+        return [(int(ids[i]), float(scores[i])) for i in top]
 
 
 vector_index = VectorIndex()
