@@ -11,7 +11,7 @@ from peewee import JOIN, Tuple, fn
 
 from models_db.accounts import User
 from models_db.catalog import Model, ModelFile, ModelFileHash, ModelTag, ModelVersion, Tag
-from models_db.db import id_set, utcnow
+from models_db.db import compiled_dicts, id_set, utcnow
 from models_db.stats import ModelStat
 
 SORTS = {"Highest Rated": Model.rating, "Most Downloaded": Model.download_count, "Newest": Model.published_at}
@@ -123,15 +123,18 @@ def versions_for(model_ids, viewer_id: int | None = None, staff: bool = False) -
     """Versions per model, newest first; drafts only for their owner (or staff)."""
     if not model_ids:
         return {}
-    query = (ModelVersion.select(ModelVersion, Model.owner).join(Model)
-             .where(ModelVersion.model.in_(id_set(model_ids))))
-    if not staff:
-        visible = ModelVersion.status == "Published"
-        if viewer_id:
-            visible |= Model.owner == viewer_id
-        query = query.where(visible)
+
+    def build(ids, viewer):
+        query = ModelVersion.select(ModelVersion, Model.owner).join(Model).where(ModelVersion.model.in_(id_set(ids)))
+        if not staff:
+            visible = ModelVersion.status == "Published"
+            if viewer_id:
+                visible |= Model.owner == viewer
+            query = query.where(visible)
+        return query.order_by(ModelVersion.index.asc(), ModelVersion.id.desc())
+
     out: dict[int, list[dict]] = {}
-    for row in query.order_by(ModelVersion.index.asc(), ModelVersion.id.desc()).dicts():
+    for row in compiled_dicts(("versions_for", staff, bool(viewer_id)), build, list(model_ids), viewer_id or 0):
         out.setdefault(row["model"], []).append(row)
     return out
 
@@ -140,12 +143,13 @@ def files_for(version_ids) -> dict[int, list[dict]]:
     """Ingested files per version (pending ones are not shown), with their hashes."""
     if not version_ids:
         return {}
-    files = list(ModelFile.select().where(ModelFile.version.in_(id_set(version_ids)),
-                                          ModelFile.status != "Pending")
-                 .order_by(ModelFile.primary.desc(), ModelFile.id).dicts())
+    files = compiled_dicts(("files_for",), lambda ids: ModelFile.select().where(
+        ModelFile.version.in_(id_set(ids)), ModelFile.status != "Pending").order_by(
+        ModelFile.primary.desc(), ModelFile.id), list(version_ids))
     hashes: dict[int, dict] = {}
     if files:
-        for h in ModelFileHash.select().where(ModelFileHash.file.in_(id_set(f["id"] for f in files))).dicts():
+        for h in compiled_dicts(("hashes_for",), lambda ids: ModelFileHash.select().where(
+                ModelFileHash.file.in_(id_set(ids))), [f["id"] for f in files]):
             hashes.setdefault(h["file"], {})[h["type"]] = h["hash"]
     out: dict[int, list[dict]] = {}
     for f in files:
@@ -157,9 +161,9 @@ def files_for(version_ids) -> dict[int, list[dict]]:
 def tags_for(model_ids) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {m: [] for m in model_ids}
     if model_ids:
-        for model_id, name in (ModelTag.select(ModelTag.model, Tag.name).join(Tag)
-                               .where(ModelTag.model.in_(id_set(model_ids))).order_by(Tag.name).tuples()):
-            out[model_id].append(name)
+        for row in compiled_dicts(("tags_for",), lambda ids: ModelTag.select(ModelTag.model, Tag.name).join(Tag)
+                                  .where(ModelTag.model.in_(id_set(ids))).order_by(Tag.name), list(model_ids)):
+            out[row["model"]].append(row["name"])
     return out
 
 
@@ -187,7 +191,8 @@ def with_owner():
 
 
 def model_rows(model_ids) -> list[dict]:
-    return list(with_owner().where(Model.id.in_(id_set(model_ids))).dicts())
+    return compiled_dicts(("model_rows",), lambda ids: with_owner().where(Model.id.in_(id_set(ids))),
+                          list(model_ids))
 
 
 def tag_page(query: str, limit: int, page: int) -> tuple[list[tuple[str, int]], int]:

@@ -55,16 +55,45 @@ def init(url: str | None = None):
     return db.obj
 
 
+def id_param(ids):
+    """The one bound parameter of id_set(ids)."""
+    import json
+
+    from peewee import SqliteDatabase
+    ids = [int(i) for i in ids]
+    return json.dumps(ids) if isinstance(db.obj, SqliteDatabase) else ids
+
+
 def id_set(ids):
     """A set of integer ids as ONE bound parameter, for `column.in_(id_set(ids))`: peewee compiles a
     long IN list value by value, which costs more than the query itself."""
-    import json
-
     from peewee import SQL, SqliteDatabase
-    ids = [int(i) for i in ids]
     if isinstance(db.obj, SqliteDatabase):
-        return SQL("(SELECT value FROM json_each(?))", [json.dumps(ids)])
-    return SQL("(SELECT unnest(%s::bigint[]))", [ids])
+        return SQL("(SELECT value FROM json_each(?))", [id_param(ids)])
+    return SQL("(SELECT unnest(%s::bigint[]))", [id_param(ids)])
+
+
+_compiled: dict = {}
+_SENTINEL = -(10 ** 15)
+
+
+def compiled_dicts(key: tuple, build, *values) -> list[dict]:
+    """The .dicts() rows of build(*values), compiled to SQL once per process and key: compiling a wide
+    peewee select costs more than running it on a page of ids. Each value is an id list (for id_set)
+    or an integer; the SQL of build's query may depend only on `key`, never on the values."""
+    entry = _compiled.get((db.obj, key))
+    if entry is None:
+        sentinels = [_SENTINEL - i for i in range(len(values))]
+        query = build(*[[s] if isinstance(v, list) else s for s, v in zip(sentinels, values)]).dicts()
+        sql, params = query.sql()
+        slots = [(pos, i) for pos, p in enumerate(params) for i, s in enumerate(sentinels)
+                 if p == s or p == id_param([s])]
+        entry = _compiled[(db.obj, key)] = (query, sql, params, slots)
+    query, sql, params, slots = entry
+    params = list(params)
+    for pos, i in slots:
+        params[pos] = id_param(values[i]) if isinstance(values[i], list) else values[i]
+    return list(query._get_cursor_wrapper(db.execute_sql(sql, params)))
 
 
 @contextmanager

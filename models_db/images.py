@@ -8,7 +8,7 @@ from peewee import BooleanField, CharField, DateTimeField, FloatField, ForeignKe
 
 from models_db.accounts import User
 from models_db.catalog import ModelVersion
-from models_db.db import BaseModel, id_set, utcnow
+from models_db.db import BaseModel, compiled_dicts, id_set, utcnow
 from models_db.storage import BLOB_REFERENCES
 
 PG, PG13, R, X, XXX, BLOCKED = 1, 2, 4, 8, 16, 32
@@ -246,8 +246,8 @@ def showcase(version_ids, mask: int, per_version: int = 10) -> dict[int, list[di
     out: dict[int, list[dict]] = {}
     if not version_ids:
         return out
-    for row in (Image.select().where(Image.model_version.in_(id_set(version_ids)), listed(mask))
-                .order_by(Image.id).dicts()):
+    for row in compiled_dicts(("showcase", mask), lambda ids: Image.select().where(
+            Image.model_version.in_(id_set(ids)), listed(mask)).order_by(Image.id), list(version_ids)):
         bucket = out.setdefault(row["model_version"], [])
         if len(bucket) < per_version:
             bucket.append(row)
