@@ -79,8 +79,9 @@ _SENTINEL = -(10 ** 15)
 
 def compiled_dicts(key: tuple, build, *values) -> list[dict]:
     """The .dicts() rows of build(*values), compiled to SQL once per process and key: compiling a wide
-    peewee select costs more than running it on a page of ids. Each value is an id list (for id_set)
-    or an integer; the SQL of build's query may depend only on `key`, never on the values."""
+    peewee select, and converting every column of every row, cost more than running it on a page of
+    ids. Each value is an id list (for id_set) or an integer; the SQL of build's query may depend only
+    on `key`, never on the values."""
     entry = _compiled.get((db.obj, key))
     if entry is None:
         sentinels = [_SENTINEL - i for i in range(len(values))]
@@ -88,12 +89,39 @@ def compiled_dicts(key: tuple, build, *values) -> list[dict]:
         sql, params = query.sql()
         slots = [(pos, i) for pos, p in enumerate(params) for i, s in enumerate(sentinels)
                  if p == s or p == id_param([s])]
-        entry = _compiled[(db.obj, key)] = (query, sql, params, slots)
-    query, sql, params, slots = entry
+        entry = _compiled[(db.obj, key)] = [query, sql, params, slots, None]
+    query, sql, params, slots, reader = entry
     params = list(params)
     for pos, i in slots:
         params[pos] = id_param(values[i]) if isinstance(values[i], list) else values[i]
-    return list(query._get_cursor_wrapper(db.execute_sql(sql, params)))
+    cursor = db.execute_sql(sql, params)
+    if reader is None:
+        reader = entry[4] = row_reader(query, cursor)
+    names, convert = reader
+    rows = []
+    for row in cursor.fetchall():
+        item = dict(zip(names, row))
+        for i, python_value in convert:
+            item[names[i]] = python_value(row[i])
+        rows.append(item)
+    return rows
+
+
+def row_reader(query, cursor) -> tuple[list[str], list]:
+    """peewee's names for the columns, and the converters that change a value (booleans, dates…): the
+    database driver returns integers, floats and strings as they are."""
+    from peewee import CharField, Field, FloatField, ForeignKeyField, IntegerField, TextField
+    as_is = {kind.adapt for kind in (IntegerField, FloatField, CharField, TextField)}
+
+    def plain(field) -> bool:
+        field = field.rel_field if isinstance(field, ForeignKeyField) else field
+        return type(field).python_value is Field.python_value and type(field).adapt in as_is
+
+    wrapper = query._get_cursor_wrapper(cursor)
+    wrapper.initialize()
+    return wrapper.unique_columns, [(i, convert) for i, (convert, field) in
+                                    enumerate(zip(wrapper.converters, wrapper.fields))
+                                    if convert is not None and not plain(field)]
 
 
 @contextmanager
