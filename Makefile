@@ -52,6 +52,7 @@ bench: install-test
 	$(PY) bench/ingest.py
 	$(PY) bench/api.py
 	$(PY) bench/web.py
+	$(PY) bench/search.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from urllib.parse import urlparse
@@ -73,31 +74,21 @@ def id_set(ids):
     return SQL("(SELECT unnest(%s::bigint[]))", [id_param(ids)])
 
 
-_compiled: dict = {}
+_compiled: OrderedDict = OrderedDict()  # the most recently used COMPILED_KEPT compiled queries
+COMPILED_KEPT = 512
+_compiled_lock = threading.Lock()
 _SENTINEL = -(10 ** 15)
 
 
 def compiled_dicts(key: tuple, build, *values) -> list[dict]:
     """The .dicts() rows of build(*values), compiled to SQL once per process and key: compiling a wide
     peewee select, and converting every column of every row, cost more than running it on a page of
-    ids. Each value is an id list (for id_set) or an integer; the SQL of build's query may depend only
-    on `key`, never on the values."""
-    entry = _compiled.get((db.obj, key))
-    if entry is None:
-        sentinels = [_SENTINEL - i for i in range(len(values))]
-        query = build(*[[s] if isinstance(v, list) else s for s, v in zip(sentinels, values)]).dicts()
-        sql, params = query.sql()
-        slots = [(pos, i) for pos, p in enumerate(params) for i, s in enumerate(sentinels)
-                 if p == s or p == id_param([s])]
-        entry = _compiled[(db.obj, key)] = [query, sql, params, slots, None]
-    query, sql, params, slots, reader = entry
-    params = list(params)
-    for pos, i in slots:
-        params[pos] = id_param(values[i]) if isinstance(values[i], list) else values[i]
-    cursor = db.execute_sql(sql, params)
-    if reader is None:
-        reader = entry[4] = row_reader(query, cursor)
-    names, convert = reader
+    ids. Each value is an id list (for id_set), an integer or a string; the SQL of build's query may
+    depend only on `key`, never on the values."""
+    entry, cursor = _run_compiled(key, build, values)
+    if entry[4] is None:
+        entry[4] = row_reader(entry[0], cursor)
+    names, convert = entry[4]
     rows = []
     for row in cursor.fetchall():
         item = dict(zip(names, row))
@@ -105,6 +96,34 @@ def compiled_dicts(key: tuple, build, *values) -> list[dict]:
             item[names[i]] = python_value(row[i])
         rows.append(item)
     return rows
+
+
+def compiled_tuples(key: tuple, build, *values) -> list[tuple]:
+    """As compiled_dicts, the rows as the driver returns them (for integer and text columns)."""
+    return _run_compiled(key, build, values)[1].fetchall()
+
+
+def _run_compiled(key: tuple, build, values: tuple):
+    with _compiled_lock:
+        entry = _compiled.get((db.obj, key))
+        if entry is not None:
+            _compiled.move_to_end((db.obj, key))
+    if entry is None:
+        sentinels = [f"\x00sentinel {i}\x00" if isinstance(v, str) else _SENTINEL - i for i, v in enumerate(values)]
+        query = build(*[[s] if isinstance(v, list) else s for s, v in zip(sentinels, values)]).dicts()
+        sql, params = query.sql()
+        slots = [(pos, i) for pos, p in enumerate(params) for i, s in enumerate(sentinels)
+                 if p == s or (isinstance(s, int) and p == id_param([s]))]
+        entry = [query, sql, params, slots, None]  # + the row reader, once run
+        with _compiled_lock:
+            _compiled[(db.obj, key)] = entry
+            while len(_compiled) > COMPILED_KEPT:
+                _compiled.popitem(last=False)
+    query, sql, params, slots, _ = entry
+    params = list(params)
+    for pos, i in slots:
+        params[pos] = id_param(values[i]) if isinstance(values[i], list) else values[i]
+    return entry, db.execute_sql(sql, params)
 
 
 def row_reader(query, cursor) -> tuple[list[str], list]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import operator
 import html
 import re
 import threading
@@ -16,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from peewee import SQL, fn
 
-from models_db.db import db, id_set
+from models_db.db import compiled_tuples, db, id_set
 from models_db.search import vectors
 from models_db.search.base import (
     SORT_COLUMNS,
@@ -99,6 +100,12 @@ def highlight_text(text: str, words: list[str], window: int | None = None) -> st
 def mark_html(text: str) -> str:
     """Escapes a highlighted fragment and turns the sentinels into <mark> tags."""
     return html.escape(text or "").replace(MARK_OPEN, "<mark>").replace(MARK_CLOSE, "</mark>")
+
+
+def conditions_key(conds: list) -> tuple:
+    """The SQL and values of these conditions: queries built around the same ones compile alike."""
+    sql, params = db.obj.get_sql_context().sql(functools.reduce(operator.and_, conds)).query()
+    return (sql, *params)
 
 
 @functools.cache
@@ -275,16 +282,19 @@ class DatabaseBackend(Backend):
         so relevance ranks the newest TIER matches (a rowid range: cheap), and only falls back to every
         match when the filters leave fewer than `wanted` of those; another sort orders every match by its
         column, which needs no ranking."""
-        matching = self._match_ids(words, fields, prefix)
+        text = self._match_text(words, fields, prefix)
         if sort != "Relevance":
             column = getattr(SearchDoc, SORT_COLUMNS[sort])
-            rows = (SearchDoc.select(SearchDoc.id).where(SearchDoc.id.in_(matching), *conds)
+            rows = (SearchDoc.select(SearchDoc.id).where(SearchDoc.id.in_(self._match_ids(text, fields)), *conds)
                     .order_by(column.desc(), SearchDoc.id.desc()).limit(limit).tuples())
             return [(i, 0.0) for (i,) in rows]
-        floor = matching.order_by(SQL("1 DESC")).offset(TIER).limit(1).scalar()
-        found = self._keyword(words, conds, limit, fields, prefix, floor)
+        probe = compiled_tuples(("tier floor", self.name, fields), lambda match, skip: self._match_ids(match, fields)
+                                .order_by(SQL("1 DESC")).offset(skip).limit(1), text, TIER)
+        floor = probe[0][0] if probe else None
+        where = conditions_key(conds)
+        found = self._keyword(text, conds, where, limit, fields, floor)
         if floor is not None and len(found) < wanted:
-            found = self._keyword(words, conds, limit, fields, prefix)
+            found = self._keyword(text, conds, where, limit, fields)
         return found
 
     def start_semantic(self, text: str) -> Future:
@@ -336,9 +346,9 @@ class DatabaseBackend(Backend):
                      .group_by(SearchFacet.field, SearchFacet.value).order_by(count.desc()))
             counts = db.execute(query).fetchall()  # hundreds of rows: the raw cursor
         else:  # a few thousand (field, value) pairs from the covering index, counted here
-            query = (SearchFacet.select(SearchFacet.field, SearchFacet.value)
-                     .where(SearchFacet.doc_id.in_(id_set(ids[:CANDIDATES]))))
-            counts = [(*pair, n) for pair, n in Counter(db.execute(query).fetchall()).most_common()]
+            pairs = compiled_tuples(("facets",), lambda some: SearchFacet.select(SearchFacet.field, SearchFacet.value)
+                                    .where(SearchFacet.doc_id.in_(id_set(some))), ids[:CANDIDATES])
+            counts = [(*pair, n) for pair, n in Counter(pairs).most_common()]
         out: dict = {"type": {}, "baseModel": {}, "tags": {}}
         for field, value, n in counts:
             if len(out[field]) < 20:
@@ -364,18 +374,23 @@ class DatabaseBackend(Backend):
     def _index_text(self, docs: list[dict]) -> None: ...
     def _remove_text(self, ids: list[int]) -> None: ...
     def _clear_text(self) -> None: ...
-    def _match_ids(self, words: list[str], fields: str, prefix: bool = True):
-        """A query of the ids of the documents where every word matches (the last one as a prefix when
-        `prefix`) within the fields: "name", "primary" (name, tags, creator) or "all"."""
+    def _match_text(self, words: list[str], fields: str, prefix: bool) -> str:
+        """The full-text query where every word matches (the last one as a prefix when `prefix`) within
+        the fields: "name", "primary" (name, tags, creator) or "all"."""
 
-    def _keyword(self, words: list[str], conds: list, limit: int, fields="all", prefix: bool = True,
+    def _match_ids(self, text: str, fields: str):
+        """A query of the ids of the documents that match (see _match_text)."""
+
+    def _keyword(self, text: str, conds: list, where: tuple, limit: int, fields="all",
                  floor: int | None = None) -> list[tuple[int, float]]:
-        """Best-ranked matches first (see _match_ids), among documents with id >= floor when given."""
+        """Best-ranked matches first (see _match_text) that pass conds (whose conditions_key is `where`),
+        among documents with id >= floor when given."""
+
     def _highlight(self, ids: list[int], words: list[str]) -> dict[int, dict]:
         """{id: {"name": html, "description": html}} with matches in <mark>."""
         if not ids:
             return {}
-        rows = SearchDoc.select(SearchDoc.id, SearchDoc.name, SearchDoc.description).where(
-            SearchDoc.id.in_(id_set(ids))).tuples()
+        rows = compiled_tuples(("highlight",), lambda some: SearchDoc.select(
+            SearchDoc.id, SearchDoc.name, SearchDoc.description).where(SearchDoc.id.in_(id_set(some))), ids)
         return {i: {"name": highlight_text(name, words), "description": highlight_text(desc, words, 24)}
                 for i, name, desc in rows}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from peewee import SQL, Expression, fn
 
-from models_db.db import db
+from models_db.db import compiled_tuples, db
 from models_db.search.engine import DatabaseBackend
 from models_db.search.tables import SearchDoc
 
@@ -51,17 +51,20 @@ class PostgresBackend(DatabaseBackend):
     def _clear_text(self):
         pass
 
-    def _match_ids(self, words, fields, prefix=True):
-        match = fn.to_tsquery(CONFIG, tsquery(words, fields, prefix))
-        return SearchDoc.select(SearchDoc.id).where(Expression(SQL("tsv"), "@@", match))
+    def _match_text(self, words, fields, prefix):
+        return tsquery(words, fields, prefix)
 
-    def _keyword(self, words, conds, limit, fields="all", prefix=True, floor=None):
-        match = fn.to_tsquery(CONFIG, tsquery(words, fields, prefix))
-        rank = fn.ts_rank_cd(RANK_WEIGHTS, SQL("tsv"), match)
-        query = (SearchDoc.select(SearchDoc.id, rank.alias("rank"))
-                 .where(Expression(SQL("tsv"), "@@", match), *conds)
-                 .order_by(rank.desc(), SearchDoc.id.desc()).limit(limit))
-        if floor is not None:
-            query = query.where(SearchDoc.id >= floor)
-        return [(i, float(score)) for i, score in query.tuples()]
+    def _match_ids(self, text, fields):
+        return SearchDoc.select(SearchDoc.id).where(Expression(SQL("tsv"), "@@", fn.to_tsquery(CONFIG, text)))
 
+    def _keyword(self, text, conds, where, limit, fields="all", floor=None):
+        def build(query_text, most, lowest):
+            match = fn.to_tsquery(CONFIG, query_text)
+            rank = fn.ts_rank_cd(RANK_WEIGHTS, SQL("tsv"), match)
+            query = (SearchDoc.select(SearchDoc.id, rank.alias("rank"))
+                     .where(Expression(SQL("tsv"), "@@", match), *conds)
+                     .order_by(rank.desc(), SearchDoc.id.desc()).limit(most))
+            return query if floor is None else query.where(SearchDoc.id >= lowest)
+
+        rows = compiled_tuples(("keyword", floor is None, where), build, text, limit, floor or 0)
+        return [(i, float(score)) for i, score in rows]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from playhouse.sqlite_ext import FTS5Model, RowIDField, SearchField
 
-from models_db.db import db
+from models_db.db import compiled_tuples, db
 from models_db.search.base import FIELD_WEIGHTS
 from models_db.search.engine import DatabaseBackend
 from models_db.search.tables import SearchDoc
@@ -71,22 +71,26 @@ class SqliteBackend(DatabaseBackend):
         for table in TABLES:
             table.delete().execute()
 
-    def _match_ids(self, words, fields, prefix=True):
-        fts = index_for(fields)
-        return fts.select(fts.rowid).where(fts.match(match_expression(words, fields, prefix)))
+    def _match_text(self, words, fields, prefix):
+        return match_expression(words, fields, prefix)
 
-    def _keyword(self, words, conds, limit, fields="all", prefix=True, floor=None):
+    def _match_ids(self, text, fields):
+        fts = index_for(fields)
+        return fts.select(fts.rowid).where(fts.match(text))
+
+    def _keyword(self, text, conds, where, limit, fields="all", floor=None):
         fts = index_for(fields)
         rank = fts.bm25(*WEIGHTS[fts])
-        match = fts.match(match_expression(words, fields, prefix))
-        if floor is None:
-            query = (fts.select(fts.rowid, rank.alias("rank"))
-                     .join(SearchDoc, on=(SearchDoc.id == fts.rowid))
-                     .where(match, *conds).order_by(rank).limit(limit))
-        else:  # rank the tier alone, then filter its best: joining every ranked row costs as much again
-            best = (fts.select(fts.rowid.alias("doc"), rank.alias("rank"))
-                    .where(match, fts.rowid >= floor).order_by(rank).limit(2 * limit))
-            query = (SearchDoc.select(SearchDoc.id, best.c.rank).join(best, on=(SearchDoc.id == best.c.doc))
-                     .where(*conds).order_by(best.c.rank).limit(limit))
-        return [(i, -score) for i, score in db.execute(query).fetchall()]
 
+        def build(match, most, lowest):
+            if floor is None:
+                return (fts.select(fts.rowid, rank.alias("rank")).join(SearchDoc, on=(SearchDoc.id == fts.rowid))
+                        .where(fts.match(match), *conds).order_by(rank).limit(most))
+            # rank the tier alone, then filter its best: joining every ranked row costs as much again
+            best = (fts.select(fts.rowid.alias("doc"), rank.alias("rank"))
+                    .where(fts.match(match), fts.rowid >= lowest).order_by(rank).limit(2 * most))
+            return (SearchDoc.select(SearchDoc.id, best.c.rank).join(best, on=(SearchDoc.id == best.c.doc))
+                    .where(*conds).order_by(best.c.rank).limit(most))
+
+        rows = compiled_tuples(("keyword", fts.__name__, floor is None, where), build, text, limit, floor or 0)
+        return [(i, -score) for i, score in rows]
