@@ -35,7 +35,7 @@ def open_database(url: str):
         return PooledSqliteDatabase(path, max_connections=32, stale_timeout=600, timeout=30,
                                     check_same_thread=False, pragmas={
             "journal_mode": "wal", "foreign_keys": 1, "synchronous": "normal",
-            "busy_timeout": 30000, "cache_size": -65536})
+            "busy_timeout": 30000, "cache_size": -65536, "mmap_size": 1 << 30})
     if parsed.scheme in ("postgres", "postgresql"):
         return PooledPostgresqlDatabase(
             (parsed.path or "/").lstrip("/") or "postgres", max_connections=32, stale_timeout=600,

@@ -1,6 +1,7 @@
 """The database search engine shared by the SQLite FTS5 and PostgreSQL backends: filters, typo
 correction, semantic neighbours fused with keyword ranking (RRF), sorts, facets, paging, highlights.
-A subclass supplies the full-text part: _index_text, _remove_text, _clear_text, _keyword, _highlight."""
+A subclass supplies the full-text part: _index_text, _remove_text, _clear_text, _match_text, _match_ids,
+_keyword (and may replace _highlight). Hot queries are compiled once per process (compiled_tuples)."""
 from __future__ import annotations
 
 import bisect
@@ -34,7 +35,7 @@ from models_db.search.base import (
 from models_db.search.tables import SearchDoc, SearchFacet, SearchTerm, facet_rows
 
 TOKEN = re.compile(r"\w+", re.UNICODE)
-CANDIDATES = 300  # best keyword matches ranked, fused and counted in facets
+CANDIDATES = 200  # best keyword matches ranked, fused and counted in facets
 TIER = 500  # a word matching more documents than this is ranked among its newest TIER matches only
 SEMANTIC_K = 200
 SEMANTIC_MIN = 0.45  # MiniLM cosine: related texts score 0.45-0.8, unrelated ones 0.0-0.4
@@ -288,12 +289,13 @@ class DatabaseBackend(Backend):
             rows = (SearchDoc.select(SearchDoc.id).where(SearchDoc.id.in_(self._match_ids(text, fields)), *conds)
                     .order_by(column.desc(), SearchDoc.id.desc()).limit(limit).tuples())
             return [(i, 0.0) for (i,) in rows]
-        probe = compiled_tuples(("tier floor", self.name, fields), lambda match, skip: self._match_ids(match, fields)
-                                .order_by(SQL("1 DESC")).offset(skip).limit(1), text, TIER)
-        floor = probe[0][0] if probe else None
-        where = conditions_key(conds)
-        found = self._keyword(text, conds, where, limit, fields, floor)
-        if floor is not None and len(found) < wanted:
+        newest = compiled_tuples(("tier", self.name, fields), lambda match, most: self._match_ids(match, fields)
+                                 .order_by(SQL("1 DESC")).limit(most), text, TIER + 1)
+        if not newest:
+            return []
+        where = conditions_key(conds)  # below: the tier, or every match when there are no more than that
+        found = self._keyword(text, conds, where, limit, fields, newest[-1][0])
+        if len(newest) > TIER and len(found) < wanted:
             found = self._keyword(text, conds, where, limit, fields)
         return found
 
