@@ -242,7 +242,7 @@ class DatabaseBackend(Backend):
                         keyword, words, corrected = better, fixed, " ".join(fixed)
             ranked = [(i, s) for i, s in keyword]
             if near is not None:
-                semantic = self.semantic(near.result(), allowed)
+                semantic = self.semantic(near.result(), conds)
                 ranked = rrf([i for i, _ in keyword], [i for i, _ in semantic])
             if q.sort != "Relevance":
                 ranked = self.sort_ids([i for i, _ in ranked], q.sort)
@@ -305,11 +305,12 @@ class DatabaseBackend(Backend):
         vectors.vector_index.refresh()
         return semantic_pool().submit(nearest_to, text)
 
-    def semantic(self, near: list[tuple[int, float]], allowed) -> list[tuple[int, float]]:
+    def semantic(self, near: list[tuple[int, float]], conds: list) -> list[tuple[int, float]]:
         """The visible documents among the nearest."""
         if not near:
             return []
-        ok = {i for (i,) in allowed.where(SearchDoc.id.in_([i for i, _ in near])).tuples()}
+        ok = {i for (i,) in compiled_tuples(("visible", conditions_key(conds)), lambda some: SearchDoc.select(
+            SearchDoc.id).where(SearchDoc.id.in_(id_set(some)), *conds), [i for i, _ in near])}
         return [(i, s) for i, s in near if i in ok]
 
     def sort_ids(self, ids: list[int], sort: str) -> list[tuple[int, float]]:
