@@ -1,6 +1,7 @@
 """Database handle (a peewee DatabaseProxy), connection set-up and after-commit hooks."""
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -129,18 +130,31 @@ def _run_compiled(key: tuple, build, values: tuple):
 def row_reader(query, cursor) -> tuple[list[str], list]:
     """peewee's names for the columns, and the converters that change a value (booleans, dates…): the
     database driver returns integers, floats and strings as they are."""
-    from peewee import CharField, Field, FloatField, ForeignKeyField, IntegerField, TextField
+    from peewee import CharField, DateTimeField, Field, FloatField, ForeignKeyField, IntegerField, TextField
     as_is = {kind.adapt for kind in (IntegerField, FloatField, CharField, TextField)}
 
     def plain(field) -> bool:
         field = field.rel_field if isinstance(field, ForeignKeyField) else field
         return type(field).python_value is Field.python_value and type(field).adapt in as_is
 
+    def converter(field, convert):
+        return functools.partial(read_datetime, convert) if type(field) is DateTimeField else convert
+
     wrapper = query._get_cursor_wrapper(cursor)
     wrapper.initialize()
-    return wrapper.unique_columns, [(i, convert) for i, (convert, field) in
+    return wrapper.unique_columns, [(i, converter(field, convert)) for i, (convert, field) in
                                     enumerate(zip(wrapper.converters, wrapper.fields))
                                     if convert is not None and not plain(field)]
+
+
+def read_datetime(slow, value):
+    """SQLite's datetime text through the C parser; peewee's format list for anything else."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    return slow(value)
 
 
 @contextmanager

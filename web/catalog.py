@@ -14,7 +14,7 @@ bp = Blueprint("catalog", __name__)
 
 
 def iso(value) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z" if value else None
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z" if value else None
 
 
 def file_json(f: dict) -> dict:

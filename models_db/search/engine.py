@@ -14,6 +14,7 @@ import threading
 import time
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from peewee import SQL, fn
@@ -59,15 +60,17 @@ def word_pattern(wanted: tuple[str, ...]) -> re.Pattern:
     return re.compile(r"(?<!\w)(?:%s)(?!\w)" % "|".join(alternatives), re.IGNORECASE)
 
 
-def match_spans(text: str, words: list[str]) -> list[tuple[int, int]]:
-    """Where the query's words are in text: one regex over an ASCII text, word by word folded otherwise."""
+def match_spans(text: str, words: list[str], start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
+    """Where the query's words are in text[start:end]: one regex over ASCII text, word by word folded
+    otherwise."""
     wanted = tuple(w for w in (fold(w) for w in words) if w)
     if not wanted:
-        return []
-    pattern = word_pattern(wanted)
+        return
+    pattern, end = word_pattern(wanted), len(text) if end is None else end
     if text.isascii():
-        return [m.span() for m in pattern.finditer(text)]
-    return [m.span() for m in TOKEN.finditer(text) if pattern.fullmatch(fold(m.group()))]
+        yield from (m.span() for m in pattern.finditer(text, start, end))
+    else:
+        yield from (m.span() for m in TOKEN.finditer(text, start, end) if pattern.fullmatch(fold(m.group())))
 
 
 def word_window(text: str, at: int, window: int) -> tuple[int, int]:
@@ -83,15 +86,13 @@ def highlight_text(text: str, words: list[str], window: int | None = None) -> st
     """HTML of text with the query's words in <mark> (the last word also as a prefix); with window,
     only about that many words around the first match."""
     text = text or ""
-    hits = match_spans(text, words)
     start, end, prefix, suffix = 0, len(text), "", ""
-    if window is not None:
-        start, end = word_window(text, hits[0][0] if hits else 0, window)
+    if window is not None:  # only the window is read for matches
+        first = next(match_spans(text, words), (0, 0))
+        start, end = word_window(text, first[0], window)
         prefix, suffix = ("…" if TOKEN.search(text, 0, start) else ""), ("…" if TOKEN.search(text, end) else "")
     out, pos = [], start
-    for a, b in hits:
-        if a < start or b > end:
-            continue
+    for a, b in match_spans(text, words, start, end):
         out += [html.escape(text[pos:a]), "<mark>", html.escape(text[a:b]), "</mark>"]
         pos = b
     out.append(html.escape(text[pos:end]))
