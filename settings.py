@@ -42,8 +42,8 @@ VARIABLES = {
     "RATE_LIMIT_LOGIN": ("10/minute", "Log-in attempts per client address (Flask-Limiter syntax, kept in Redis)."),
     "RATE_LIMIT_REGISTER": ("5/hour", "Account registrations per client address."),
     "RATE_LIMIT_WRITES": ("120/minute", "Form posts and API writes per signed-in user (or address)."),
-    "MODEL_CACHE_DIR": ("", "Where files made from shipped models are kept (the ONNX sentence encoder); "
-                        "default ATELIER_HOME/cache."),
+    "MODEL_CACHE_DIR": ("", ("Where files made from shipped models are kept (the ONNX sentence encoder); "
+                             "default ATELIER_HOME/cache.")),
     "FLUX_COMPONENTS_DIR": ("", "Diffusers FLUX folder whose text encoders and VAE serve transformer-only FLUX checkpoints."),
 }
 

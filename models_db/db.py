@@ -8,7 +8,17 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from urllib.parse import urlparse
 
-from peewee import DatabaseProxy, Model
+from peewee import (
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    Field,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 import settings
@@ -130,7 +140,6 @@ def _run_compiled(key: tuple, build, values: tuple):
 def row_reader(query, cursor) -> tuple[list[str], list]:
     """peewee's names for the columns, and the converters that change a value (booleans, dates…): the
     database driver returns integers, floats and strings as they are."""
-    from peewee import CharField, DateTimeField, Field, FloatField, ForeignKeyField, IntegerField, TextField
     as_is = {kind.adapt for kind in (IntegerField, FloatField, CharField, TextField)}
 
     def plain(field) -> bool:

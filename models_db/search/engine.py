@@ -4,11 +4,10 @@ A subclass supplies the full-text part: _index_text, _remove_text, _clear_text, 
 _keyword (and may replace _highlight). Hot queries are compiled once per process (compiled_tuples)."""
 from __future__ import annotations
 
-import bisect
 import functools
+import html
 import itertools
 import operator
-import html
 import re
 import threading
 import time
@@ -57,7 +56,7 @@ def fold(word: str) -> str:
 def word_pattern(wanted: tuple[str, ...]) -> re.Pattern:
     """Whole words equal to a wanted (folded) word, or starting with the last one."""
     alternatives = [re.escape(w) for w in wanted[:-1]] + [re.escape(wanted[-1]) + r"\w*"]
-    return re.compile(r"(?<!\w)(?:%s)(?!\w)" % "|".join(alternatives), re.IGNORECASE)
+    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
 
 
 def match_spans(text: str, words: list[str], start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
