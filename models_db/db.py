@@ -94,7 +94,8 @@ _SENTINEL = -(10 ** 15)
 def compiled_dicts(key: tuple, build, *values) -> list[dict]:
     """The .dicts() rows of build(*values), compiled to SQL once per process and key: compiling a wide
     peewee select, and converting every column of every row, cost more than running it on a page of
-    ids. Each value is an id list (for id_set), an integer or a string; the SQL of build's query may
+    ids. Each value is an id list (for id_set), an integer or a string, used by build as it is (a value
+    computed from one inside build stays what it was at the first call); the SQL of build's query may
     depend only on `key`, never on the values."""
     entry, cursor = _run_compiled(key, build, values)
     if entry[4] is None:
@@ -125,6 +126,10 @@ def _run_compiled(key: tuple, build, values: tuple):
         sql, params = query.sql()
         slots = [(pos, i) for pos, p in enumerate(params) for i, s in enumerate(sentinels)
                  if p == s or (isinstance(s, int) and p == id_param([s]))]
+        taken = {pos for pos, _ in slots}
+        if any(pos not in taken and ((isinstance(p, int) and p < _SENTINEL // 2) or (isinstance(p, str) and "\x00sentinel" in p))
+               for pos, p in enumerate(params)):
+            raise ValueError(f"{key}: build computed a parameter from a placeholder; pass it as a value")
         entry = [query, sql, params, slots, None]  # + the row reader, once run
         with _compiled_lock:
             _compiled[(db.obj, key)] = entry

@@ -82,15 +82,18 @@ class SqliteBackend(DatabaseBackend):
         fts = index_for(fields)
         rank = fts.bm25(*WEIGHTS[fts])
 
-        def build(match, most, lowest):
+        def build(match, most, lowest, ranked):
             if floor is None:
                 return (fts.select(fts.rowid, rank.alias("rank")).join(SearchDoc, on=(SearchDoc.id == fts.rowid))
                         .where(fts.match(match), *conds).order_by(rank).limit(most))
             # rank the tier alone, then filter its best: joining every ranked row costs as much again
             best = (fts.select(fts.rowid.alias("doc"), rank.alias("rank"))
-                    .where(fts.match(match), fts.rowid >= lowest).order_by(rank).limit(2 * most))
+                    .where(fts.match(match), fts.rowid >= lowest).order_by(rank).limit(ranked))
             return (SearchDoc.select(SearchDoc.id, best.c.rank).join(best, on=(SearchDoc.id == best.c.doc))
                     .where(*conds).order_by(best.c.rank).limit(most))
 
-        rows = compiled_tuples(("keyword", fts.__name__, floor is None, where), build, text, limit, floor or 0)
+        # values, not expressions of them: compiled_tuples swaps each value's parameter (2 * limit inside
+        # build would be computed once, from the placeholder)
+        rows = compiled_tuples(("keyword", fts.__name__, floor is None, where), build, text, limit, floor or 0,
+                               2 * limit)
         return [(i, -score) for i, score in rows]

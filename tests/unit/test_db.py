@@ -28,3 +28,25 @@ def test_on_commit_outside_a_transaction_runs_now():
     seen = []
     on_commit(lambda: seen.append(1))
     assert seen == [1]
+
+
+def test_compiled_queries_run_again_with_each_calls_values():
+    from models_db.db import compiled_dicts, compiled_tuples, id_set
+    users = [User.create(username=f"c{i}", is_active=i != 1) for i in range(4)]
+
+    def build(ids, min_id, skip):
+        return (User.select(User.id, User.username, User.is_active)
+                .where(User.id.in_(id_set(ids)), User.id >= min_id, User.username != skip).order_by(User.id))
+
+    first = compiled_dicts(("test users",), build, [u.id for u in users], users[1].id, "c0")
+    assert [(r["username"], r["is_active"]) for r in first] == [("c1", False), ("c2", True), ("c3", True)]
+    again = compiled_dicts(("test users",), build, [users[0].id, users[3].id], 0, "c0")
+    assert [r["username"] for r in again] == ["c3"] and again[0]["is_active"] is True  # a bool, not 1
+    assert [row[:2] for row in compiled_tuples(("test users",), build, [users[2].id], 0, "c2")] == []
+    assert [row[:2] for row in compiled_tuples(("test users",), build, [users[2].id], 0, "x")] == [(users[2].id, "c2")]
+
+    with pytest.raises(ValueError, match="placeholder"):
+        compiled_tuples(("test derived",), lambda most: User.select(User.id).limit(2 * most), 5)
+    with pytest.raises(ValueError, match="placeholder"):  # startswith() makes its own 'c%' parameter
+        compiled_tuples(("test derived text",), lambda prefix: User.select(User.id).where(
+            User.username.startswith(prefix)), "c")
