@@ -80,9 +80,8 @@ def id_set(ids):
     """A set of integer ids as ONE bound parameter, for `column.in_(id_set(ids))`: peewee compiles a
     long IN list value by value, which costs more than the query itself."""
     from peewee import SQL, SqliteDatabase
-    if isinstance(db.obj, SqliteDatabase):
-        return SQL("(SELECT value FROM json_each(?))", [id_param(ids)])
-    return SQL("(SELECT unnest(%s::bigint[]))", [id_param(ids)])
+    sqlite = isinstance(db.obj, SqliteDatabase)
+    return SQL("(SELECT value FROM json_each(?))" if sqlite else "(SELECT unnest(%s::bigint[]))", [id_param(ids)])
 
 
 _compiled: OrderedDict = OrderedDict()  # the most recently used COMPILED_KEPT compiled queries

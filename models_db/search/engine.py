@@ -293,10 +293,10 @@ class DatabaseBackend(Backend):
                                  .order_by(SQL("1 DESC")).limit(most), text, TIER + 1)
         if not newest:
             return []
-        where = conditions_key(conds)  # below: the tier, or every match when there are no more than that
-        found = self._keyword(text, conds, where, limit, fields, newest[-1][0])
+        # the tier, or every match when there are no more than that
+        found = self._keyword(text, conds, limit, fields, newest[-1][0])
         if len(newest) > TIER and len(found) < wanted:
-            found = self._keyword(text, conds, where, limit, fields)
+            found = self._keyword(text, conds, limit, fields)
         return found
 
     def start_semantic(self, text: str) -> Future:
@@ -384,10 +384,10 @@ class DatabaseBackend(Backend):
     def _match_ids(self, text: str, fields: str):
         """A query of the ids of the documents that match (see _match_text)."""
 
-    def _keyword(self, text: str, conds: list, where: tuple, limit: int, fields="all",
+    def _keyword(self, text: str, conds: list, limit: int, fields="all",
                  floor: int | None = None) -> list[tuple[int, float]]:
-        """Best-ranked matches first (see _match_text) that pass conds (whose conditions_key is `where`),
-        among documents with id >= floor when given."""
+        """Best-ranked matches first (see _match_text) that pass conds, among documents with id >= floor
+        when given."""
 
     def _highlight(self, ids: list[int], words: list[str]) -> dict[int, dict]:
         """{id: {"name": html, "description": html}} with matches in <mark>."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from peewee import SQL, Expression, fn
 
 from models_db.db import compiled_tuples, db
-from models_db.search.engine import DatabaseBackend
+from models_db.search.engine import DatabaseBackend, conditions_key
 from models_db.search.tables import SearchDoc
 
 CONFIG = "atelier_search"
@@ -57,7 +57,7 @@ class PostgresBackend(DatabaseBackend):
     def _match_ids(self, text, fields):
         return SearchDoc.select(SearchDoc.id).where(Expression(SQL("tsv"), "@@", fn.to_tsquery(CONFIG, text)))
 
-    def _keyword(self, text, conds, where, limit, fields="all", floor=None):
+    def _keyword(self, text, conds, limit, fields="all", floor=None):
         def build(query_text, most, lowest):
             match = fn.to_tsquery(CONFIG, query_text)
             rank = fn.ts_rank_cd(RANK_WEIGHTS, SQL("tsv"), match)
@@ -66,5 +66,5 @@ class PostgresBackend(DatabaseBackend):
                      .order_by(rank.desc(), SearchDoc.id.desc()).limit(most))
             return query if floor is None else query.where(SearchDoc.id >= lowest)
 
-        rows = compiled_tuples(("keyword", floor is None, where), build, text, limit, floor or 0)
+        rows = compiled_tuples(("keyword", floor is None, conditions_key(conds)), build, text, limit, floor or 0)
         return [(i, float(score)) for i, score in rows]

@@ -8,7 +8,7 @@ from playhouse.sqlite_ext import FTS5Model, RowIDField, SearchField
 
 from models_db.db import compiled_tuples, db
 from models_db.search.base import FIELD_WEIGHTS
-from models_db.search.engine import DatabaseBackend
+from models_db.search.engine import DatabaseBackend, conditions_key
 from models_db.search.tables import SearchDoc
 
 
@@ -78,7 +78,7 @@ class SqliteBackend(DatabaseBackend):
         fts = index_for(fields)
         return fts.select(fts.rowid).where(fts.match(text))
 
-    def _keyword(self, text, conds, where, limit, fields="all", floor=None):
+    def _keyword(self, text, conds, limit, fields="all", floor=None):
         fts = index_for(fields)
         rank = fts.bm25(*WEIGHTS[fts])
 
@@ -94,6 +94,6 @@ class SqliteBackend(DatabaseBackend):
 
         # values, not expressions of them: compiled_tuples swaps each value's parameter (2 * limit inside
         # build would be computed once, from the placeholder)
-        rows = compiled_tuples(("keyword", fts.__name__, floor is None, where), build, text, limit, floor or 0,
-                               2 * limit)
+        key = ("keyword", fts.__name__, floor is None, conditions_key(conds))
+        rows = compiled_tuples(key, build, text, limit, floor or 0, 2 * limit)
         return [(i, -score) for i, score in rows]
