@@ -173,3 +173,20 @@ def test_common_words_rank_their_newest_matches_but_filters_and_sorts_see_every_
     found, _ = names(client, "/api/v1/search?q=castle&mode=keyword&sort=Most+Downloaded&limit=2")
     assert found == ["Castle Ruins", "Castle Keep 8"]
     assert oldest.id < Model.select().order_by(Model.id.desc()).first().id
+
+
+def test_a_whole_word_is_matched_before_it_is_read_as_a_prefix(client, alice):
+    for name in ("Cat Portrait", "Cat Sketch", "Catgirl"):  # "Catgirl", shortest, ranks first as a prefix match
+        catalog_model(alice[0], name, tags=["animal"])
+    flush_search_index.fn()
+    found, _ = names(client, "/api/v1/search?q=cat&mode=keyword&limit=2")
+    assert sorted(found) == ["Cat Portrait", "Cat Sketch"]  # a page of whole-word matches: no prefix read
+    found, _ = names(client, "/api/v1/search?q=cat&mode=keyword&limit=5")
+    assert "Catgirl" in found  # too few whole-word matches for the page: the prefix fills it
+    assert names(client, "/api/v1/search?q=catgi&mode=keyword")[0] == ["Catgirl"]
+
+
+def test_typo_correction_looks_among_terms_with_the_same_first_letter(client, catalog):
+    assert names(client, "/api/v1/search?q=lanscape&mode=keyword")[0][0] == "Mountain Landscape"
+    found, body = names(client, "/api/v1/search?q=kandscape&mode=keyword")
+    assert found == [] and body["query"]["corrected"] is None
