@@ -1,4 +1,4 @@
-"""Statistics rollups."""
+"""Statistics: per-period rollups, and all-time stats recomputed from the raw events."""
 import dramatiq
 
 from jobs.broker import logs_result
@@ -9,3 +9,16 @@ from models_db import stats
 @logs_result
 def rollup_stats() -> dict:
     return stats.rollup()
+
+
+@dramatiq.actor(queue_name="default", max_retries=10)
+def refresh_model_stats(model_id: int) -> None:
+    """After a review or comment: the model's all-time stats from its events (idempotent)."""
+    stats.refresh_models([model_id])
+
+
+@dramatiq.actor(queue_name="default", max_retries=3, time_limit=30 * 60 * 1000)
+@logs_result
+def reconcile_stats() -> int:
+    """Repairs every all-time counter from the raw events (a download is counted by increment)."""
+    return stats.reconcile()

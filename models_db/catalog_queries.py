@@ -12,10 +12,10 @@ from peewee import JOIN, Tuple, fn
 from models_db.accounts import User
 from models_db.catalog import Model, ModelFile, ModelFileHash, ModelTag, ModelVersion, Tag
 from models_db.db import compiled_dicts, id_set, utcnow
-from models_db.stats import ModelStat
+from models_db.stats import PERIOD_DAYS, ModelStat
 
 SORTS = {"Highest Rated": Model.rating, "Most Downloaded": Model.download_count, "Newest": Model.published_at}
-PERIOD_DAYS = {"Day": 1, "Week": 7, "Month": 30, "Year": 365}
+PERIOD_SORTS = {"Highest Rated": ModelStat.rating, "Most Downloaded": ModelStat.download_count}
 
 
 class BadCursor(ValueError):
@@ -92,13 +92,13 @@ def decode_cursor(cursor: str):
 def list_models(f: ModelFilter, sort: str, limit: int, cursor: str | None = None,
                 page: int | None = None) -> tuple[list[dict], str | None, int | None]:
     """Returns (model rows as dicts, next cursor or None, total when paging by page).
-    `Most Downloaded` with a period sorts by the downloads rolled up for that period; other sorts
-    with a period list the models published within it."""
-    f.period_sorts = sort == "Most Downloaded" and f.period in PERIOD_DAYS
+    `Most Downloaded` and `Highest Rated` with a period sort by the downloads or the average rating
+    rolled up for that period; `Newest` with a period lists the models published within it."""
+    f.period_sorts = sort in PERIOD_SORTS and f.period in PERIOD_DAYS
     conds = _where(f)
     query = with_owner()
     if f.period_sorts:
-        key = fn.COALESCE(ModelStat.download_count, 0)
+        key = fn.COALESCE(PERIOD_SORTS[sort], 0)
         query = query.switch(Model).join(ModelStat, JOIN.LEFT_OUTER, on=(
             (ModelStat.model == Model.id) & (ModelStat.period == f.period)))
     else:

@@ -1,20 +1,50 @@
-"""Per-period statistics of models and versions, rolled up from raw events (downloads so far)."""
+"""Statistics of models and versions rolled up from the raw events: downloads, reviews (ratings and thumbs),
+comments, and reactions to the versions' images.
+
+- Per period (Day, Week, Month, Year, AllTime): ModelStat / VersionStat rows, rebuilt by rollup().
+- All time, on the models and versions themselves (what the API's `stats` show): refresh_models()
+  recomputes them for a few models after an event; reconcile() for every model."""
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import timedelta
 
-from peewee import CharField, DateTimeField, ForeignKeyField, IntegerField, fn
+from peewee import (
+    Case,
+    CharField,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    SqliteDatabase,
+    fn,
+)
 
-from models_db.catalog import Model, ModelFile, ModelVersion
-from models_db.db import BaseModel, db, utcnow
+from models_db.catalog import Model, ModelFile, ModelVersion, search_changed
+from models_db.db import BaseModel, db, transaction, utcnow
 from models_db.downloads import Download
+from models_db.images import Image, Reaction
+from models_db.reviews import Comment, Review
 
 PERIOD_DAYS = {"Day": 1, "Week": 7, "Month": 30, "Year": 365}
+PERIODS = (*PERIOD_DAYS, "AllTime")
+# the counts every stats row holds; comments are on models, so a version's comment_count stays 0
+COUNTS = ("download_count", "rating_count", "thumbs_up_count", "thumbs_down_count", "comment_count",
+          "reaction_count")
+MODEL_COLUMNS = ("download_count", "rating_count", "rating", "thumbs_up_count", "thumbs_down_count",
+                 "comment_count")
+VERSION_COLUMNS = ("download_count", "rating_count", "rating", "thumbs_up_count", "thumbs_down_count")
 
 
 class PeriodStat(BaseModel):
     period = CharField(max_length=8)
     download_count = IntegerField(default=0)
+    rating_count = IntegerField(default=0)
+    rating = FloatField(default=0)
+    thumbs_up_count = IntegerField(default=0)
+    thumbs_down_count = IntegerField(default=0)
+    comment_count = IntegerField(default=0)
+    reaction_count = IntegerField(default=0)
     updated_at = DateTimeField(default=utcnow)
 
 
@@ -22,7 +52,8 @@ class ModelStat(PeriodStat):
     model = ForeignKeyField(Model, on_delete="CASCADE")
 
     class Meta:
-        indexes = ((("model", "period"), True), (("period", "download_count"), False))
+        indexes = ((("model", "period"), True), (("period", "download_count"), False),
+                   (("period", "rating"), False))
 
 
 class VersionStat(PeriodStat):
@@ -35,54 +66,113 @@ class VersionStat(PeriodStat):
 TABLES = [ModelStat, VersionStat]
 
 
+def _blank() -> dict:
+    return {**dict.fromkeys(COUNTS, 0), "rating_sum": 0}
+
+
+def counts(since=None, model_ids=None) -> tuple[dict[int, dict], dict[int, dict]]:
+    """(per version, per model) counts of the events since `since` (all when None), for the given models
+    (all when None). Each value: COUNTS plus rating_sum."""
+    versions: dict[int, dict] = defaultdict(_blank)
+    models: dict[int, dict] = defaultdict(_blank)
+
+    def scoped(query, created, model_column):
+        if since is not None:
+            query = query.where(created >= since)
+        if model_ids is not None:
+            query = query.where(model_column.in_(list(model_ids)))
+        return query
+
+    def add(rows, target, *fields):
+        for key, *values in rows:
+            for field, value in zip(fields, values, strict=True):
+                target[key][field] += value or 0
+
+    owners = {}
+    per_version_downloads = scoped(
+        Download.select(ModelFile.version, ModelVersion.model, fn.COUNT(Download.id)).join(ModelFile)
+        .join(ModelVersion), Download.created_at, ModelVersion.model).group_by(ModelFile.version, ModelVersion.model)
+    per_version_reactions = scoped(
+        Reaction.select(Image.model_version, ModelVersion.model, fn.COUNT(Reaction.id)).join(Image)
+        .join(ModelVersion), Reaction.created_at, ModelVersion.model).group_by(Image.model_version, ModelVersion.model)
+    for field, query in (("download_count", per_version_downloads), ("reaction_count", per_version_reactions)):
+        for version_id, model_id, n in query.tuples():
+            owners[version_id] = model_id
+            versions[version_id][field] += n
+            models[model_id][field] += n
+
+    up = fn.SUM(Case(None, [(Review.recommended == True, 1)], 0))
+    review_fields = ("rating_count", "rating_sum", "thumbs_up_count", "thumbs_down_count")
+    for column, target in ((Review.version, versions), (Review.model, models)):
+        rows = scoped(Review.select(column, fn.COUNT(Review.id), fn.SUM(Review.rating), up,
+                                    fn.COUNT(Review.id) - up), Review.created_at, Review.model).group_by(column)
+        add(rows.tuples(), target, *review_fields)
+    comments = scoped(Comment.select(Comment.model, fn.COUNT(Comment.id)).where(Comment.hidden == False),
+                      Comment.created_at, Comment.model).group_by(Comment.model)
+    add(comments.tuples(), models, "comment_count")
+    return dict(versions), dict(models)
+
+
+def _row(c: dict) -> dict:
+    rating = round(c["rating_sum"] / c["rating_count"], 3) if c["rating_count"] else 0.0
+    return {**{k: c[k] for k in COUNTS}, "rating": rating}
+
+
 def rollup(now=None) -> dict[str, int]:
-    """Rebuilds every windowed period from the raw events, one atomic swap per period."""
+    """Rebuilds every period's rows from the raw events, one atomic swap per period. Returns the number
+    of models with stats per period."""
     now = now or utcnow()
     out = {}
-    for period, days in PERIOD_DAYS.items():
-        since = now - timedelta(days=days)
-        per_version = (Download.select(ModelFile.version, fn.COUNT(Download.id)).join(ModelFile)
-                       .where(Download.created_at >= since).group_by(ModelFile.version).tuples())
-        rows = list(per_version)
-        per_model: dict[int, int] = {}
-        owners = dict(ModelVersion.select(ModelVersion.id, ModelVersion.model)
-                      .where(ModelVersion.id.in_([v for v, _ in rows])).tuples()) if rows else {}
-        for version_id, count in rows:
-            per_model[owners[version_id]] = per_model.get(owners[version_id], 0) + count
-        with db.atomic():
+    for period in PERIODS:
+        since = now - timedelta(days=PERIOD_DAYS[period]) if period in PERIOD_DAYS else None
+        versions, models = counts(since)
+        with transaction():
             VersionStat.delete().where(VersionStat.period == period).execute()
             ModelStat.delete().where(ModelStat.period == period).execute()
-            for chunk in _chunks([{"version": v, "period": period, "download_count": c, "updated_at": now}
-                                  for v, c in rows]):
-                VersionStat.insert_many(chunk).execute()
-            for chunk in _chunks([{"model": mid, "period": period, "download_count": c, "updated_at": now}
-                                  for mid, c in per_model.items()]):
-                ModelStat.insert_many(chunk).execute()
-        out[period] = len(per_model)
+            for table, key, per in ((VersionStat, "version", versions), (ModelStat, "model", models)):
+                rows = [{key: k, "period": period, "updated_at": now, **_row(c)} for k, c in per.items()]
+                for i in range(0, len(rows), 500):
+                    table.insert_many(rows[i:i + 500]).execute()
+        out[period] = len(models)
     return out
 
 
-def _chunks(rows: list, size: int = 500):
-    for i in range(0, len(rows), size):
-        yield rows[i:i + size]
+def _differs(column: str, stored, wanted) -> bool:
+    return abs(stored - wanted) > 1e-3 if column == "rating" else stored != wanted  # REAL on PostgreSQL
 
 
-def reconcile_download_counts() -> int:
-    """Sets every all-time download counter to the number of recorded downloads; returns rows fixed."""
-    fixed = 0
-    counted = dict(Download.select(ModelFile.version, fn.COUNT(Download.id)).join(ModelFile)
-                   .group_by(ModelFile.version).tuples())
-    with db.atomic():
-        for version_id, model_id, stored in ModelVersion.select(
-                ModelVersion.id, ModelVersion.model, ModelVersion.download_count).tuples():
-            if stored != counted.get(version_id, 0):
-                ModelVersion.update(download_count=counted.get(version_id, 0)).where(
-                    ModelVersion.id == version_id).execute()
-                fixed += 1
-        per_model = dict(ModelVersion.select(ModelVersion.model, fn.SUM(ModelVersion.download_count))
-                         .group_by(ModelVersion.model).tuples())
-        for model_id, stored in Model.select(Model.id, Model.download_count).tuples():
-            if stored != (per_model.get(model_id) or 0):
-                Model.update(download_count=per_model.get(model_id) or 0).where(Model.id == model_id).execute()
-                fixed += 1
-    return fixed
+def _apply(versions: dict[int, dict], models: dict[int, dict], model_ids=None) -> int:
+    """Writes the all-time columns that differ from the counts, for the given models (all when None); rows
+    without events get zeros. Returns the number of rows changed."""
+    changed = []
+    for table, columns, per in ((ModelVersion, VERSION_COLUMNS, versions), (Model, MODEL_COLUMNS, models)):
+        owner = table.model if table is ModelVersion else table.id
+        query = table.select(table.id, owner.alias("owner"), *(getattr(table, c) for c in columns))
+        if model_ids is not None:
+            query = query.where(owner.in_(model_ids))
+        for row in query.dicts():
+            want = _row(per.get(row["id"], _blank()))
+            update = {c: want[c] for c in columns if _differs(c, row[c], want[c])}
+            if update:
+                table.update(update).where(table.id == row["id"]).execute()
+                changed.append(row["owner"])
+    if changed:
+        search_changed(sorted(set(changed)))  # the index sorts by downloads and rating
+    return len(changed)
+
+
+def refresh_models(model_ids) -> int:
+    """Recomputes the all-time stats of these models and their versions from the raw events."""
+    model_ids = list(model_ids)
+    with transaction():
+        if not isinstance(db.obj, SqliteDatabase):  # SQLite's transaction() holds the write lock already
+            list(Model.select(Model.id).where(Model.id.in_(model_ids)).for_update())
+        versions, models = counts(model_ids=model_ids)
+        return _apply(versions, models, model_ids)
+
+
+def reconcile() -> int:
+    """Sets every model's and version's all-time stats to what the raw events say; returns rows fixed."""
+    versions, models = counts()  # outside the lock: a refresh that races it is fixed on the next run
+    with transaction():
+        return _apply(versions, models)

@@ -8,13 +8,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 log = logging.getLogger("atelier.scheduler")
-EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Entry:
 
 
 def schedule_table() -> list[Entry]:
-    from jobs import downloads, generation, images, leaderboards, queues, search, stats, storage, uploads
+    from jobs import generation, images, leaderboards, queues, search, stats, storage, uploads
     return [
         Entry(search.flush_search_index, 5),
         Entry(images.score_unscored_images, 600),
@@ -33,7 +33,7 @@ def schedule_table() -> list[Entry]:
         Entry(stats.rollup_stats, 300),
         Entry(leaderboards.refresh_leaderboards, 900),
         Entry(leaderboards.refresh_popular_tags, 300),
-        Entry(downloads.reconcile_download_counts, 600),
+        Entry(stats.reconcile_stats, 600),
         Entry(uploads.expire_uploads, 3600),
         Entry(storage.remove_orphan_blobs, 6 * 3600),
     ]

@@ -84,11 +84,12 @@ def all_tables():
         leaderboards,
         messages,
         notifications,
+        reviews,
         stats,
         uploads,
     )
     from models_db.search import tables, vectors
-    modules = (tables, vectors, generation, images, leaderboards, stats, notifications, downloads, uploads, catalog, accounts,
+    modules = (tables, vectors, generation, images, leaderboards, stats, reviews, notifications, downloads, uploads, catalog, accounts,
                messages)
     if not PG_BASE:
         from models_db.search import sqlite_fts

@@ -13,6 +13,7 @@ from models_db import images as im
 from models_db.accounts import User
 from models_db.catalog import ModelVersion
 from models_db.db import on_commit, transaction, utcnow
+from models_db.stats import PERIOD_DAYS
 from web.api import (
     absolute,
     boolean,
@@ -30,7 +31,6 @@ SORTS = {"Newest": im.Image.id,
          "Most Reactions": (im.Image.like_count + im.Image.heart_count + im.Image.laugh_count
                             + im.Image.cry_count + im.Image.dislike_count),
          "Most Comments": im.Image.comment_count}
-PERIOD_DAYS = {"Day": 1, "Week": 7, "Month": 30, "Year": 365}
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 
 

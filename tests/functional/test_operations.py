@@ -84,8 +84,8 @@ def test_reconcile_repairs_counters(alice):
     for i in range(4):
         record(f"r{i}", file_id, None)
     Model.update(download_count=99).execute()
-    from jobs.downloads import reconcile_download_counts
-    assert reconcile_download_counts.fn.__wrapped__() == 1
+    from jobs.stats import reconcile_stats
+    assert reconcile_stats.fn.__wrapped__() == 1
     assert Model.get_by_id(model.id).download_count == 4
 
 

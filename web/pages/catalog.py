@@ -4,14 +4,17 @@ from __future__ import annotations
 import json
 import re
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import login_required
 
 from models_db import catalog as c
 from models_db import catalog_queries as q
 from models_db.accounts import User
 from models_db.images import Image, ImageResource, showcase
+from models_db.reviews import recent
+from web import reviews as review_api
 from web.api import multi
-from web.pages import ALL_LEVELS, viewer
+from web.pages import ALL_LEVELS, api_call, viewer
 
 bp = Blueprint("site_catalog", __name__)
 PAGE_SIZE = 24
@@ -111,12 +114,33 @@ def model_page(model_id: int, name: str | None = None):
     version = next((v for v in versions if v["id"] == wanted), versions[0])
     files = q.files_for([version["id"]]).get(version["id"], [])
     gallery = [thumb(i, 450) for i in showcase([version["id"]], ALL_LEVELS, per_version=40).get(version["id"], [])]
+    reviews, comments = recent(model_id)
     return render_template(
         "catalog/model.html", m=m, versions=versions, version=version, files=files, gallery=gallery,
+        reviews=reviews, comments=comments, signed_in=user is not None,
         tags=q.tags_for([model_id])[model_id], licence=licence(m), slug=slug(m["name"]),
         trained_words=json.loads(version["trained_words_json"]),
         air=c.air(m["type"], version["base_model"], m["id"], version["id"]),
         owner=bool(user and user.id == m["owner"]), hash_types=c.HASH_TYPES)
+
+
+@bp.post("/models/<int:model_id>/review")
+@login_required
+def review(model_id: int):
+    version_id = request.form.get("modelVersionId", type=int) or 0
+    rating = request.form.get("rating", type=int)
+    data = {"recommended": request.form.get("recommended") == "true", "details": request.form.get("details", "")}
+    if api_call(review_api.save_review, version_id, {**data, **({"rating": rating} if rating else {})}):
+        flash("Thanks for your review.", "success")
+    return redirect(url_for(".model_page", model_id=model_id, modelVersionId=version_id, _anchor="reviews"))
+
+
+@bp.post("/models/<int:model_id>/comments")
+@login_required
+def comment(model_id: int):
+    if api_call(review_api.add_comment, model_id, {"content": request.form.get("content", "")}):
+        flash("Comment posted.", "success")
+    return redirect(url_for(".model_page", model_id=model_id, _anchor="comments"))
 
 
 @bp.get("/images/<int:image_id>")
@@ -137,7 +161,7 @@ def image_page(image_id: int):
 
 @bp.get("/user/<username>")
 def creator(username: str):
-    person = User.get_or_none(User.username == username, User.is_active == True)  # noqa: E712
+    person = User.get_or_none(User.username == username, User.is_active == True)
     if person is None:
         abort(404)
     user = viewer()
