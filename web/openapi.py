@@ -91,6 +91,13 @@ SCHEMAS = {
             "id": {"type": "integer"}, "index": {"type": "integer"}, "state": {"type": "string"},
             "prompt": {"type": "string"}, "seed": {"type": "integer"}, "imageUrl": {"type": "string", "nullable": True},
             "error": {"type": "string", "nullable": True}}}}}},
+    "Review": {"type": "object", "properties": {
+        "id": INT, "modelId": INT, "modelVersionId": INT, "username": {"type": "string"}, "recommended": BOOL,
+        "rating": INT, "details": {"type": "string"}, "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"}}},
+    "Comment": {"type": "object", "properties": {
+        "id": INT, "modelId": INT, "username": {"type": "string"}, "content": {"type": "string"},
+        "createdAt": {"type": "string", "format": "date-time"}}},
     "Error": {"type": "object", "required": ["error"], "properties": {
         "error": {"type": "string"}, "message": {"type": "string"}}},
     "PageMetadata": {"type": "object", "properties": {
@@ -291,6 +298,31 @@ PATHS = {
         "201": {"description": "created"}, **answer("", None, WRITE_ERRORS)},
         body=json_body({"type": "object", "properties": {"title": {"type": "string"}, "modelVersionId": INT}}),
         auth="write", tag="images")},
+    "/api/v1/model-versions/{version_id}/review": {
+        "put": op("Review a published version: thumbs up or down, an optional 1-5 rating (default 5 up, 1 down) "
+                  "and text; one per user and version, replaced on the next call",
+                  answer("The review", ref("Review"), WRITE_ERRORS), [VERSION_ID], body=json_body({
+                      "type": "object", "required": ["recommended"], "properties": {
+                          "recommended": BOOL, "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+                          "details": {"type": "string", "maxLength": 5000}}}), auth="write", tag="reviews"),
+        "delete": op("Withdraw your review", {"204": {"description": "removed"}, **answer("", None, WRITE_ERRORS)},
+                     [VERSION_ID], auth="write", tag="reviews")},
+    "/api/v1/models/{model_id}/reviews": {"get": op(
+        "The model's newest reviews", answer("Reviews", {"type": "object", "properties": {
+            "items": {"type": "array", "items": ref("Review")}}}, NOT_FOUND),
+        [MODEL_ID, param("limit", schema=INT)], tag="reviews")},
+    "/api/v1/models/{model_id}/comments": {
+        "get": op("The model's newest comments", answer("Comments", {"type": "object", "properties": {
+            "items": {"type": "array", "items": ref("Comment")}}}, NOT_FOUND),
+            [MODEL_ID, param("limit", schema=INT)], tag="reviews"),
+        "post": op("Comment on a published model", {"201": {"description": "The comment", "content": {
+            "application/json": {"schema": ref("Comment")}}}, **answer("", None, WRITE_ERRORS)}, [MODEL_ID],
+            body=json_body({"type": "object", "required": ["content"], "properties": {
+                "content": {"type": "string", "maxLength": 5000}}}), auth="write", tag="reviews")},
+    "/api/v1/comments/{comment_id}": {"delete": op(
+        "Remove your comment (staff: any comment)", {"204": {"description": "removed"},
+                                                    **answer("", None, WRITE_ERRORS)},
+        [param("comment_id", "path", INT)], auth="write", tag="reviews")},
     "/api/v1/moderation/queue": {"get": op("Images waiting for review (moderators)", answer(
         "The queue", {"type": "object"}, {401: "no key", 403: "not a moderator"}), [param("limit", schema=INT)],
         auth="read", tag="moderation")},
