@@ -65,7 +65,8 @@ class _InFlight:
         self.finished: list[str] = []  # in the registry, finished
         self.stop = threading.Event()
 
-    def start(self, redis_id: str, entry: dict) -> None:
+    def start(self, redis_id: str, entry: tuple) -> None:
+        """entry: (queue, actor, started, worker); the registry's JSON is built for the few written."""
         with self.lock:
             self.running[redis_id] = entry
 
@@ -83,14 +84,16 @@ class _InFlight:
     def sync(self) -> None:
         now = time.time()
         with self.lock:
-            new = {i: e for i, e in self.running.items() if i not in self.written and now - e["started"] >= self.TICK_S}
+            new = {i: e for i, e in self.running.items() if i not in self.written and now - e[2] >= self.TICK_S}
             self.written.update(new)
             finished, self.finished = self.finished, []
         if not new and not finished:
             return
         pipe = _redis().pipeline(transaction=False)
-        for redis_id, entry in new.items():
-            pipe.hset(inflight_key(), redis_id, json.dumps(entry))
+        pid = os.getpid()
+        for redis_id, (queue, actor, started, worker) in new.items():
+            pipe.hset(inflight_key(), redis_id, json.dumps(
+                {"queue": queue, "actor": actor, "started": started, "worker": worker, "pid": pid}))
         if finished:
             pipe.hdel(inflight_key(), *finished)
         try:
@@ -119,11 +122,12 @@ class JobRegistry(dramatiq.Middleware):
 
     def __init__(self):
         self.inflight = _InFlight()
+        self.done_on_commit: dict[str, bool] = {}  # actor name -> its done_on_commit option
 
     @staticmethod
     def redis_id(message) -> str:
         """The id the Redis broker files a delivery under."""
-        return message.options.get("redis_message_id", message.message_id)
+        return message.options.get("redis_message_id") or message.message_id
 
     def after_worker_boot(self, broker, worker):
         self.inflight.stop.clear()
@@ -134,12 +138,16 @@ class JobRegistry(dramatiq.Middleware):
         self.inflight.sync()  # its jobs have ended: none left in the registry
 
     def before_process_message(self, broker, message):
-        if message.options.get(self.DONE):
+        options = message.options
+        if options.get(self.DONE):
             raise SkipMessage(f"{message.message_id} already done")
-        self.inflight.start(self.redis_id(message), {
-            "queue": message.queue_name, "actor": message.actor_name, "started": time.time(),
-            "worker": broker.broker_id, "pid": os.getpid()})
-        if broker.get_actor(message.actor_name).options.get("done_on_commit"):
+        actor = message.actor_name
+        self.inflight.start(options.get("redis_message_id") or message.message_id,
+                            (message.queue_name, actor, time.time(), broker.broker_id))
+        done_on_commit = self.done_on_commit.get(actor)
+        if done_on_commit is None:
+            done_on_commit = self.done_on_commit[actor] = bool(broker.get_actor(actor).options.get("done_on_commit"))
+        if done_on_commit:
             from models_db.messages import is_processed
             if is_processed(message.message_id):
                 raise SkipMessage(f"{message.message_id} already committed")
@@ -147,9 +155,10 @@ class JobRegistry(dramatiq.Middleware):
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         database.done_on_commit(None)
-        self.inflight.end(self.redis_id(message))
+        options = message.options
+        self.inflight.end(options.get("redis_message_id") or message.message_id)
         if exception is None:
-            message.options[self.DONE] = True
+            options[self.DONE] = True
         else:
             message.atelier_error = f"{type(exception).__name__}: {exception}"[:2000]  # kept if dead-lettered
 
@@ -164,10 +173,14 @@ class JobRegistry(dramatiq.Middleware):
 
 
 class Metrics(dramatiq.Middleware):
-    """Per-actor counters and durations into the shared Prometheus registry. Each labelled series is
-    looked up once: labels() takes a lock and checks the label values on every call."""
+    """Per-actor counters and durations into the shared Prometheus registry, through the process's
+    metrics buffer (metrics.buffer): a message adds to in-process tallies, a thread started at worker boot
+    writes them a few times a second, and worker shutdown and process exit write the rest. Each labelled
+    series is looked up once: labels() takes a lock and checks the label values on every call."""
 
     def __init__(self):
+        from metrics.buffer import buffer
+        self.buffer = buffer
         self.started = threading.local()
         self.series: dict = {}
 
@@ -182,22 +195,28 @@ class Metrics(dramatiq.Middleware):
             series = self.series[(metric, labels)] = getattr(self._m(), metric).labels(*labels)
         return series
 
-    def _count(self, message, outcome: str) -> None:
-        self._series("job_messages", message.actor_name, message.queue_name, outcome).inc()
+    def _count(self, message, outcome: str, actor: str | None = None) -> None:
+        key = (actor or message.actor_name, message.queue_name, outcome)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = self._m().job_messages.labels(*key)
+        self.buffer.inc(series)
 
     def before_process_message(self, broker, message):
-        self._count(message, "started")
+        actor = message.actor_name
+        self._count(message, "started", actor)
         if message.options.get("retries"):
-            self._count(message, "retried")
-        self._series("job_queue_wait", message.actor_name).observe(
-            max(0.0, time.time() - message.message_timestamp / 1000))
+            self._count(message, "retried", actor)
+        self.buffer.observe(self._series("job_queue_wait", actor),
+                            max(0.0, time.time() - message.message_timestamp / 1000))
         self.started.at = time.perf_counter()
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        self._count(message, "failed" if exception is not None else "succeeded")
+        actor = message.actor_name
+        self._count(message, "failed" if exception is not None else "succeeded", actor)
         started = getattr(self.started, "at", None)
         if started is not None:
-            self._series("job_duration", message.actor_name).observe(time.perf_counter() - started)
+            self.buffer.observe(self._series("job_duration", actor), time.perf_counter() - started)
 
     def after_skip_message(self, broker, message):
         self._count(message, "skipped")
@@ -210,6 +229,7 @@ class Metrics(dramatiq.Middleware):
 
         import metrics
         atexit.register(metrics.process_exited, os.getpid())  # its live gauges go with the process
+        self.buffer.start()
         self.gpu_worker = "gpu" in (worker.consumer_whitelist or ())
         if self.gpu_worker:
             from metrics import gpu
@@ -217,6 +237,7 @@ class Metrics(dramatiq.Middleware):
             self.gpu_sampler = gpu.start_sampler()
 
     def after_worker_shutdown(self, broker, worker):
+        self.buffer.stop()  # writes what this worker counted
         if getattr(self, "gpu_worker", False):
             self._m().gpu_workers.dec()
             if self.gpu_sampler is not None:
