@@ -125,9 +125,9 @@ class JobRegistry(dramatiq.Middleware):
         self.done_on_commit: dict[str, bool] = {}  # actor name -> its done_on_commit option
 
     @staticmethod
-    def redis_id(message) -> str:
-        """The id the Redis broker files a delivery under."""
-        return message.options.get("redis_message_id") or message.message_id
+    def redis_id(message, options: dict | None = None) -> str:
+        """The id the Redis broker files a delivery under (options: message.options, if already at hand)."""
+        return (options or message.options).get("redis_message_id") or message.message_id
 
     def after_worker_boot(self, broker, worker):
         self.inflight.stop.clear()
@@ -142,8 +142,7 @@ class JobRegistry(dramatiq.Middleware):
         if options.get(self.DONE):
             raise SkipMessage(f"{message.message_id} already done")
         actor = message.actor_name
-        self.inflight.start(options.get("redis_message_id") or message.message_id,
-                            (message.queue_name, actor, time.time(), broker.broker_id))
+        self.inflight.start(self.redis_id(message, options), (message.queue_name, actor, time.time(), broker.broker_id))
         done_on_commit = self.done_on_commit.get(actor)
         if done_on_commit is None:
             done_on_commit = self.done_on_commit[actor] = bool(broker.get_actor(actor).options.get("done_on_commit"))
@@ -156,7 +155,7 @@ class JobRegistry(dramatiq.Middleware):
     def after_process_message(self, broker, message, *, result=None, exception=None):
         database.done_on_commit(None)
         options = message.options
-        self.inflight.end(options.get("redis_message_id") or message.message_id)
+        self.inflight.end(self.redis_id(message, options))
         if exception is None:
             options[self.DONE] = True
         else:

@@ -6,7 +6,8 @@ inc() per bucket that was hit and one on the sum.
 
 Histograms are written through the labelled child's `_upper_bounds`, `_buckets` and `_sum` (no public
 API adds many observations at once), hence the tight prometheus-client pin in setup.cfg;
-tests/unit/test_metrics_buffer.py checks that the exposition equals that of observe() per value."""
+tests/unit/test_metrics_buffer.py checks that the exposition equals that of observe() per value.
+A process killed without warning (SIGKILL, OOM) loses what it counted in its last interval."""
 from __future__ import annotations
 
 import atexit
