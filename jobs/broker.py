@@ -20,6 +20,7 @@ from dramatiq.middleware import (
 
 import settings
 from jobs.middleware import DbConnection, JobRegistry, Metrics
+from jobs.redis_consumer import BatchingRedisBroker
 from models_db.redis_store import redis_url
 
 QUEUES = ("default", "index", "gpu")
@@ -78,9 +79,9 @@ def build_broker() -> RedisBroker:
         Metrics(),
         JobRegistry(),  # last: its after-hooks run first
     ]
-    broker = RedisBroker(url=redis_url(), namespace=s.queue_namespace, middleware=middleware,
-                         heartbeat_timeout=s.job_heartbeat_timeout_s * 1000,
-                         maintenance_chance=s.job_maintenance_chance)
+    broker = BatchingRedisBroker(url=redis_url(), namespace=s.queue_namespace, middleware=middleware,
+                                 heartbeat_timeout=s.job_heartbeat_timeout_s * 1000,
+                                 maintenance_chance=s.job_maintenance_chance)
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker
