@@ -53,6 +53,8 @@ bench: install-test
 	$(PY) bench/api.py
 	$(PY) bench/web.py
 	$(PY) bench/search.py
+	$(PY) bench/job_throughput.py
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

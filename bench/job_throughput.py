@@ -17,7 +17,8 @@ the given one and dropped at the end), migrations.upgrade(), and a bench_row tab
 
 Systems, each a real worker subprocess (cwd = repository root, PYTHONPATH = repository root):
   atelier   `dramatiq jobs bench._queue_actors --processes P --threads T --queues bench`: actors on
-            Atelier's broker with all its middleware (bench/_queue_actors.py);
+            Atelier's broker (its batching consumer, jobs/redis_consumer.py) with all its middleware
+            (bench/_queue_actors.py);
   bare      `dramatiq bench._bare_actors:broker --processes P --threads T --queues bench`: a plain
             RedisBroker with Dramatiq's default middleware, own namespace, same Redis; its DB-row job
             uses peewee's pooled database on the same DB, connection_context per job
