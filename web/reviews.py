@@ -9,6 +9,7 @@ from models_db import reviews as rv
 from models_db.catalog import Model, ModelVersion
 from models_db.db import on_commit, transaction
 from web.api import current_api_user, error, integer, require_user
+from web.catalog import iso
 from web.creators import body, flag, text
 
 bp = Blueprint("reviews", __name__)
@@ -37,12 +38,12 @@ def refresh_after_commit(model_id: int) -> None:
 def review_json(r: dict) -> dict:
     return {"id": r["id"], "modelId": r["model"], "modelVersionId": r["version"], "username": r["username"],
             "recommended": r["recommended"], "rating": r["rating"], "details": r["details"],
-            "createdAt": r["created_at"].isoformat(), "updatedAt": r["updated_at"].isoformat()}
+            "createdAt": iso(r["created_at"]), "updatedAt": iso(r["updated_at"])}
 
 
 def comment_json(c: dict) -> dict:
     return {"id": c["id"], "modelId": c["model"], "username": c["username"], "content": c["body"],
-            "createdAt": c["created_at"].isoformat()}
+            "createdAt": iso(c["created_at"])}
 
 
 def save_review(version_id: int, data: dict) -> rv.Review:

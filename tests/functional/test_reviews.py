@@ -31,6 +31,7 @@ def test_reviews_and_comments_become_the_models_stats(client, worker, alice, bob
                    json={"recommended": True, "rating": 4, "details": "crisp <b>faces</b>"})
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["rating"] == 4 and r.get_json()["username"] == "bob"
+    assert r.get_json()["createdAt"].endswith("Z")  # as every date in the API
     assert client.put(f"/api/v1/model-versions/{v}/review", headers=auth(carol_key),
                       json={"recommended": False}).status_code == 200
     r = client.post(f"/api/v1/models/{model.id}/comments", headers=auth(carol_key), json={"content": "works on 1.5"})
