@@ -194,28 +194,22 @@ class Metrics(dramatiq.Middleware):
             series = self.series[(metric, labels)] = getattr(self._m(), metric).labels(*labels)
         return series
 
-    def _count(self, message, outcome: str, actor: str | None = None) -> None:
-        key = (actor or message.actor_name, message.queue_name, outcome)
-        series = self.series.get(key)
-        if series is None:
-            series = self.series[key] = self._m().job_messages.labels(*key)
-        self.buffer.inc(series)
+    def _count(self, message, outcome: str) -> None:
+        self.buffer.inc(self._series("job_messages", message.actor_name, message.queue_name, outcome))
 
     def before_process_message(self, broker, message):
-        actor = message.actor_name
-        self._count(message, "started", actor)
+        self._count(message, "started")
         if message.options.get("retries"):
-            self._count(message, "retried", actor)
-        self.buffer.observe(self._series("job_queue_wait", actor),
+            self._count(message, "retried")
+        self.buffer.observe(self._series("job_queue_wait", message.actor_name),
                             max(0.0, time.time() - message.message_timestamp / 1000))
         self.started.at = time.perf_counter()
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        actor = message.actor_name
-        self._count(message, "failed" if exception is not None else "succeeded", actor)
+        self._count(message, "failed" if exception is not None else "succeeded")
         started = getattr(self.started, "at", None)
         if started is not None:
-            self.buffer.observe(self._series("job_duration", actor), time.perf_counter() - started)
+            self.buffer.observe(self._series("job_duration", message.actor_name), time.perf_counter() - started)
 
     def after_skip_message(self, broker, message):
         self._count(message, "skipped")

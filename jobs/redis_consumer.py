@@ -54,16 +54,10 @@ class BatchingConsumer(_RedisConsumer):
         finally:
             self.wake.set()
 
-    def send_acks(self) -> None:
-        try:
-            self.broker.send_acks(self.queue_name)
-        except redis.ConnectionError as e:
-            raise ConnectionClosed(e) from None
-
     def close(self):
         try:
-            self.send_acks()
-        except ConnectionClosed:
+            self.broker.send_acks(self.queue_name)
+        except redis.ConnectionError:
             pass  # kept on the broker for the next consumer of this queue
         super().close()
 
@@ -80,7 +74,7 @@ class BatchingConsumer(_RedisConsumer):
                     self.wake.wait(self.timeout / 1000)
                     if self._full():
                         return None  # the worker loop handles delayed messages and shutdown, then asks again
-                self.send_acks()
+                self.broker.send_acks(self.queue_name)
                 self.message_cache = self.broker.do_fetch(self.queue_name,
                                                           self.prefetch - self.outstanding_message_count)
                 if not self.message_cache:

@@ -6,9 +6,9 @@ from peewee import CharField, DateTimeField, FloatField, ForeignKeyField, Intege
 from models_db.accounts import User
 from models_db.catalog import Model
 from models_db.db import BaseModel, db, utcnow
-from models_db.stats import PERIOD_DAYS, ModelStat
+from models_db.stats import PERIODS, ModelStat
 
-BOARDS = {f"creators-{p.lower()}": p for p in (*PERIOD_DAYS, "AllTime")}
+BOARDS = {f"creators-{p.lower()}": p for p in PERIODS}
 SIZE = 100
 
 

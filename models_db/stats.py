@@ -31,9 +31,8 @@ PERIODS = (*PERIOD_DAYS, "AllTime")
 # the counts every stats row holds; comments are on models, so a version's comment_count stays 0
 COUNTS = ("download_count", "rating_count", "thumbs_up_count", "thumbs_down_count", "comment_count",
           "reaction_count")
-MODEL_COLUMNS = ("download_count", "rating_count", "rating", "thumbs_up_count", "thumbs_down_count",
-                 "comment_count")
 VERSION_COLUMNS = ("download_count", "rating_count", "rating", "thumbs_up_count", "thumbs_down_count")
+MODEL_COLUMNS = (*VERSION_COLUMNS, "comment_count")
 
 
 class PeriodStat(BaseModel):
@@ -88,7 +87,6 @@ def counts(since=None, model_ids=None) -> tuple[dict[int, dict], dict[int, dict]
             for field, value in zip(fields, values, strict=True):
                 target[key][field] += value or 0
 
-    owners = {}
     per_version_downloads = scoped(
         Download.select(ModelFile.version, ModelVersion.model, fn.COUNT(Download.id)).join(ModelFile)
         .join(ModelVersion), Download.created_at, ModelVersion.model).group_by(ModelFile.version, ModelVersion.model)
@@ -97,7 +95,6 @@ def counts(since=None, model_ids=None) -> tuple[dict[int, dict], dict[int, dict]
         .join(ModelVersion), Reaction.created_at, ModelVersion.model).group_by(Image.model_version, ModelVersion.model)
     for field, query in (("download_count", per_version_downloads), ("reaction_count", per_version_reactions)):
         for version_id, model_id, n in query.tuples():
-            owners[version_id] = model_id
             versions[version_id][field] += n
             models[model_id][field] += n
 
