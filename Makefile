@@ -53,7 +53,7 @@ bench: install-test
 	$(PY) bench/api.py
 	$(PY) bench/web.py
 	$(PY) bench/search.py
-	$(PY) bench/job_throughput.py
+	$(PY) bench/queue.py
 	$(PY) bench/soak.py
 
 clean:

@@ -1,11 +1,11 @@
-"""The reference side of bench/job_throughput.py: the same two jobs as bench/_queue_actors.py without Atelier.
+"""The reference side of bench/queue.py: the same two jobs as bench/_queue_actors.py without Atelier.
 
   * bare Dramatiq: a plain RedisBroker with Dramatiq's default middleware, in its own namespace on the
     same Redis; run by `dramatiq bench._bare_actors:broker --queues bench ...`;
   * Celery (when installed): `celery -A bench._bare_actors:celery_app worker ...` (built on first use);
   * RQ (when installed): the functions rq_noop / rq_db_row, enqueued by import path.
 
-Nothing here imports Atelier. Configured by the environment bench/job_throughput.py sets for its workers:
+Nothing here imports Atelier. Configured by the environment bench/queue.py sets for its workers:
 BENCH_REDIS_URL, BENCH_DB_URL (sqlite:///... or postgresql://...), BENCH_NAMESPACE (of the bare
 Dramatiq broker), BENCH_CELERY_PREFIX and BENCH_CELERY_QUEUE.
 

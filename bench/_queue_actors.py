@@ -1,4 +1,4 @@
-"""Atelier-side actors for bench/job_throughput.py and bench/soak.py, declared on Atelier's broker (jobs is
+"""Atelier-side actors for bench/queue.py and bench/soak.py, declared on Atelier's broker (jobs is
 imported first, so broker.py's middleware is in place). Loaded by the worker subprocesses that those
 scripts start with `dramatiq jobs bench._queue_actors --queues bench|soak ...`, on the scripts'
 temporary ATELIER_HOME, database and QUEUE_NAMESPACE.

@@ -30,7 +30,8 @@ import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(_HERE)
-sys.path.insert(0, ROOT)
+# the repository replaces bench/ on the path: bench/queue.py must not shadow the standard queue module
+sys.path[0] = ROOT
 
 import argparse  # noqa: E402
 import json  # noqa: E402

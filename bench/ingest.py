@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# the repository replaces bench/ on the path: bench/queue.py must not shadow the standard queue module
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from tqdm import tqdm  # noqa: E402
 

@@ -30,7 +30,8 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# the repository replaces bench/ on the path: bench/queue.py must not shadow the standard queue module
+sys.path[0] = str(ROOT)
 
 from bench.api import WORDS, configure_env, percentile, pg_admin, seed  # noqa: E402
 

@@ -5,7 +5,7 @@
     .venv/bin/python bench/soak.py --pg-url               # PostgreSQL (temp database next to .../test)
     .venv/bin/python bench/soak.py --embedded-redis
 
-Set-up as bench/job_throughput.py's: a temporary ATELIER_HOME (never ./var), a unique QUEUE_NAMESPACE, the real
+Set-up as bench/queue.py's: a temporary ATELIER_HOME (never ./var), a unique QUEUE_NAMESPACE, the real
 Redis at redis://127.0.0.1:6379/0 when it answers (else the embedded redis-server), a SQLite file in
 the temporary home (or a temporary PostgreSQL database with --pg-url), migrations.upgrade(), and
 JOB_HEARTBEAT_TIMEOUT_S=3 (--heartbeat-s), JOB_MAINTENANCE_CHANCE=1000000 so that the messages of a
@@ -42,7 +42,8 @@ import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(_HERE)
-sys.path.insert(0, ROOT)
+# the repository replaces bench/ on the path: bench/queue.py must not shadow the standard queue module
+sys.path[0] = ROOT
 
 import argparse  # noqa: E402
 import signal  # noqa: E402
@@ -50,7 +51,7 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
 
-from bench.job_throughput import (BIN, PG_DEFAULT, REAL_REDIS, Cleanup, Workers, _sigterm,  # noqa: E402
+from bench.queue import (BIN, PG_DEFAULT, REAL_REDIS, Cleanup, Workers, _sigterm,  # noqa: E402
                                   delete_keys, setup_environment, stop_embedded_redis)
 
 

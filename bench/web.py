@@ -33,7 +33,8 @@ from types import SimpleNamespace
 from urllib.parse import quote_plus, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# the repository replaces bench/ on the path: bench/queue.py must not shadow the standard queue module
+sys.path[0] = str(ROOT)
 
 from bench.api import IMAGE_META, configure_env, percentile, pg_admin, seed  # noqa: E402
 

@@ -155,19 +155,27 @@ def test_generation_page_watches_a_run_finish_and_cancels_another(page, worker, 
     page.fill("#g-height", "64")
     page.fill("#g-steps", "12")
     page.fill("#g-quantity", "3")
+    # A tiny model can finish within one poll of the page, and "done" clears the step line, so record
+    # every step line the page shows rather than waiting for one to be on screen.
+    page.evaluate("""() => { window.stepLines = [];
+      new MutationObserver((changes) => { for (const c of changes)
+        if (c.target.matches?.("[data-role=step]")) window.stepLines.push(c.target.textContent); })
+        .observe(document.querySelector("#runs"), {childList: true, subtree: true}); }""")
     page.click("#g-submit")
     run = page.locator("#runs article").first
-    run.locator("[data-role=step]", has_text="/12").wait_for(timeout=120_000)
-    shot(page, "generation-mid-run")
     page.wait_for_selector("#runs article[data-status=Done]", timeout=180_000)
+    steps = page.evaluate("window.stepLines")
+    assert any(line.startswith("step ") and "/12 · batch of" in line for line in steps), steps
     assert run.locator(".slot img").count() == 3
     shot(page, "generation-done")
     first = gen.GenerationRun.select().order_by(gen.GenerationRun.id).first()
     assert first.status == "Done" and first.done == 3
 
     page.fill("#g-quantity", "30")
+    page.fill("#g-steps", "40")  # long enough that the cancel lands while it runs
     page.click("#g-submit")
     page.locator("#runs article[data-status=Running]").wait_for(timeout=120_000)
+    shot(page, "generation-mid-run")
     page.locator("#runs article").first.locator("[data-role=cancel]").click()
     page.locator("#runs article[data-status=Cancelled]").wait_for(timeout=60_000)
     second = gen.GenerationRun.select().order_by(gen.GenerationRun.id.desc()).first()

@@ -4,11 +4,11 @@ jobs/s and the ratios.
 
 Targets: Atelier >= 0.8x bare Dramatiq; Atelier >= 3x Celery.
 
-    .venv/bin/python bench/job_throughput.py                       # 5000 no-op + 2000 db-row jobs, 2 x 8, 3 runs
-    .venv/bin/python bench/job_throughput.py --jobs 20000 --db-jobs 5000 --processes 4 --threads 8 --repeat 5
-    .venv/bin/python bench/job_throughput.py --pg-url              # PostgreSQL (temp database next to .../test)
-    .venv/bin/python bench/job_throughput.py --embedded-redis      # Atelier's embedded redis-server, not 127.0.0.1
-    .venv/bin/python bench/job_throughput.py --systems atelier,bare
+    .venv/bin/python bench/queue.py                       # 5000 no-op + 2000 db-row jobs, 2 x 8, 3 runs
+    .venv/bin/python bench/queue.py --jobs 20000 --db-jobs 5000 --processes 4 --threads 8 --repeat 5
+    .venv/bin/python bench/queue.py --pg-url              # PostgreSQL (temp database next to .../test)
+    .venv/bin/python bench/queue.py --embedded-redis      # Atelier's embedded redis-server, not 127.0.0.1
+    .venv/bin/python bench/queue.py --systems atelier,bare
 
 Set-up: a temporary ATELIER_HOME (never ./var), a unique QUEUE_NAMESPACE, the real Redis at
 redis://127.0.0.1:6379/0 when it answers (else the embedded redis-server in the temporary home), a
@@ -53,7 +53,8 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(_HERE)
 
-sys.path.insert(0, ROOT)
+# the repository replaces bench/ on the path: bench/queue.py must not shadow the standard queue module
+sys.path[0] = ROOT
 
 import argparse  # noqa: E402
 import shutil  # noqa: E402
