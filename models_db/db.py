@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -38,6 +39,36 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+ALIVE_BYPASS_S = 0.5  # HikariCP's default aliveBypassWindowMs
+
+
+class PooledPostgres(PooledPostgresqlDatabase):
+    """peewee's pool pings every connection it hands out (`SELECT 1`, a round trip) while holding the
+    database lock, so a process's threads queue behind each other's pings. As HikariCP does, a
+    connection handed back less than ALIVE_BYPASS_S ago is handed out without one (its local status is
+    still checked); one that died in that window fails its query, is dropped on check-in, and the
+    job's retry or the next request gets another."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._returned_at: dict[int, float] = {}
+
+    def _is_closed(self, conn):
+        returned = self._returned_at.get(self.conn_key(conn), 0.0)
+        if (not conn.closed and time.monotonic() - returned < ALIVE_BYPASS_S
+                and self._adapter.txn_status(conn) == self._adapter.txn_idle):
+            return False
+        return super()._is_closed(conn)
+
+    def _close(self, conn, close_conn=False):
+        self._returned_at[self.conn_key(conn)] = time.monotonic()
+        super()._close(conn, close_conn)
+
+    def _close_raw(self, conn):
+        self._returned_at.pop(self.conn_key(conn), None)
+        super()._close_raw(conn)
+
+
 def open_database(url: str):
     """A pooled connection per thread: close() hands it back to the pool instead of dropping it."""
     parsed = urlparse(url)
@@ -48,7 +79,7 @@ def open_database(url: str):
             "journal_mode": "wal", "foreign_keys": 1, "synchronous": "normal",
             "busy_timeout": 30000, "cache_size": -65536, "mmap_size": 1 << 30})
     if parsed.scheme in ("postgres", "postgresql"):
-        return PooledPostgresqlDatabase(
+        return PooledPostgres(
             (parsed.path or "/").lstrip("/") or "postgres", max_connections=32, stale_timeout=600,
             host=parsed.hostname,
             port=parsed.port or 5432, user=parsed.username, password=parsed.password)

@@ -1,7 +1,10 @@
+import time
+
 import pytest
 
 from models_db.accounts import User
 from models_db.db import on_commit, transaction
+from tests.conftest import PG_BASE
 
 
 def test_on_commit_runs_after_the_outermost_commit():
@@ -50,3 +53,39 @@ def test_compiled_queries_run_again_with_each_calls_values():
     with pytest.raises(ValueError, match="placeholder"):  # startswith() makes its own 'c%' parameter
         compiled_tuples(("test derived text",), lambda prefix: User.select(User.id).where(
             User.username.startswith(prefix)), "c")
+
+
+@pytest.mark.skipif(not PG_BASE, reason="PostgreSQL's connection pool")
+def test_pool_pings_only_connections_idle_past_the_bypass_window():
+    import psycopg2
+    from peewee import OperationalError
+
+    from models_db import db as database
+    pool = database.db.obj
+
+    def backend_pid() -> int:
+        with database.db.connection_context():
+            return database.db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+
+    def terminate(pid: int) -> None:
+        admin = psycopg2.connect(PG_BASE)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        admin.close()
+
+    pool.close_all()
+    first = backend_pid()
+    assert backend_pid() == first  # handed back and out again: the same connection
+    terminate(first)
+    database.db.connect()  # handed back just now, so handed out without a ping: its query finds it dead
+    with pytest.raises(OperationalError):
+        database.db.execute_sql("SELECT 1")
+    database.db.close()  # a dead connection is dropped on check-in
+    second = backend_pid()
+    assert second != first
+
+    terminate(second)
+    time.sleep(database.ALIVE_BYPASS_S + 0.1)
+    third = backend_pid()  # idle past the window: pinged, found dead, replaced before any query sees it
+    assert third not in (first, second)
