@@ -8,6 +8,7 @@ from models_db import stats
 @dramatiq.actor(queue_name="default", max_retries=3, time_limit=30 * 60 * 1000)
 @logs_result
 def rollup_stats() -> dict:
+    """Per-period rows from the raw events, and every all-time counter repaired from them."""
     return stats.rollup()
 
 
@@ -16,9 +17,3 @@ def refresh_model_stats(model_id: int) -> None:
     """After a review or comment: the model's all-time stats from its events (idempotent)."""
     stats.refresh_models([model_id])
 
-
-@dramatiq.actor(queue_name="default", max_retries=3, time_limit=30 * 60 * 1000)
-@logs_result
-def reconcile_stats() -> int:
-    """Repairs every all-time counter from the raw events (a download is counted by increment)."""
-    return stats.reconcile()

@@ -3,7 +3,8 @@ comments, and reactions to the versions' images.
 
 - Per period (Day, Week, Month, Year, AllTime): ModelStat / VersionStat rows, rebuilt by rollup().
 - All time, on the models and versions themselves (what the API's `stats` show): refresh_models()
-  recomputes them for a few models after an event; reconcile() for every model."""
+  recomputes them for a few models after an event; rollup() repairs every model's from its AllTime
+  counts (a download is counted by increment)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -116,13 +117,14 @@ def _row(c: dict) -> dict:
 
 
 def rollup(now=None) -> dict[str, int]:
-    """Rebuilds every period's rows from the raw events, one atomic swap per period. Returns the number
-    of models with stats per period."""
+    """Rebuilds every period's rows from the raw events, one atomic swap per period, and sets the all-time
+    columns that differ from the AllTime counts. Returns the number of models with stats per period, and
+    of rows repaired."""
     now = now or utcnow()
     out = {}
     for period in PERIODS:
         since = now - timedelta(days=PERIOD_DAYS[period]) if period in PERIOD_DAYS else None
-        versions, models = counts(since)
+        versions, models = counts(since)  # outside the lock: a refresh that races it is fixed next time
         with transaction():
             VersionStat.delete().where(VersionStat.period == period).execute()
             ModelStat.delete().where(ModelStat.period == period).execute()
@@ -130,6 +132,8 @@ def rollup(now=None) -> dict[str, int]:
                 rows = [{key: k, "period": period, "updated_at": now, **_row(c)} for k, c in per.items()]
                 for i in range(0, len(rows), 500):
                     table.insert_many(rows[i:i + 500]).execute()
+            if since is None:
+                out["repaired"] = _apply(versions, models)
         out[period] = len(models)
     return out
 
@@ -167,9 +171,3 @@ def refresh_models(model_ids) -> int:
         versions, models = counts(model_ids=model_ids)
         return _apply(versions, models, model_ids)
 
-
-def reconcile() -> int:
-    """Sets every model's and version's all-time stats to what the raw events say; returns rows fixed."""
-    versions, models = counts()  # outside the lock: a refresh that races it is fixed on the next run
-    with transaction():
-        return _apply(versions, models)

@@ -30,10 +30,9 @@ def schedule_table() -> list[Entry]:
         Entry(images.score_unscored_images, 600),
         Entry(queues.reap_stale_jobs, 60),
         Entry(generation.reap_generation, 60),
-        Entry(stats.rollup_stats, 300),
+        Entry(stats.rollup_stats, 300),  # period rows; aggregates the all-time download and rating counts
         Entry(leaderboards.refresh_leaderboards, 900),
         Entry(leaderboards.refresh_popular_tags, 300),
-        Entry(stats.reconcile_stats, 600),
         Entry(uploads.expire_uploads, 3600),
         Entry(storage.remove_orphan_blobs, 6 * 3600),
     ]

@@ -78,14 +78,14 @@ def test_rollups_feed_the_period_sort(client, alice):
     assert [m["name"] for m in page["items"] + rest["items"]] == ["Hot this week", "Hot last year"]
 
 
-def test_reconcile_repairs_counters(alice):
+def test_rollup_repairs_counters(alice):
     model = catalog_model(alice[0], "Counted")
     file_id = ModelVersion.get(ModelVersion.model == model).files.get().id
     for i in range(4):
         record(f"r{i}", file_id, None)
     Model.update(download_count=99).execute()
-    from jobs.stats import reconcile_stats
-    assert reconcile_stats.fn.__wrapped__() == 1
+    from jobs.stats import rollup_stats
+    assert rollup_stats.fn.__wrapped__()["repaired"] == 1
     assert Model.get_by_id(model.id).download_count == 4
 
 
