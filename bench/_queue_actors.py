@@ -72,7 +72,7 @@ def soak_key(kind: str, tag: str) -> str:
 
 
 @dramatiq.actor(queue_name=SOAK_QUEUE, max_retries=5, min_backoff=100, max_backoff=500, time_limit=120_000,
-               done_on_commit=True)
+                done_on_commit=True)
 def soak_write(tag: str) -> None:
     r = client()
     r.incr(soak_key("started", tag))

@@ -154,7 +154,7 @@ def print_table(results: dict, args) -> None:
         for i, (backend, r) in enumerate(done.items()):
             s = r["stats"][key]
             verdict = ("MET" if s["p95"] <= target else "MISSED") + ("" if s["ok"] == s["n"] else
-                                                                   f"  ({s['n'] - s['ok']} bad responses)")
+                                                                     f"  ({s['n'] - s['ok']} bad responses)")
             print(f"{label if i == 0 else '':<40} {backend:<9} {s['p50']:7.2f} {s['p95']:7.2f} {s['max']:7.2f} "
                   f"{s['cpu50']:7.2f}  {'<= %g ms' % target:>10}  {verdict}")
     print("cpu p50: median CPU time of the benchmark's thread per request (the app's own work; on PostgreSQL "
@@ -401,7 +401,7 @@ def seed(db, n_models: int, rng: random.Random, sqlite: bool, images_per_version
             vcreated = created + timedelta(days=(n_versions - 1 - index) * rng.uniform(1, 60))
             vdownloads = downloads // n_versions
             words = json.dumps(rng.sample(WORDS, rng.randint(1, 3))) if mtype in ("LORA", "LoCon", "DoRA",
-                                                                                 "TextualInversion") else "[]"
+                                                                                  "TextualInversion") else "[]"
             versions.append((version_id, mid, index, f"v{n_versions - index}.0", rng.choice(descriptions[:50]),
                              vbase, vstatus, models[-1][7], words, vcreated, vcreated,
                              published + timedelta(seconds=vcreated.timestamp() - created.timestamp())

@@ -134,7 +134,8 @@ def wait(gen, run_id: int, worker, home: Path, timeout: float):
         if run.status in ("Done", "Failed", "Cancelled"):
             if run.status != "Done":
                 raise SystemExit(f"run {run_id} ended {run.status}: "
-                                 f"{[j.error for j in run.jobs if j.error][:1]}\n{(home / 'worker.log').read_text()[-3000:]}")
+                                 f"{[j.error for j in run.jobs if j.error][:1]}\n"
+                                 f"{(home / 'worker.log').read_text()[-3000:]}")
             return run
         if worker.poll() is not None:
             raise SystemExit(f"the worker exited:\n{(home / 'worker.log').read_text()[-3000:]}")

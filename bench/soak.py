@@ -52,7 +52,7 @@ import time  # noqa: E402
 from collections import Counter  # noqa: E402
 
 from bench.queue import (BIN, PG_DEFAULT, REAL_REDIS, Cleanup, Workers, _sigterm,  # noqa: E402
-                                  delete_keys, setup_environment, stop_embedded_redis)
+                         delete_keys, setup_environment, stop_embedded_redis)
 
 
 class RoundFailed(Exception):

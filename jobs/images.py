@@ -61,7 +61,8 @@ def process(image_id: int) -> str:
         image.status = "Ready"
         image.save()
         for width, variant_blob, mime in variants:
-            im.ImageVariant.insert(image=image, width=width, blob=variant_blob, mime=mime).on_conflict_ignore().execute()
+            (im.ImageVariant.insert(image=image, width=width, blob=variant_blob, mime=mime)
+             .on_conflict_ignore().execute())
         link_resources(image, meta or {})
         on_commit(lambda: check_nsfw.send([image.id]))
     staged.unlink(missing_ok=True)

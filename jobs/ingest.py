@@ -63,7 +63,8 @@ def _ingest(file_id: int, progress) -> Outcome:
         fields = {"format": info.format, "fp": info.fp, "size_kind": info.size_kind,
                   "architecture": info.architecture, "pickle_scan_result": scan,
                   "pickle_scan_message": scan_message, "virus_scan_result": "Pending",
-                  "virus_scan_message": "not scanned: no virus scanner is configured", "info_json": json.dumps(info.details)}
+                  "virus_scan_message": "not scanned: no virus scanner is configured",
+                  "info_json": json.dumps(info.details)}
     return accept(file, hashes, fields)
 
 

@@ -158,6 +158,8 @@ def search_changed(model_ids) -> None:
     """The search index must pick these models up again once the transaction commits."""
     from models_db.search.sync import mark_after_commit
     mark_after_commit(model_ids)
+
+
 BLOB_REFERENCES.append((ModelFile, ModelFile.blob))
 
 

@@ -76,8 +76,8 @@ def open_database(url: str):
         path = url[len("sqlite:///"):] or ":memory:"
         return PooledSqliteDatabase(path, max_connections=32, stale_timeout=600, timeout=30,
                                     check_same_thread=False, pragmas={
-            "journal_mode": "wal", "foreign_keys": 1, "synchronous": "normal",
-            "busy_timeout": 30000, "cache_size": -65536, "mmap_size": 1 << 30})
+                                        "journal_mode": "wal", "foreign_keys": 1, "synchronous": "normal",
+                                        "busy_timeout": 30000, "cache_size": -65536, "mmap_size": 1 << 30})
     if parsed.scheme in ("postgres", "postgresql"):
         return PooledPostgres(
             (parsed.path or "/").lstrip("/") or "postgres", max_connections=32, stale_timeout=600,
@@ -157,7 +157,8 @@ def _run_compiled(key: tuple, build, values: tuple):
         slots = [(pos, i) for pos, p in enumerate(params) for i, s in enumerate(sentinels)
                  if p == s or (isinstance(s, int) and p == id_param([s]))]
         taken = {pos for pos, _ in slots}
-        if any(pos not in taken and ((isinstance(p, int) and p < _SENTINEL // 2) or (isinstance(p, str) and "\x00sentinel" in p))
+        if any(pos not in taken and ((isinstance(p, int) and p < _SENTINEL // 2)
+                                     or (isinstance(p, str) and "\x00sentinel" in p))
                for pos, p in enumerate(params)):
             raise ValueError(f"{key}: build computed a parameter from a placeholder; pass it as a value")
         entry = [query, sql, params, slots, None]  # + the row reader, once run

@@ -353,7 +353,8 @@ def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]
         rows.append({"run": run.id, "index": index, "model_version": params["model"]["version_id"],
                      "signature": signature(params), "params_json": json.dumps(params, sort_keys=True),
                      "prompt": spec["prompt"], "negative_prompt": spec["negative_prompt"], "seed": spec["seed"],
-                     "inputs_json": json.dumps(inputs), "cell_json": json.dumps(spec["cell"]) if spec["cell"] else None})
+                     "inputs_json": json.dumps(inputs),
+                     "cell_json": json.dumps(spec["cell"]) if spec["cell"] else None})
     for start in range(0, len(rows), 500):
         GenerationJob.insert_many(rows[start:start + 500]).execute()
     ids = [j for (j,) in GenerationJob.select(GenerationJob.id).where(GenerationJob.run == run)

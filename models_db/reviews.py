@@ -66,6 +66,6 @@ def recent(model_id: int, limit: int = 20) -> tuple[list[dict], list[dict]]:
     reviews = (Review.select(Review, User.username).join(User).where(Review.model == model_id)
                .order_by(Review.updated_at.desc(), Review.id.desc()).limit(limit).dicts())
     comments = (Comment.select(Comment, User.username).join(User)
-                .where(Comment.model == model_id, Comment.hidden == False)
+                .where(Comment.model == model_id, Comment.hidden == False)  # noqa: E712
                 .order_by(Comment.created_at.desc(), Comment.id.desc()).limit(limit).dicts())
     return list(reviews), list(comments)

@@ -89,8 +89,8 @@ def all_tables():
         uploads,
     )
     from models_db.search import tables, vectors
-    modules = (tables, vectors, generation, images, leaderboards, stats, reviews, notifications, downloads, uploads, catalog, accounts,
-               messages)
+    modules = (tables, vectors, generation, images, leaderboards, stats, reviews, notifications, downloads, uploads,
+               catalog, accounts, messages)
     if not PG_BASE:
         from models_db.search import sqlite_fts
         modules = (sqlite_fts, *modules)

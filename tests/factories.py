@@ -25,14 +25,17 @@ def layout(family: str, dtype=np.float16) -> dict:
     vae = {"first_stage_model.encoder.down.0.block.0.conv1.weight": _t(8, 8, 3, 3, dtype=dtype),
            "first_stage_model.decoder.up.0.block.0.conv1.weight": _t(8, 8, 3, 3, dtype=dtype)}
     if family == "SD1":
-        return {**unet, **vae, SD_UNET + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": _t(16, 768, dtype=dtype),
+        return {**unet, **vae,
+                SD_UNET + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": _t(16, 768, dtype=dtype),
                 "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": _t(64, 768, dtype=dtype)}
     if family == "SD2":
-        return {**unet, **vae, SD_UNET + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": _t(16, 1024, dtype=dtype),
+        return {**unet, **vae,
+                SD_UNET + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": _t(16, 1024, dtype=dtype),
                 "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight": _t(48, 16, dtype=dtype)}
     if family == "SDXL":
         return {**unet, **vae, SD_UNET + "label_emb.0.0.weight": _t(16, 2816, dtype=dtype),
-                "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight": _t(64, 768, dtype=dtype),
+                "conditioner.embedders.0.transformer.text_model."
+                "embeddings.token_embedding.weight": _t(64, 768, dtype=dtype),
                 "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight": _t(48, 16, dtype=dtype)}
     if family == "FLUX1":
         return {"double_blocks.0.img_attn.qkv.weight": _t(48, 16, dtype=dtype),

@@ -13,7 +13,9 @@ login_manager = LoginManager()
 
 @login_manager.user_loader
 def load_user(user_id: str):
-    return User.get_or_none(User.id == int(user_id), User.is_active == True) if user_id.isdigit() else None  # noqa: E712
+    if not user_id.isdigit():
+        return None
+    return User.get_or_none(User.id == int(user_id), User.is_active == True)  # noqa: E712
 
 
 @bp.get("/api/v1/me")

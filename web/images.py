@@ -107,7 +107,8 @@ def list_images():
             value, last = (int(x) for x in cursor.split("-", 1)) if "-" in cursor else (None, int(cursor))
         except ValueError:
             error(400, "invalid cursor")
-        query = query.where(Tuple(key, Img.id) < Tuple(value, last)) if value is not None else query.where(Img.id < last)
+        query = (query.where(Tuple(key, Img.id) < Tuple(value, last)) if value is not None
+                 else query.where(Img.id < last))
     else:
         page = integer("page", None, 1)
         if page:
@@ -180,7 +181,8 @@ def get_image(image_id: int):
            .where(Img.id == image_id).dicts().first())
     user = current_api_user()
     mine = user is not None and (row or {}).get("user") == user.id
-    if row is None or (row["status"] in ("Removed", "Rejected", "Pending") and not mine and not (user and user.is_staff)):
+    if row is None or (row["status"] in ("Removed", "Rejected", "Pending") and not mine
+                       and not (user and user.is_staff)):
         error(404, f"No image with id {image_id}")
     if row["status"] != "Ready":
         return jsonify(id=row["id"], status=row["status"], error=row["error"])

@@ -63,8 +63,8 @@ SCHEMAS = {
     "GenerationRequest": {"type": "object", "required": ["model"], "additionalProperties": False, "properties": {
         "model": REF, "prompt": {"type": "string"}, "prompts": {"type": "array", "items": {"type": "string"}},
         "negative_prompt": {"type": "string"}, "style": {"type": "string"},
-        "width": {"type": "integer", "minimum": 64, "maximum": 4096}, "height": {"type": "integer", "minimum": 64,
-                                                                             "maximum": 4096},
+        "width": {"type": "integer", "minimum": 64, "maximum": 4096},
+        "height": {"type": "integer", "minimum": 64, "maximum": 4096},
         "steps": {"type": "integer", "minimum": 1, "maximum": 150}, "cfg_scale": {"type": "number"},
         "sampler": {"type": "string", "description": "an A1111 sampler name (GET /sdapi/v1/samplers)"},
         "seed": {"type": "integer", "minimum": -1}, "quantity": {"type": "integer", "minimum": 1, "maximum": 1000},
@@ -82,8 +82,8 @@ SCHEMAS = {
             "field": {"type": "string"}, "values": {"oneOf": [{"type": "array", "items": {}}, {"type": "string"}]}}}
             for axis in ("x", "y", "z")}}}},
     "GenerationRun": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "status": {"type": "string", "enum": ["Queued", "Running", "Done", "Failed",
-                                                                          "Cancelled"]},
+        "id": {"type": "integer"},
+        "status": {"type": "string", "enum": ["Queued", "Running", "Done", "Failed", "Cancelled"]},
         "total": {"type": "integer"}, "done": {"type": "integer"}, "failed": {"type": "integer"},
         "progress": {"type": "number"}, "eventsUrl": {"type": "string"},
         "grids": {"type": "array", "items": {"type": "string"}},
@@ -114,11 +114,13 @@ SCHEMAS = {
         "hashes": {"type": "object", "properties": {t: {"type": "string"} for t in c.HASH_TYPES}},
         "downloadUrl": {"type": "string", "format": "uri"}, "primary": BOOL}},
     "ModelVersion": {"type": "object", "properties": {
-        "id": INT, "modelId": INT, "index": INT, "name": {"type": "string"}, "description": {"type": "string", "nullable": True},
+        "id": INT, "modelId": INT, "index": INT, "name": {"type": "string"},
+        "description": {"type": "string", "nullable": True},
         "baseModel": ENUM(c.BASE_MODELS), "baseModelType": {"type": "string"},
         "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"},
         "publishedAt": {"type": "string", "format": "date-time", "nullable": True}, "status": ENUM(c.MODEL_STATUSES),
-        "availability": {"type": "string"}, "nsfwLevel": INT, "trainedWords": {"type": "array", "items": {"type": "string"}},
+        "availability": {"type": "string"}, "nsfwLevel": INT,
+        "trainedWords": {"type": "array", "items": {"type": "string"}},
         "earlyAccessTimeFrame": INT, "uploadType": {"type": "string"}, "air": {"type": "string"},
         "stats": {"type": "object", "additionalProperties": {"type": "number"}},
         "model": {"type": "object", "properties": {"name": {"type": "string"}, "type": ENUM(c.MODEL_TYPES),
@@ -129,7 +131,8 @@ SCHEMAS = {
         "id": INT, "name": {"type": "string"}, "description": {"type": "string"}, "type": ENUM(c.MODEL_TYPES),
         "poi": BOOL, "nsfw": BOOL, "nsfwLevel": INT, "allowNoCredit": BOOL,
         "allowCommercialUse": {"type": "array", "items": ENUM(c.COMMERCIAL_USES)}, "allowDerivatives": BOOL,
-        "allowDifferentLicense": BOOL, "minor": BOOL, "availability": {"type": "string"}, "status": ENUM(c.MODEL_STATUSES),
+        "allowDifferentLicense": BOOL, "minor": BOOL, "availability": {"type": "string"},
+        "status": ENUM(c.MODEL_STATUSES),
         "stats": {"type": "object", "additionalProperties": {"type": "number"}},
         "creator": {"type": "object", "properties": {"username": {"type": "string"},
                                                      "image": {"type": "string", "nullable": True}}},
@@ -166,7 +169,8 @@ LIST_PARAMS = [
     param("cursor", description="opaque; from metadata.nextCursor"), param("query"), param("tag"),
     param("username"), param("types", schema=ENUM(c.MODEL_TYPES), many=True),
     param("sort", schema=ENUM(("Highest Rated", "Most Downloaded", "Newest"))),
-    param("period", schema=ENUM(("AllTime", "Year", "Month", "Week", "Day"))), param("rating", schema={"type": "number"}),
+    param("period", schema=ENUM(("AllTime", "Year", "Month", "Week", "Day"))),
+    param("rating", schema={"type": "number"}),
     param("primaryFileOnly", schema=BOOL), param("allowNoCredit", schema=BOOL), param("allowDerivatives", schema=BOOL),
     param("allowDifferentLicenses", schema=BOOL), param("allowCommercialUse", schema=ENUM(c.COMMERCIAL_USES)),
     param("nsfw", schema=BOOL), param("baseModels", schema=ENUM(c.BASE_MODELS), many=True),
@@ -191,8 +195,8 @@ PATHS = {
     "/api/v1/model-versions": {"post": op("Create a version of one of your models", {
         "201": {"description": "created", "content": {"application/json": {"schema": ref("ModelVersion")}}},
         **answer("", None, WRITE_ERRORS)}, body=json_body(ref("NewVersion")), auth="write", tag="creators")},
-    "/api/v1/model-versions/{version_id}": {"get": op("One model version", answer("The version", ref("ModelVersion"), NOT_FOUND),
-                                                      [VERSION_ID])},
+    "/api/v1/model-versions/{version_id}": {"get": op(
+        "One model version", answer("The version", ref("ModelVersion"), NOT_FOUND), [VERSION_ID])},
     "/api/v1/model-versions/{version_id}/publish": {"post": op(
         "Publish a version", answer("The version", ref("ModelVersion"), {**WRITE_ERRORS, 409: "no accepted file"}),
         [VERSION_ID], auth="write", tag="creators")},
@@ -226,9 +230,10 @@ PATHS = {
         "delete": op("Cancel an unfinished upload", {"204": {"description": "cancelled"},
                                                      **answer("", None, WRITE_ERRORS)},
                      [UPLOAD_ID], auth="write", tag="creators")},
-    "/api/v1/tags": {"get": op("Tags with model counts", answer("A page of tags", PAGED({"type": "object"})), SIMPLE_PAGE)},
-    "/api/v1/creators": {"get": op("Creators with model counts", answer("A page of creators", PAGED({"type": "object"})),
-                                   SIMPLE_PAGE)},
+    "/api/v1/tags": {"get": op(
+        "Tags with model counts", answer("A page of tags", PAGED({"type": "object"})), SIMPLE_PAGE)},
+    "/api/v1/creators": {"get": op(
+        "Creators with model counts", answer("A page of creators", PAGED({"type": "object"})), SIMPLE_PAGE)},
     "/api/v1/enums": {"get": op("Enumerations", answer("Lists of values", {"type": "object"}))},
     "/api/v1/me": {"get": op("The user of the API key", answer("The user", {"type": "object", "properties": {
         "id": INT, "username": {"type": "string"}, "tier": {"type": "string"}, "status": {"type": "string"}}},
@@ -244,7 +249,7 @@ PATHS = {
                 "position": INT, "username": {"type": "string"}, "score": {"type": "number"},
                 "link": {"type": "string"}}}}}}, NOT_FOUND),
         [param("board", "path", ENUM(("creators-day", "creators-week", "creators-month", "creators-year",
-                                       "creators-alltime")))])},
+                                      "creators-alltime")))])},
     "/api/v1/search": {"get": op(
         "Search models: keyword (typo tolerant) fused with semantic similarity, with facets and highlights",
         answer("Hits", {"type": "object", "properties": {
@@ -261,13 +266,14 @@ PATHS = {
          param("types", schema=ENUM(c.MODEL_TYPES), many=True), param("baseModels", many=True),
          param("tags", many=True), param("username"), param("nsfw", schema=BOOL), param("limit", schema=INT),
          param("cursor")], tag="search")},
-    "/api/v1/search/suggest": {"get": op("Model names completing a prefix", answer("Suggestions", {
-        "type": "object", "properties": {"query": {"type": "string"},
-                                         "suggestions": {"type": "array", "items": {"type": "string"}}}}),
+    "/api/v1/search/suggest": {"get": op(
+        "Model names completing a prefix", answer("Suggestions", {
+            "type": "object", "properties": {"query": {"type": "string"},
+                                             "suggestions": {"type": "array", "items": {"type": "string"}}}}),
         [param("q", required=True), param("limit", schema=INT)], tag="search")},
     "/api/v1/images": {
         "get": op("Images, as Civitai's images API", answer("A page of images", PAGED(ref("Image")),
-                                                              {400: "bad parameter"}),
+                                                            {400: "bad parameter"}),
                   [param("limit", schema=INT), param("cursor"), param("page", schema=INT), param("postId", schema=INT),
                    param("modelId", schema=INT), param("modelVersionId", schema=INT), param("username"),
                    param("nsfw", description="None|Soft|Mature|X or true/false"),
@@ -286,7 +292,7 @@ PATHS = {
                                             [param("image_id", "path", INT)], tag="images")},
     "/api/v1/images/{image_id}/reactions/{kind}": {
         method: op(f"{verb} a reaction (one per user and kind)", answer("Reaction counts", {"type": "object"},
-                                                                       {**WRITE_ERRORS}),
+                                                                        {**WRITE_ERRORS}),
                    [param("image_id", "path", INT), param("kind", "path", ENUM(("Like", "Heart", "Laugh", "Cry",
                                                                                 "Dislike")))],
                    auth="write", tag="images") for method, verb in (("put", "Add"), ("delete", "Remove"))},
@@ -321,19 +327,19 @@ PATHS = {
                 "content": {"type": "string", "maxLength": 5000}}}), auth="write", tag="reviews")},
     "/api/v1/comments/{comment_id}": {"delete": op(
         "Remove your comment (staff: any comment)", {"204": {"description": "removed"},
-                                                    **answer("", None, WRITE_ERRORS)},
+                                                     **answer("", None, WRITE_ERRORS)},
         [param("comment_id", "path", INT)], auth="write", tag="reviews")},
     "/api/v1/moderation/queue": {"get": op("Images waiting for review (moderators)", answer(
         "The queue", {"type": "object"}, {401: "no key", 403: "not a moderator"}), [param("limit", schema=INT)],
         auth="read", tag="moderation")},
     "/api/v1/moderation/images/{image_id}": {"post": op(
         "Decide on an image: approve, set-level, remove, block", answer("The decision", {"type": "object"},
-                                                                         {**WRITE_ERRORS}),
+                                                                        {**WRITE_ERRORS}),
         [param("image_id", "path", INT)], body=json_body({"type": "object", "required": ["action"], "properties": {
             "action": ENUM(("approve", "set-level", "remove", "block")),
             "level": ENUM(("PG", "PG13", "R", "X", "XXX", "Blocked"))}}), auth="write", tag="moderation")},
     "/api/v1/rating-game/next": {"get": op("The next image for you to rate", answer("An image or null",
-                                                                                   {"type": "object"}),
+                                                                                    {"type": "object"}),
                                            auth="read", tag="moderation")},
     "/api/v1/rating-game/{image_id}": {"post": op(
         "Vote a level; weighted votes settle it", answer("Whether it settled", {"type": "object"}, WRITE_ERRORS),
@@ -371,7 +377,8 @@ PATHS = {
         "runs", {"type": "object", "properties": {"items": {"type": "array", "items": ref("GenerationRun")}}}),
         [param("limit", schema=INT)], auth="read", tag="generation")},
     "/api/v1/generation/runs/{run_id}": {
-        "get": op("A run: status, progress, jobs and image URLs", answer("the run", ref("GenerationRun"), {404: "no such run"}),
+        "get": op("A run: status, progress, jobs and image URLs",
+                  answer("the run", ref("GenerationRun"), {404: "no such run"}),
                   [RUN_ID], auth="read", tag="generation"),
         "delete": op("Cancel: queued jobs are dropped, a running batch stops at its next step",
                      answer("the run", ref("GenerationRun"), {404: "no such run"}), [RUN_ID], auth="write",
@@ -388,7 +395,8 @@ PATHS = {
         "A job's PNG (with its A1111 parameters chunk)", {"200": {"description": "PNG", "content": {"image/png": {}}}},
         [param("job_id", "path", INT)], auth="read", tag="generation")},
     "/healthz": {"get": op("Health of database, Redis and storage",
-                           {"200": {"description": "all up", "content": {"application/json": {"schema": ref("Health")}}},
+                           {"200": {"description": "all up", "content": {
+                               "application/json": {"schema": ref("Health")}}},
                             "503": {"description": "something is down", "content": {
                                 "application/json": {"schema": ref("Health")}}}}, tag="meta")},
 }

@@ -114,7 +114,7 @@ def post_comment(model_id: int):
 @bp.delete("/api/v1/comments/<int:comment_id>")
 @require_user("write")
 def delete_comment(comment_id: int):
-    row = rv.Comment.get_or_none(rv.Comment.id == comment_id, rv.Comment.hidden == False)
+    row = rv.Comment.get_or_none(rv.Comment.id == comment_id, rv.Comment.hidden == False)  # noqa: E712
     user = current_api_user()
     if row is None or (row.user_id != user.id and not user.is_staff):
         error(404, f"No comment with id {comment_id}")

@@ -281,7 +281,8 @@ def loras():
 
 @bp.get("/sd-vae")
 def sd_vae():
-    return jsonify([{"model_name": f.name, "filename": f.name} for f in usable_files(TYPE_LISTS["sd-vae"], sdapi_user())])
+    return jsonify([{"model_name": f.name, "filename": f.name}
+                    for f in usable_files(TYPE_LISTS["sd-vae"], sdapi_user())])
 
 
 @bp.get("/upscalers")

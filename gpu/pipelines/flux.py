@@ -202,8 +202,8 @@ def run(pipe, params: Params, items: list[Item], on_step: OnStep):
             extra["mask_image"] = [item.mask.convert("L") for item in items]
         cls = "FluxInpaintPipeline" if params.mode == "inpaint" else "FluxImg2ImgPipeline"
         images = mode_pipeline(pipe, cls)(**embeds, **size, **common, **extra, image=images,
-                                      strength=params.denoising_strength, num_inference_steps=params.steps,
-                                      generator=_generators(items)).images
+                                          strength=params.denoising_strength, num_inference_steps=params.steps,
+                                          generator=_generators(items)).images
     if params.hires_scale:
         multiple = pipe.vae_scale_factor * 2
         width = int(params.width * params.hires_scale) // multiple * multiple
@@ -215,8 +215,6 @@ def run(pipe, params: Params, items: list[Item], on_step: OnStep):
             strength=params.denoising_strength, num_inference_steps=params.hires_steps or params.steps,
             generator=_generators(items)).images
     return images
-
-
 
 
 class _Progress:

@@ -88,7 +88,7 @@ def shipped_config_of(pipe) -> str:
     for name in configs.NAMES:
         unet = configs.read(name, "unet")
         if all(_same(unet.get(k), loaded.get(k)) for k in ("block_out_channels", "cross_attention_dim",
-                                                            "use_linear_projection", "attention_head_dim")):
+                                                           "use_linear_projection", "attention_head_dim")):
             return name
     return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd15"
 

@@ -153,9 +153,10 @@ class DatabaseBackend(Backend):
             SearchDoc.delete().where(SearchDoc.id.in_(ids)).execute()
             SearchFacet.delete().where(SearchFacet.doc_id.in_(ids)).execute()
             self._remove_text(ids)
-            SearchDoc.insert_many([{**{k: d[k] for k in (
+            rows = [{**{k: d[k] for k in (
                 "id", "name", "description", "creator", "owner_id", "type", "status", "nsfw", "nsfw_level",
-                "published_at", "download_count", "rating")}, "tags_text": " ".join(d["tags"])} for d in docs]).execute()
+                "published_at", "download_count", "rating")}, "tags_text": " ".join(d["tags"])} for d in docs]
+            SearchDoc.insert_many(rows).execute()
             facets = [row for d in docs for row in facet_rows(d)]
             for i in range(0, len(facets), 500):
                 SearchFacet.insert_many(facets[i:i + 500]).execute()
@@ -377,6 +378,7 @@ class DatabaseBackend(Backend):
     def _index_text(self, docs: list[dict]) -> None: ...
     def _remove_text(self, ids: list[int]) -> None: ...
     def _clear_text(self) -> None: ...
+
     def _match_text(self, words: list[str], fields: str, prefix: bool) -> str:
         """The full-text query where every word matches (the last one as a prefix when `prefix`) within
         the fields: "name", "primary" (name, tags, creator) or "all"."""

@@ -116,7 +116,8 @@ class SolrBackend(Backend):
         result = self.solr.search(f"{{!knn f=vector topK={SEMANTIC_K}}}[{vector}]", fq=fq, fl="id,score",
                                   rows=SEMANTIC_K, defType="lucene")
         # Solr's cosine score is (1 + cos) / 2
-        return [(int(d["id"]), 2 * float(d["score"]) - 1) for d in result.docs if 2 * float(d["score"]) - 1 >= SEMANTIC_MIN]
+        return [(int(d["id"]), 2 * float(d["score"]) - 1) for d in result.docs
+                if 2 * float(d["score"]) - 1 >= SEMANTIC_MIN]
 
     def sort_ids(self, ids, sort):
         if not ids:

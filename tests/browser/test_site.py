@@ -88,7 +88,8 @@ def test_creator_uploads_publishes_and_drafts_stay_private(page, worker, live_se
     page.click("text=Upload")
     page.fill("#name", "Harbor Lights")
     page.select_option("#type", "Checkpoint")
-    page.fill("#description", '<p>Safe text</p><script>window.pwned = 1</script><img src="x" onerror="window.pwned = 2">')
+    page.fill("#description", '<p>Safe text</p><script>window.pwned = 1</script>'
+                              '<img src="x" onerror="window.pwned = 2">')
     page.fill("#tags", "harbor, night")
     page.fill("#trainedWords", "hrbr")
     page.click("button:text('Create draft')")

@@ -226,7 +226,8 @@ def test_lora_changes_the_output_and_is_recorded(client, alice, sd1, lora_file, 
 def test_xyz_grid_makes_every_cell_and_the_labelled_grid(client, alice, sd1, worker):
     _, key = alice
     run = submit(client, key, model=sd1["versionId"], prompt="a house", seed=5, **SMALL,
-                 grid={"x": {"field": "steps", "values": [1, 2]}, "y": {"field": "sampler", "values": ["Euler", "DDIM"]}})
+                 grid={"x": {"field": "steps", "values": [1, 2]},
+                       "y": {"field": "sampler", "values": ["Euler", "DDIM"]}})
     assert run["total"] == 4
     run_jobs(worker)
     run = run_of(client, key, run["id"])

@@ -112,7 +112,8 @@ def test_browsing_levels_hold_in_every_listing(client, worker, alice, bob, tmp_p
         tmp_path / f"{i}.png", "p", seed=i), modelVersionId=str(model["versionId"])) for i in range(4)]
     set_levels(zip(made, (im.PG, im.PG13, im.R, im.XXX)))
     im.refresh_version_levels([model["versionId"]])
-    levels = lambda url, **kw: sorted(i["browsingLevel"] for i in client.get(url, **kw).get_json()["items"])  # noqa: E731
+    levels = lambda url, **kw: sorted(i["browsingLevel"]  # noqa: E731
+                                      for i in client.get(url, **kw).get_json()["items"])
     assert levels("/api/v1/images") == [1, 2]  # anonymous: PG and PG13
     assert levels("/api/v1/images?nsfw=None") == [1]
     assert levels("/api/v1/images?nsfw=Mature") == [1, 2, 4]
@@ -136,11 +137,13 @@ def test_reactions_reports_and_moderation(client, worker, alice, bob, tmp_path):
         assert client.put(f"/api/v1/images/{second.id}/reactions/Heart", headers=auth(key)).status_code == 200
     again = client.put(f"/api/v1/images/{second.id}/reactions/Heart", headers=auth(bob[1])).get_json()
     assert again["heartCount"] == 2  # one per user per kind
-    assert client.delete(f"/api/v1/images/{second.id}/reactions/Heart", headers=auth(bob[1])).get_json()["heartCount"] == 1
+    undone = client.delete(f"/api/v1/images/{second.id}/reactions/Heart", headers=auth(bob[1])).get_json()
+    assert undone["heartCount"] == 1
     assert client.put(f"/api/v1/images/{second.id}/reactions/Wow", headers=auth(bob[1])).status_code == 400
     order = [i["id"] for i in client.get("/api/v1/images?sort=Most Reactions").get_json()["items"]]
     assert order == [second.id, first.id]
-    assert client.post(f"/api/v1/images/{first.id}/report", headers=auth(bob[1]), json={"reason": "spam"}).status_code == 202
+    report = client.post(f"/api/v1/images/{first.id}/report", headers=auth(bob[1]), json={"reason": "spam"})
+    assert report.status_code == 202
     assert client.get("/api/v1/moderation/queue", headers=auth(bob[1])).status_code == 403
     queue = client.get("/api/v1/moderation/queue", headers=auth(mod_key)).get_json()["items"]
     assert [q["id"] for q in queue] == [first.id] and queue[0]["reports"] == ["spam"]
@@ -159,7 +162,8 @@ def test_community_rating_settles_levels_and_weights_follow_moderators(client, w
     im.Image.update(needs_review=True).execute()
     # image 0: a moderator decides R; raters 0 and 1 said R, rater 2 said PG
     for (_, key), level in zip(raters[:3], ("R", "R", "PG")):
-        assert client.post(f"/api/v1/rating-game/{images[0].id}", headers=auth(key), json={"level": level}).status_code == 200
+        assert client.post(f"/api/v1/rating-game/{images[0].id}", headers=auth(key),
+                           json={"level": level}).status_code == 200
     client.post(f"/api/v1/moderation/images/{images[0].id}", headers=auth(mod_key),
                 json={"action": "set-level", "level": "R"})
     weights = {r.user.username: r.weight for r in im.Rater.select()}

@@ -64,7 +64,7 @@ def test_job_and_http_metrics_reach_prometheus(prometheus, live_server, worker, 
     wait_for(prometheus, 'count(atelier_queue_messages{queue="gpu"})', lambda v: v == 4)
     rules = requests.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
     assert {r["name"] for g in rules for r in g["rules"]} >= {"AtelierQueueBacklog", "AtelierJobFailureRatio",
-                                                               "AtelierNoGpuWorker", "AtelierSchedulerStale"}
+                                                              "AtelierNoGpuWorker", "AtelierSchedulerStale"}
 
 
 def test_dashboard_queries_are_valid_promql(prometheus):

@@ -84,7 +84,8 @@ def test_creator_page_shows_drafts_only_to_their_owner(client):
 
 def test_pages_answer_html_errors_and_the_api_json(client):
     page = client.get("/models/999")
-    assert page.status_code == 404 and page.mimetype == "text/html" and "Back to the models" in page.get_data(as_text=True)
+    assert (page.status_code == 404 and page.mimetype == "text/html"
+            and "Back to the models" in page.get_data(as_text=True))
     api = client.get("/api/v1/models/999")
     assert api.status_code == 404 and api.get_json()["error"]
     assert client.get("/generate").headers["Location"].startswith("/login?next=")
@@ -94,7 +95,8 @@ def test_popular_tags_are_cached_and_refreshed_by_the_scheduled_actor(client, wo
     from jobs.leaderboards import refresh_popular_tags
     owner, _ = make_user("uma")
     catalog_model(owner, "First", tags=("alpha",))
-    chips = lambda: re.findall(r'class="chip(?: on)?" href="[^"]*">([^<]+)</a>', client.get("/").get_data(as_text=True))  # noqa: E731
+    chips = lambda: re.findall(r'class="chip(?: on)?" href="[^"]*">([^<]+)</a>',  # noqa: E731
+                               client.get("/").get_data(as_text=True))
     assert chips() == ["alpha"]
     catalog_model(owner, "Second", tags=("beta",))
     catalog_model(owner, "Third", tags=("beta",))

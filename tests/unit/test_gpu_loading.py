@@ -10,9 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from gpu import demo
-from gpu.architectures import detect_architecture
-from gpu.pipelines import (
+from gpu import demo  # noqa: E402
+from gpu.architectures import detect_architecture  # noqa: E402
+from gpu.pipelines import (  # noqa: E402
     ModelRef,
     Params,
     Resource,

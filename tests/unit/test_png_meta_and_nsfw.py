@@ -26,7 +26,8 @@ def test_prompt_only_text():
 
 def test_comfyui_graph():
     graph = {"3": {"class_type": "KSampler", "inputs": {"seed": 7, "steps": 20, "cfg": 6.5, "sampler_name": "euler",
-                                                        "scheduler": "normal", "positive": ["6", 0], "negative": ["7", 0]}},
+                                                        "scheduler": "normal", "positive": ["6", 0],
+                                                        "negative": ["7", 0]}},
              "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}},
              "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 1024, "height": 768}},
              "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox"}},

@@ -202,7 +202,7 @@ def test_three_axis_grid_with_prompt_sr_lora_and_checkpoint():
 def test_grid_on_a_request_without_prompt_and_with_resources():
     """The request schema's shape: prompts are expanded per item, LoRAs are "resources" by "ref"."""
     base = {"model": 7, "negative_prompt": "cat ears", "resources": [{"ref": "urn:air:sd1:lora:civitai:1@2",
-                                                                       "weight": 1.0}, {"ref": 99, "weight": 1.0}]}
+                                                                      "weight": 1.0}, {"ref": 99, "weight": 1.0}]}
     cells = expand_grid(base, [("prompt_sr", ["cat", "dog"]), ("lora_weight:99", "0-1 [3]")])
     assert [c.request["prompt_sr"] for c in cells[:2]] == [("cat", "cat"), ("cat", "dog")]
     assert cells[1].request["negative_prompt"] == "dog ears"

@@ -161,7 +161,7 @@ def image_page(image_id: int):
 
 @bp.get("/user/<username>")
 def creator(username: str):
-    person = User.get_or_none(User.username == username, User.is_active == True)
+    person = User.get_or_none(User.username == username, User.is_active == True)  # noqa: E712
     if person is None:
         abort(404)
     user = viewer()
