@@ -16,4 +16,3 @@ def rollup_stats() -> dict:
 def refresh_model_stats(model_id: int) -> None:
     """After a review or comment: the model's all-time stats from its events (idempotent)."""
     stats.refresh_models([model_id])
-

@@ -99,13 +99,13 @@ def counts(since=None, model_ids=None) -> tuple[dict[int, dict], dict[int, dict]
             versions[version_id][field] += n
             models[model_id][field] += n
 
-    up = fn.SUM(Case(None, [(Review.recommended == True, 1)], 0))
+    up = fn.SUM(Case(None, [(Review.recommended == True, 1)], 0))  # noqa: E712
     review_fields = ("rating_count", "rating_sum", "thumbs_up_count", "thumbs_down_count")
     for column, target in ((Review.version, versions), (Review.model, models)):
         rows = scoped(Review.select(column, fn.COUNT(Review.id), fn.SUM(Review.rating), up,
                                     fn.COUNT(Review.id) - up), Review.created_at, Review.model).group_by(column)
         add(rows.tuples(), target, *review_fields)
-    comments = scoped(Comment.select(Comment.model, fn.COUNT(Comment.id)).where(Comment.hidden == False),
+    comments = scoped(Comment.select(Comment.model, fn.COUNT(Comment.id)).where(Comment.hidden == False),  # noqa: E712
                       Comment.created_at, Comment.model).group_by(Comment.model)
     add(comments.tuples(), models, "comment_count")
     return dict(versions), dict(models)
@@ -170,4 +170,3 @@ def refresh_models(model_ids) -> int:
             list(Model.select(Model.id).where(Model.id.in_(model_ids)).for_update())
         versions, models = counts(model_ids=model_ids)
         return _apply(versions, models, model_ids)
-

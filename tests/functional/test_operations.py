@@ -52,6 +52,7 @@ def test_rollups_feed_the_period_sort(client, alice):
     client_ = client
     hot_week = catalog_model(alice[0], "Hot this week", downloads=0)
     hot_year = catalog_model(alice[0], "Hot last year", downloads=0)
+
     def add(model, n, days_ago):
         file_id = ModelVersion.get(ModelVersion.model == model).files.get().id
         for i in range(n):
