@@ -58,7 +58,10 @@ class PooledPostgres(PooledPostgresqlDatabase):
         if (not conn.closed and time.monotonic() - returned < ALIVE_BYPASS_S
                 and self._adapter.txn_status(conn) == self._adapter.txn_idle):
             return False
-        return super()._is_closed(conn)
+        if super()._is_closed(conn):
+            self._returned_at.pop(self.conn_key(conn), None)  # the pool drops it without _close_raw
+            return True
+        return False
 
     def _close(self, conn, close_conn=False):
         self._returned_at[self.conn_key(conn)] = time.monotonic()
