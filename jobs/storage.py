@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import dramatiq
+from peewee import chunked
 
 from jobs.broker import logs_result
 from models_db.storage import BLOB_REFERENCES, get_store
@@ -16,8 +17,7 @@ def orphan_blobs(grace_s: float = GRACE_S) -> list[str]:
     cutoff = time.time() - grace_s
     candidates = [sha for sha, modified in store.iter_blobs() if modified < cutoff]
     orphans = []
-    for i in range(0, len(candidates), 500):
-        chunk = candidates[i:i + 500]
+    for chunk in chunked(candidates, 500):
         used = set()
         for model, field in BLOB_REFERENCES:
             used.update(v for (v,) in model.select(field).where(field.in_(chunk)).tuples())

@@ -13,6 +13,7 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     TextField,
+    chunked,
     fn,
 )
 
@@ -355,8 +356,8 @@ def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]
                      "prompt": spec["prompt"], "negative_prompt": spec["negative_prompt"], "seed": spec["seed"],
                      "inputs_json": json.dumps(inputs),
                      "cell_json": json.dumps(spec["cell"]) if spec["cell"] else None})
-    for start in range(0, len(rows), 500):
-        GenerationJob.insert_many(rows[start:start + 500]).execute()
+    for batch in chunked(rows, 500):
+        GenerationJob.insert_many(batch).execute()
     ids = [j for (j,) in GenerationJob.select(GenerationJob.id).where(GenerationJob.run == run)
            .order_by(GenerationJob.index).tuples()]
     return run, ids

@@ -18,6 +18,7 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     SqliteDatabase,
+    chunked,
     fn,
 )
 
@@ -130,8 +131,8 @@ def rollup(now=None) -> dict[str, int]:
             ModelStat.delete().where(ModelStat.period == period).execute()
             for table, key, per in ((VersionStat, "version", versions), (ModelStat, "model", models)):
                 rows = [{key: k, "period": period, "updated_at": now, **_row(c)} for k, c in per.items()]
-                for i in range(0, len(rows), 500):
-                    table.insert_many(rows[i:i + 500]).execute()
+                for batch in chunked(rows, 500):
+                    table.insert_many(batch).execute()
             if since is None:
                 out["repaired"] = _apply(versions, models)
         out[period] = len(models)

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from peewee import SQL, fn
+from peewee import SQL, chunked, fn
 
 from models_db.db import compiled_tuples, db, id_set
 from models_db.search import vectors
@@ -158,12 +158,12 @@ class DatabaseBackend(Backend):
                 "published_at", "download_count", "rating")}, "tags_text": " ".join(d["tags"])} for d in docs]
             SearchDoc.insert_many(rows).execute()
             facets = [row for d in docs for row in facet_rows(d)]
-            for i in range(0, len(facets), 500):
-                SearchFacet.insert_many(facets[i:i + 500]).execute()
+            for batch in chunked(facets, 500):
+                SearchFacet.insert_many(batch).execute()
             terms = sorted({t[:64] for d in docs for t in tokens(f"{d['name']} {' '.join(d['tags'])} {d['creator']}")
                             if len(t) >= 3})
-            for i in range(0, len(terms), 500):
-                SearchTerm.insert_many([{"term": t} for t in terms[i:i + 500]]).on_conflict_ignore().execute()
+            for batch in chunked(terms, 500):
+                SearchTerm.insert_many([{"term": t} for t in batch]).on_conflict_ignore().execute()
             self._index_text(docs)
         if vectors_by_id:
             vectors.store(*vectors_by_id)

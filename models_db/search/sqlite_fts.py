@@ -4,6 +4,7 @@ besides the one of every field: descriptions are ten times longer, and reading t
 the fields apart is most of what a query on the primary fields would cost in one index."""
 from __future__ import annotations
 
+from peewee import chunked
 from playhouse.sqlite_ext import FTS5Model, RowIDField, SearchField
 
 from models_db.db import compiled_tuples, db
@@ -60,8 +61,8 @@ class SqliteBackend(DatabaseBackend):
                  "description": d["description"]} for d in docs]
         for table in TABLES:
             columns = ["rowid", *(f for f in table._meta.fields if f != "rowid")]
-            for i in range(0, len(rows), 500):
-                table.insert_many([{c: r[c] for c in columns} for r in rows[i:i + 500]]).execute()
+            for batch in chunked(rows, 500):
+                table.insert_many([{c: r[c] for c in columns} for r in batch]).execute()
 
     def _remove_text(self, ids):
         for table in TABLES:

@@ -6,7 +6,7 @@ import hashlib
 import threading
 
 import numpy as np
-from peewee import BigIntegerField, BlobField, CharField, IntegerField, fn
+from peewee import BigIntegerField, BlobField, CharField, IntegerField, chunked, fn
 
 from models_db.db import BaseModel, db
 
@@ -39,8 +39,8 @@ def store(texts: dict[int, str], vectors: np.ndarray) -> None:
     rows = [{"model_id": i, "text_hash": text_hash(t), "seq": seq, "vector": v.astype(np.float16).tobytes()}
             for (i, t), v in zip(texts.items(), vectors)]
     with db.atomic():
-        for i in range(0, len(rows), 500):
-            (SearchVector.insert_many(rows[i:i + 500])
+        for batch in chunked(rows, 500):
+            (SearchVector.insert_many(batch)
              .on_conflict(conflict_target=[SearchVector.model_id],
                           preserve=[SearchVector.text_hash, SearchVector.seq, SearchVector.vector]).execute())
 
