@@ -61,11 +61,14 @@ def hide_comment(comment_id: int) -> None:
     Comment.update(hidden=True).where(Comment.id == comment_id).execute()
 
 
-def recent(model_id: int, limit: int = 20) -> tuple[list[dict], list[dict]]:
-    """The model's newest reviews and visible comments, with their authors' names."""
-    reviews = (Review.select(Review, User.username).join(User).where(Review.model == model_id)
-               .order_by(Review.updated_at.desc(), Review.id.desc()).limit(limit).dicts())
-    comments = (Comment.select(Comment, User.username).join(User)
+def recent_reviews(model_id: int, limit: int = 20) -> list[dict]:
+    """The model's newest reviews, with their authors' names."""
+    return list(Review.select(Review, User.username).join(User).where(Review.model == model_id)
+                .order_by(Review.updated_at.desc(), Review.id.desc()).limit(limit).dicts())
+
+
+def recent_comments(model_id: int, limit: int = 20) -> list[dict]:
+    """The model's newest visible comments, with their authors' names."""
+    return list(Comment.select(Comment, User.username).join(User)
                 .where(Comment.model == model_id, Comment.hidden == False)  # noqa: E712
                 .order_by(Comment.created_at.desc(), Comment.id.desc()).limit(limit).dicts())
-    return list(reviews), list(comments)

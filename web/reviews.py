@@ -94,13 +94,13 @@ def delete_review(version_id: int):
 
 @bp.get("/api/v1/models/<int:model_id>/reviews")
 def list_reviews(model_id: int):
-    reviews, _ = rv.recent(public_model(model_id).id, integer("limit", 20, 1, 100))
+    reviews = rv.recent_reviews(public_model(model_id).id, integer("limit", 20, 1, 100))
     return jsonify(items=[review_json(r) for r in reviews])
 
 
 @bp.get("/api/v1/models/<int:model_id>/comments")
 def list_comments(model_id: int):
-    _, comments = rv.recent(public_model(model_id).id, integer("limit", 20, 1, 100))
+    comments = rv.recent_comments(public_model(model_id).id, integer("limit", 20, 1, 100))
     return jsonify(items=[comment_json(c) for c in comments])
 
 

@@ -11,7 +11,7 @@ from models_db import catalog as c
 from models_db import catalog_queries as q
 from models_db.accounts import User
 from models_db.images import Image, ImageResource, showcase
-from models_db.reviews import recent
+from models_db.reviews import recent_comments, recent_reviews
 from web import reviews as review_api
 from web.api import multi
 from web.pages import ALL_LEVELS, api_call, viewer
@@ -114,10 +114,9 @@ def model_page(model_id: int, name: str | None = None):
     version = next((v for v in versions if v["id"] == wanted), versions[0])
     files = q.files_for([version["id"]]).get(version["id"], [])
     gallery = [thumb(i, 450) for i in showcase([version["id"]], ALL_LEVELS, per_version=40).get(version["id"], [])]
-    reviews, comments = recent(model_id)
     return render_template(
         "catalog/model.html", m=m, versions=versions, version=version, files=files, gallery=gallery,
-        reviews=reviews, comments=comments, signed_in=user is not None,
+        reviews=recent_reviews(model_id), comments=recent_comments(model_id), signed_in=user is not None,
         tags=q.tags_for([model_id])[model_id], licence=licence(m), slug=slug(m["name"]),
         trained_words=json.loads(version["trained_words_json"]),
         air=c.air(m["type"], version["base_model"], m["id"], version["id"]),
