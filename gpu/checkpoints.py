@@ -17,6 +17,7 @@ FP_NAMES = {"F64": "fp32", "F32": "fp32", "F16": "fp16", "BF16": "bf16", "F8_E4M
 MAX_HEADER = 100 << 20
 WEIGHT_TYPES = {"Checkpoint", "LORA", "LoCon", "DoRA", "TextualInversion", "Hypernetwork", "Controlnet",
                 "VAE", "Upscaler", "MotionModule", "AestheticGradient"}
+WEIGHT_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
 
 
 class InvalidModelFile(ValueError):
@@ -111,14 +112,20 @@ def _size_kind(names) -> str:
 
 
 def scan_pickle(path: Path) -> tuple[str, str]:
-    """picklescan verdict: ("Success"|"Danger"|"Error", message)."""
-    from picklescan.scanner import SafetyLevel, scan_file_path
-    result = scan_file_path(str(path))
-    if result.scan_err:
-        return "Error", "the file could not be scanned: it is not a readable pickle or zip archive"
+    """picklescan verdict, judged by the bytes and never by the name: ("Success"|"Danger"|"Error", message).
+    Read as a torch file first (zip or legacy), then as plain pickles; zip archives have their pickles scanned."""
+    from picklescan.scanner import SafetyLevel, scan_bytes
+    try:
+        with open(path, "rb") as stream:
+            result = scan_bytes(stream, path.name, file_ext=".pt")
+    except Exception:  # picklescan raises many kinds for containers it cannot open (7z without py7zr, ...)
+        raise InvalidModelFile("the file could not be scanned for pickled code: only safetensors, zip archives "
+                               "and plain files are accepted") from None
     dangerous = sorted({f"{g.module}.{g.name}" for g in result.globals if g.safety == SafetyLevel.Dangerous})
     if dangerous or result.infected_files:
         return "Danger", "dangerous imports found by picklescan: " + (", ".join(dangerous) or "unknown")
+    if result.scan_err:
+        return "Error", "the file could not be scanned: it is not a readable pickle or zip archive"
     return "Success", f"no dangerous imports ({len(result.globals)} globals checked)"
 
 
@@ -148,22 +155,20 @@ def inspect_pickle(path: Path) -> FileInfo:
 
 def inspect_file(path: Path, filename: str, model_type: str) -> tuple[FileInfo, tuple[str, str]]:
     """Inspects one uploaded file. Returns its info and its pickle-scan verdict; raises
-    InvalidModelFile for files that must be refused outright."""
+    InvalidModelFile for files that must be refused outright. Every file that is not safetensors is
+    scanned, whatever its name or model type: a protocol 0 pickle is plain text."""
     path = Path(path)
-    fmt = sniff_format(path)
     lower = filename.lower()
-    if lower.endswith(".safetensors") and fmt != "SafeTensor":
-        read_safetensors_header(path)  # raises with the precise reason
-        raise InvalidModelFile("not a safetensors file")
-    if fmt == "SafeTensor":
+    fmt = sniff_format(path)
+    if lower.endswith(".safetensors") or fmt == "SafeTensor":
         return inspect_safetensors(path), ("Success", "safetensors holds no code")
-    if fmt == "PickleTensor":
-        verdict = scan_pickle(path)
-        if verdict[0] == "Danger":
-            return FileInfo("PickleTensor"), verdict
+    verdict = scan_pickle(path)
+    checkpoint = fmt == "PickleTensor" or lower.endswith(WEIGHT_EXTENSIONS)
+    if verdict[0] == "Danger":
+        return FileInfo("PickleTensor" if checkpoint else "Other"), verdict
+    if checkpoint and model_type in WEIGHT_TYPES:
         if verdict[0] == "Error":
             raise InvalidModelFile("corrupt PyTorch checkpoint: " + verdict[1])
         return inspect_pickle(path), verdict
-    if model_type in WEIGHT_TYPES and lower.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors")):
-        raise InvalidModelFile(f"{filename} is neither a safetensors file nor a PyTorch checkpoint")
-    return FileInfo("Other"), ("Success", "not a pickle")
+    return FileInfo("Other"), ("Success", "no dangerous imports: not a usable pickle" if verdict[0] == "Error"
+                               else verdict[1])

@@ -89,6 +89,12 @@ def malicious_checkpoint(path: Path) -> Path:
     return Path(path)
 
 
+def protocol0_pickle(wrapped: bool = False) -> bytes:
+    """A text-only (protocol 0) pickle that calls os.system when loaded: starts with "c", or "(" when wrapped
+    in a list; no \\x80 or PK magic."""
+    return pickle.dumps([_Exploit()] if wrapped else _Exploit(), protocol=0)
+
+
 def truncate(path: Path, drop: int = 1000) -> Path:
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[:-drop])

@@ -125,3 +125,24 @@ def test_expired_uploads_are_cleared(client, alice):
     Upload.update(updated_at=utcnow() - timedelta(days=3)).execute()
     assert expire_uploads.fn.__wrapped__() == 1
     assert Upload.get_by_id(upload["id"]).state == "rejected" and not part_path(upload["id"]).exists()
+
+
+@pytest.mark.parametrize("model_type,filename,wrapped", [
+    ("Other", "payload.bin", False), ("Workflows", "workflow.json", True), ("Poses", "pose.txt", False),
+    ("Wildcards", "cards.txt", True), ("Checkpoint", "weights.pkl", False)])
+def test_text_pickle_is_scanned_whatever_its_name_or_model_type(client, worker, alice, model_type, filename, wrapped):
+    from models_db.notifications import Notification
+    _, version = new_version(client, alice[1], type=model_type)
+    payload = factories.protocol0_pickle(wrapped)
+    assert payload[:1] in (b"c", b"(")
+    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
+                       data={"file": (io.BytesIO(payload), filename)}, content_type="multipart/form-data")
+    assert sent.status_code == 202
+    run_jobs(worker)
+    file = ModelFile.get(ModelFile.version == version["id"])
+    assert (file.status, file.pickle_scan_result) == ("Danger", "Danger") and "system" in file.pickle_scan_message
+    download = client.get(f"/api/download/models/{version['id']}", headers=auth(alice[1]))
+    assert download.status_code == 403 and "not downloadable" in download.get_json()["error"]
+    assert client.post(f"/api/v1/model-versions/{version['id']}/publish", headers=auth(alice[1])).status_code == 409
+    note = Notification.get(Notification.user == alice[0])
+    assert note.kind == "file-danger" and filename in note.message and "system" in note.message

@@ -1,5 +1,6 @@
 import json
 import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -86,3 +87,45 @@ def test_other_formats_pass_for_non_weight_types(tmp_path):
     weights.write_text("not a checkpoint")
     with pytest.raises(InvalidModelFile):
         inspect_file(weights, weights.name, "Checkpoint")
+
+
+@pytest.mark.parametrize("name,model_type", [("payload", "Other"), ("weights.pkl", "Checkpoint"),
+                                             ("cards.txt", "Wildcards"), ("model.ckpt", "Checkpoint")])
+def test_text_pickle_is_danger_whatever_its_name(tmp_path, name, model_type):
+    path = tmp_path / "blob"  # stored blobs have no extension
+    path.write_bytes(factories.protocol0_pickle(wrapped=True))
+    info, (result, message) = inspect_file(path, name, model_type)
+    assert result == "Danger" and "system" in message
+
+
+def test_pickle_inside_a_zip_is_found(tmp_path):
+    path = tmp_path / "blob"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("pose/readme.txt", "hello")
+        z.writestr("pose/data.pkl", factories.protocol0_pickle())
+    assert inspect_file(path, "pose.zip", "Poses")[1][0] == "Danger"
+
+
+@pytest.mark.parametrize("body", [b"cat\ndog\nred\n", b'{"nodes": [{"id": 1}]}', b"(not a pickle)\n"])
+def test_plain_files_that_merely_look_like_pickle_opcodes_pass(tmp_path, body):
+    path = tmp_path / "blob"
+    path.write_bytes(body)
+    info, verdict = inspect_file(path, "cards.txt", "Wildcards")
+    assert info.format == "Other" and verdict[0] == "Success"
+
+
+def test_zip_of_wildcards_is_not_taken_for_a_checkpoint(tmp_path):
+    path = tmp_path / "blob"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("colors.txt", "red\ngreen\n")
+    info, verdict = inspect_file(path, "cards.zip", "Wildcards")
+    assert info.format == "Other" and verdict[0] == "Success"
+
+
+def test_legacy_torch_checkpoint_is_read_from_a_blob_without_extension(tmp_path):
+    import torch
+    path = tmp_path / "blob"
+    torch.save({"state_dict": {k: torch.from_numpy(np.array(v)) for k, v in factories.layout("SD1").items()}},
+               path, _use_new_zipfile_serialization=False)
+    info, (result, _) = inspect_file(path, "old.ckpt", "Checkpoint")
+    assert result == "Success" and (info.format, info.architecture) == ("PickleTensor", "SD1")
