@@ -173,6 +173,18 @@ def make_user(name: str = "alice", role: str = "user", scope: str = "write"):
 
 
 @pytest.fixture
+def configure(monkeypatch):
+    """configure(NAME="value", ...): these settings for this test only (read again from the environment)."""
+    def apply(**values):
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        settings.reload()
+    yield apply
+    monkeypatch.undo()
+    settings.reload()
+
+
+@pytest.fixture
 def alice():
     return make_user("alice")
 

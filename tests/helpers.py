@@ -23,6 +23,12 @@ def auth(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
+def basic(username: str, password: str) -> dict:
+    """HTTP basic auth headers, for the Flask test client."""
+    import base64
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+
+
 def catalog_model(owner, name: str, *, model_type="Checkpoint", base_model="SD 1.5", tags=(), publish=True,
                   nsfw=False, downloads=0, rating=0.0, file_bytes: bytes | None = None, **fields):
     """A model with one version and one ingested file, built through the catalog's own functions."""

@@ -4,7 +4,7 @@ import re
 import requests
 
 from tests.conftest import make_user
-from tests.helpers import catalog_model
+from tests.helpers import auth, basic, catalog_model
 
 PASSWORD = "correct horse battery"
 
@@ -76,3 +76,68 @@ def test_drafts_are_private_and_staff_pages_need_their_role(live_server):
     page = admin.get(f"{live_server}/operations")
     assert page.status_code == 200 and 'id="queues"' in page.text and "/metrics" in page.text
     assert admin.get(f"{live_server}/moderation").status_code == 200
+
+
+SDAPI_WRITES = (("txt2img", {"prompt": "x"}), ("img2img", {"prompt": "x", "init_images": ["x"]}),
+                ("options", {"CLIP_stop_at_last_layers": 2}), ("interrupt", None), ("skip", None))
+
+
+def test_a_read_scope_key_cannot_write_through_sdapi(client):
+    user, read_key = make_user("olga", scope="read")
+    for headers, query in ((auth(read_key), ""), (basic("olga", read_key), ""), ({}, f"?token={read_key}")):
+        for path, body in SDAPI_WRITES:
+            r = client.post(f"/sdapi/v1/{path}{query}", json=body, headers=headers)
+            assert r.status_code == 403 and "write" in r.get_json()["error"], (path, r.status_code, r.get_json())
+    options = client.get("/sdapi/v1/options", headers=basic("olga", read_key))
+    assert options.status_code == 200 and options.get_json()["CLIP_stop_at_last_layers"] == 1  # nothing stored
+    _, write_key = make_user("otto")
+    assert client.post("/sdapi/v1/skip", headers=basic("otto", write_key)).status_code == 200
+
+
+def test_sdapi_basic_auth_takes_api_keys_not_the_account_password(client):
+    from models_db.accounts import create_api_key, create_user
+    pat = create_user("pat", password=PASSWORD)
+    _, key = create_api_key(pat, "k", "read")
+    _, other_key = make_user("quinn")
+    assert client.get("/sdapi/v1/sd-models", headers=basic("pat", PASSWORD)).status_code == 401
+    assert client.get("/sdapi/v1/sd-models", headers=basic("pat", other_key)).status_code == 401
+    assert client.get("/sdapi/v1/sd-models", headers=basic("pat", key)).status_code == 200
+    assert client.get("/sdapi/v1/samplers").status_code == 401  # every /sdapi route needs a user
+
+
+def test_failed_authentication_is_rate_limited_per_address(client, configure):
+    configure(RATE_LIMIT_AUTH_FAILURES="3/minute")
+    _, key = make_user("rosa")
+    bad = [client.get("/sdapi/v1/options", headers=auth("atl_wrong")).status_code,
+           client.get("/api/v1/me?token=atl_wrong").status_code,
+           client.get("/sdapi/v1/options", headers=basic("rosa", "atl_wrong")).status_code]
+    assert bad == [401] * 3
+    for request in (lambda: client.get("/api/v1/me", headers=auth("atl_wrong")),
+                    lambda: client.get("/api/v1/me", headers=auth(key)),  # blocked means blocked
+                    lambda: client.get("/sdapi/v1/options", headers=basic("rosa", key))):
+        r = request()
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0, r.get_json()
+    elsewhere = {"REMOTE_ADDR": "10.1.2.3"}
+    assert client.get("/api/v1/me", headers=auth(key), environ_base=elsewhere).status_code == 200
+
+
+def test_failed_authentication_is_rate_limited_per_username(client, configure):
+    from models_db.accounts import create_user
+    configure(RATE_LIMIT_AUTH_FAILURES="3/minute", RATE_LIMIT_LOGIN="100/minute")
+    create_user("sam", password=PASSWORD)
+    _, key = make_user("tess")
+
+    def login(password, address):
+        with client.session_transaction() as session:
+            session.clear()
+        page = client.get("/login", environ_base={"REMOTE_ADDR": address}).get_data(as_text=True)
+        return client.post("/login", data={"username": "sam", "password": password, "csrf_token": token(page)},
+                           environ_base={"REMOTE_ADDR": address})
+
+    assert [login("wrong-password", f"10.0.0.{i}").status_code for i in range(3)] == [400] * 3
+    r = login(PASSWORD, "10.0.0.9")  # a new address, the right password: the account is resting
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+    r = client.get("/sdapi/v1/options", headers=basic("sam", "atl_wrong"), environ_base={"REMOTE_ADDR": "10.0.1.1"})
+    assert r.status_code == 429
+    assert client.get("/sdapi/v1/options", headers=basic("tess", key),
+                      environ_base={"REMOTE_ADDR": "10.0.1.1"}).status_code == 200
