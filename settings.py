@@ -47,6 +47,8 @@ VARIABLES = {
     "RATE_LIMIT_LOGIN": ("10/minute", "Log-in attempts per client address (Flask-Limiter syntax, kept in Redis)."),
     "RATE_LIMIT_REGISTER": ("5/hour", "Account registrations per client address."),
     "RATE_LIMIT_WRITES": ("120/minute", "Form posts and API writes per signed-in user (or address)."),
+    "RATE_LIMIT_AUTH_FAILURES": ("10/minute", ("Failed authentications (log-in password, API key, basic auth) per "
+                                               "client address and per username; past it 429 with Retry-After.")),
     "MODEL_CACHE_DIR": ("", ("Where files made from shipped models are kept (the ONNX sentence encoder); "
                              "default ATELIER_HOME/cache.")),
     "FLUX_COMPONENTS_DIR": ("", ("Diffusers FLUX folder whose text encoders and VAE serve transformer-only "
@@ -92,6 +94,7 @@ class Settings:
     rate_limit_login: str
     rate_limit_register: str
     rate_limit_writes: str
+    rate_limit_auth_failures: str
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -169,6 +172,7 @@ def load(env: dict | None = None) -> Settings:
         rate_limit_login=raw["RATE_LIMIT_LOGIN"] or VARIABLES["RATE_LIMIT_LOGIN"][0],
         rate_limit_register=raw["RATE_LIMIT_REGISTER"] or VARIABLES["RATE_LIMIT_REGISTER"][0],
         rate_limit_writes=raw["RATE_LIMIT_WRITES"] or VARIABLES["RATE_LIMIT_WRITES"][0],
+        rate_limit_auth_failures=raw["RATE_LIMIT_AUTH_FAILURES"] or VARIABLES["RATE_LIMIT_AUTH_FAILURES"][0],
         env=env,
     )
 

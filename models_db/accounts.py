@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -86,8 +87,13 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def normal_username(name: str | None) -> str:
+    """A username as typed, in the form it is stored and looked up in (NFKC, no outer spaces)."""
+    return unicodedata.normalize("NFKC", name or "").strip()
+
+
 def validate_username(name: str) -> str:
-    name = (name or "").strip()
+    name = normal_username(name)
     if not (2 <= len(name) <= 64) or not all(c.isalnum() or c in "-_." for c in name):
         raise ValueError("username must be 2-64 letters, digits, '-', '_' or '.'")
     return name

@@ -92,8 +92,11 @@ def current_api_user():
         g.api_user, g.api_key = None, None
         key = api_key_from_request()
         if key:
+            from web.security import auth_attempt, auth_failed
+            auth_attempt()
             found = user_for_key(key)
             if found is None:
+                auth_failed()
                 error(401, "Invalid API key")
             g.api_user, g.api_key = found
             if not g.api_key.last_used_at or (utcnow() - g.api_key.last_used_at).total_seconds() > 60:

@@ -15,11 +15,12 @@ from gpu.request import RequestError, parse
 from gpu.samplers import SAMPLERS
 from jobs import generation as jobs
 from models_db import generation as gen
-from models_db.accounts import User, user_for_key
+from models_db.accounts import User, normal_username, user_for_key
 from models_db.catalog import Model, ModelFile, ModelVersion
 from models_db.redis_store import client, redis_key
 from models_db.storage import get_store
 from web.api import current_api_user
+from web.security import SAFE_METHODS, auth_attempt, auth_failed
 
 bp = Blueprint("sdapi", __name__, url_prefix="/sdapi/v1")
 WAIT_S = 3600
@@ -33,22 +34,35 @@ def fail(status: int, message: str):
     abort(make_response(jsonify(error=message, detail=message), status))
 
 
-def sdapi_user() -> User:
-    """An API key (Bearer / ?token=), HTTP basic auth as A1111's --api-auth (password = an API key or
-    the account's password), or the browser session."""
+@bp.before_request
+def authenticate() -> None:
+    """Every route needs a user: an API key (Bearer or ?token=), HTTP basic auth as A1111's --api-auth
+    (the username and one of its API keys as the password), or the browser session. Any write (every
+    method but GET/HEAD) needs the 'write' scope."""
     user = current_api_user()
     auth = request.authorization
     if user is None and auth is not None and auth.type == "basic":
-        found = user_for_key(auth.password or "")
-        if found is not None and found[0].username == auth.username:
-            user = found[0]
-        else:
-            candidate = User.get_or_none(User.username == auth.username)
-            user = candidate if candidate is not None and candidate.check_password(auth.password or "") else None
+        user = basic_auth_user(auth.username, auth.password)
     if user is None:
-        fail(401, "Not authenticated: send an API key (Bearer) or basic auth")
+        fail(401, "Not authenticated: send an API key (Bearer) or basic auth with an API key as the password")
+    if request.method not in SAFE_METHODS and g.api_key is not None and not g.api_key.allows("write"):
+        fail(403, "This API key lacks the 'write' scope")
     g.api_user = user
-    return user
+
+
+def basic_auth_user(username: str | None, password: str | None) -> User | None:
+    auth_attempt(username)
+    found = user_for_key(password or "")
+    if found is None or found[0].username != normal_username(username):
+        auth_failed(username)
+        return None
+    g.api_key = found[1]
+    return found[0]
+
+
+def sdapi_user() -> User:
+    """The user authenticate() found."""
+    return g.api_user
 
 
 # ---- catalog views -----------------------------------------------------------------------------------

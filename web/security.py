@@ -2,11 +2,15 @@
 kept in Redis (Flask-Limiter)."""
 from __future__ import annotations
 
+import time
+
 from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from flask_wtf.csrf import CSRFProtect
+from limits import parse_many
+from werkzeug.exceptions import TooManyRequests
 
 import settings
 
@@ -39,6 +43,30 @@ def login_limit():
 
 def register_limit():
     return limiter.limit(lambda: settings.get().rate_limit_register, methods=["POST"], key_func=get_remote_address)
+
+
+def _failure_keys(username: str | None) -> list[str]:
+    from models_db.accounts import normal_username
+    keys = [f"addr:{get_remote_address()}"]
+    return keys + [f"user:{normal_username(username).casefold()}"] if username else keys
+
+
+def auth_attempt(username: str | None = None) -> None:
+    """Call before checking a credential: 429 while this client address, or this username, has failed
+    RATE_LIMIT_AUTH_FAILURES times (a right guess is refused as well while it rests)."""
+    for limit in parse_many(settings.get().rate_limit_auth_failures):
+        for key in _failure_keys(username):
+            if not limiter.limiter.test(limit, "auth-failures", key):
+                reset = limiter.limiter.get_window_stats(limit, "auth-failures", key).reset_time
+                raise TooManyRequests("Too many failed authentications; try again later",
+                                      retry_after=max(1, int(reset - time.time()) + 1))
+
+
+def auth_failed(username: str | None = None) -> None:
+    """Count a failed authentication against the client address and the username it named."""
+    for limit in parse_many(settings.get().rate_limit_auth_failures):
+        for key in _failure_keys(username):
+            limiter.limiter.hit(limit, "auth-failures", key)
 
 
 def _limits_storage_uri() -> str:

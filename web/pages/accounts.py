@@ -12,7 +12,7 @@ from models_db import accounts as a
 from models_db.db import transaction
 from models_db.images import BROWSING
 from web.pages import safe_next
-from web.security import login_limit, register_limit
+from web.security import auth_attempt, auth_failed, login_limit, register_limit
 
 bp = Blueprint("site_accounts", __name__)
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -69,10 +69,13 @@ def register():
 def login():
     form = LoginForm()
     if form.validate_on_submit():
-        user = a.User.get_or_none(a.User.username == form.username.data.strip(), a.User.is_active == True)  # noqa: E712
+        username = a.normal_username(form.username.data)
+        auth_attempt(username)
+        user = a.User.get_or_none(a.User.username == username, a.User.is_active == True)  # noqa: E712
         if user is not None and user.check_password(form.password.data):
             login_user(user, remember=form.remember.data)
             return redirect(safe_next(request.args.get("next"), url_for("site_catalog.home")))
+        auth_failed(username)
         form.password.errors.append("wrong username or password")
     return render_template("accounts/login.html", form=form), 400 if form.errors else 200
 
