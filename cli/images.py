@@ -40,7 +40,8 @@ def import_images(paths, username, model_version, post_title):
     post = im.Post.create(user=owner, model_version=version, title=post_title) if post_title is not None else None
     ready, failed = [], 0
     for path in tqdm(files, unit="image", desc="importing", disable=None):
-        image = im.Image.create(user=owner, post=post, model_version=version, filename=path.name[:255])
+        image = im.Image.create(user=owner, post=post, model_version=version, showcase=version is not None,
+                                filename=path.name[:255])
         staging_path(image.id).write_bytes(path.read_bytes())
         status = process(image.id)
         image = im.Image.get_by_id(image.id)

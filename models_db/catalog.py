@@ -212,6 +212,21 @@ def refresh_published(model: Model) -> None:
     model.save()
 
 
+def visible_to(version: ModelVersion, user) -> bool:
+    """Published versions of published models are everyone's; the others only their owner's and staff's."""
+    model = version.model
+    if model.status == "Deleted":
+        return False
+    if version.status == "Published" and model.status == "Published":
+        return True
+    return may_manage(version, user)
+
+
+def may_manage(version: ModelVersion, user) -> bool:
+    """The version's owner and staff manage it (and only they add its showcase images)."""
+    return user is not None and (version.model.owner_id == user.id or getattr(user, "is_staff", False))
+
+
 class NotPublishable(ValueError):
     pass
 

@@ -183,7 +183,7 @@ class UnknownResource(LookupError):
 
 def resolve_version(ref, viewer) -> ModelVersion:
     """A version by id, AIR (urn:air:…:civitai:MODEL[@VERSION]) or file hash, if the viewer may use it."""
-    from models_db.catalog import Model
+    from models_db.catalog import visible_to
     from models_db.catalog_queries import version_ids_by_hash
     text = str(ref).strip()
     version = None
@@ -200,11 +200,8 @@ def resolve_version(ref, viewer) -> ModelVersion:
     else:
         ids = version_ids_by_hash([text])
         version = ModelVersion.get_or_none(ModelVersion.id == ids[0]) if ids else None
-    if version is not None:
-        model = Model.get_by_id(version.model_id)
-        visible = version.status == "Published" and model.status == "Published"
-        if visible or (viewer is not None and (model.owner_id == viewer.id or getattr(viewer, "is_staff", False))):
-            return version
+    if version is not None and visible_to(version, viewer):
+        return version
     raise UnknownResource(f"no usable model version for {text!r}")
 
 

@@ -31,6 +31,9 @@ class Image(BaseModel):
     user = ForeignKeyField(User, backref="images", on_delete="CASCADE")
     post = ForeignKeyField(Post, null=True, backref="images", on_delete="SET NULL")
     model_version = ForeignKeyField(ModelVersion, null=True, backref="images", on_delete="SET NULL")
+    # True: the version's showcase (added by its owner or staff), which sets its level. False: a community
+    # image of the version (listed with it, never in its showcase or level)
+    showcase = BooleanField(default=False)
     status = CharField(max_length=16, default="Pending")  # Pending | Ready | Rejected | Removed
     error = TextField(null=True)
     filename = CharField(max_length=255, default="")
@@ -137,13 +140,15 @@ def listed(mask: int):
 
 
 def refresh_version_levels(version_ids) -> None:
-    """A version's nsfwLevel is the OR of its showcase images'; its model's the OR of its versions'."""
+    """A version's nsfwLevel is the OR of its showcase images' (community images never count); its
+    model's the OR of its versions'."""
     from functools import reduce
 
     from models_db.catalog import Model
     for version_id in {v for v in version_ids if v}:
         levels = [lvl for (lvl,) in Image.select(Image.nsfw_level).where(
-            Image.model_version == version_id, Image.status == "Ready", Image.nsfw_level > 0).tuples()]
+            Image.model_version == version_id, Image.showcase == True, Image.status == "Ready",  # noqa: E712
+            Image.nsfw_level > 0).tuples()]
         level = reduce(lambda a, b: a | b, levels, 0) & ~BLOCKED
         ModelVersion.update(nsfw_level=level).where(ModelVersion.id == version_id).execute()
         model_id = ModelVersion.select(ModelVersion.model).where(ModelVersion.id == version_id).scalar()
@@ -247,7 +252,8 @@ def showcase(version_ids, mask: int, per_version: int = 10) -> dict[int, list[di
     if not version_ids:
         return out
     for row in compiled_dicts(("showcase", mask), lambda ids: Image.select().where(
-            Image.model_version.in_(id_set(ids)), listed(mask)).order_by(Image.id), list(version_ids)):
+            Image.model_version.in_(id_set(ids)), Image.showcase == True, listed(mask))  # noqa: E712
+            .order_by(Image.id), list(version_ids)):
         bucket = out.setdefault(row["model_version"], [])
         if len(bucket) < per_version:
             bucket.append(row)

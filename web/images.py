@@ -11,7 +11,7 @@ from peewee import JOIN, Tuple
 
 from models_db import images as im
 from models_db.accounts import User
-from models_db.catalog import ModelVersion
+from models_db.catalog import ModelVersion, may_manage, visible_to
 from models_db.db import on_commit, transaction, utcnow
 from models_db.stats import PERIOD_DAYS
 from web.api import (
@@ -133,7 +133,8 @@ def list_images():
 @bp.post("/api/v1/images")
 @require_user("write")
 def upload_image():
-    """multipart/form-data: file, optional postId and modelVersionId (a showcase image of your version)."""
+    """multipart/form-data: file, optional postId and modelVersionId (a showcase image of your own
+    version, a community image of someone else's)."""
     from PIL import Image as PILImage
 
     from gpu.image_files import FORMATS, MAX_PIXELS, MAX_SIDE
@@ -160,14 +161,10 @@ def upload_image():
     post = im.Post.get_or_none(im.Post.id == int(post_id)) if (post_id or "").isdigit() else None
     if post_id and (post is None or post.user_id != user.id):
         error(404, f"No post with id {post_id}")
-    version = ModelVersion.get_or_none(ModelVersion.id == int(version_id)) if (version_id or "").isdigit() else None
-    if version_id and version is None:
-        error(404, f"No model version with id {version_id}")
-    if version is not None and version.model.owner_id != user.id and not user.is_staff:
-        error(403, "only the model's owner adds showcase images to its versions")
+    version = visible_version(version_id) if version_id else (post.model_version if post else None)
     with transaction():
-        image = im.Image.create(user=user, post=post, model_version=version or (post.model_version if post else None),
-                                filename=(sent.filename or "")[:255])
+        image = im.Image.create(user=user, post=post, model_version=version, filename=(sent.filename or "")[:255],
+                                showcase=version is not None and may_manage(version, user))
         staging_path(image.id).write_bytes(data)
         on_commit(lambda: process_image.send(image.id))
     return jsonify(id=image.id, status=image.status, statusUrl=absolute("images.get_image", image_id=image.id)), 202
@@ -231,17 +228,26 @@ def report(image_id: int):
 @require_user("write")
 def create_post():
     data = request.get_json(silent=True) or {}
-    version = None
-    if data.get("modelVersionId") is not None:
-        version = ModelVersion.get_or_none(ModelVersion.id == data["modelVersionId"]) \
-            if isinstance(data["modelVersionId"], int) else None
-        if version is None:
-            error(404, f"No model version with id {data['modelVersionId']}")
+    version = visible_version(data["modelVersionId"]) if data.get("modelVersionId") is not None else None
     title = data.get("title") or ""
     if not isinstance(title, str) or len(title) > 255:
         error(400, "title must be a string of at most 255 characters")
     post = im.Post.create(user=current_api_user(), model_version=version, title=title)
     return jsonify(id=post.id, title=post.title, modelVersionId=version.id if version else None), 201
+
+
+def visible_version(version_id) -> ModelVersion:
+    """The version a post or image names: 404 when missing or not visible to this user (a draft of
+    someone else's answers exactly as a missing version does)."""
+    number = None
+    if isinstance(version_id, str) and version_id.isdigit():
+        number = int(version_id)
+    elif isinstance(version_id, int) and not isinstance(version_id, bool):
+        number = version_id
+    version = ModelVersion.get_or_none(ModelVersion.id == number) if number and number < 2 ** 63 else None
+    if version is None or not visible_to(version, current_api_user()):
+        error(404, f"No model version with id {version_id}")
+    return version
 
 
 def visible_image(image_id: int) -> im.Image:

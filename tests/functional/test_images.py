@@ -210,3 +210,49 @@ def test_unscored_images_are_swept(client, worker, alice, tmp_path):
     assert client.get("/api/v1/images").get_json()["items"] == []  # unscored images are not listed
     assert score_unscored_images.fn.__wrapped__() == 1
     assert [i["id"] for i in client.get("/api/v1/images").get_json()["items"]] == [image.id]
+
+
+def test_only_owner_or_staff_add_showcase_images_others_add_community_images(client, worker, alice, bob, tmp_path):
+    from models_db import catalog as c
+    from models_db.db import transaction
+    from tests.helpers import catalog_model
+    model = catalog_model(alice[0], "Lighthouse")
+    version = model.versions.get()
+    with transaction():
+        draft = c.create_version(model, name="v2 (draft)", base_model="SD 1.5")
+    missing = client.post("/api/v1/posts", headers=auth(bob[1]), json={"modelVersionId": 987654})
+    hidden = client.post("/api/v1/posts", headers=auth(bob[1]), json={"modelVersionId": draft.id})
+    assert (missing.status_code, hidden.status_code) == (404, 404)  # a draft of someone else is not there
+    assert hidden.get_json() == {"error": f"No model version with id {draft.id}"}
+    body = factories.png_bytes("p", seed=3)
+    sent = client.post("/api/v1/images", headers=auth(bob[1]), content_type="multipart/form-data",
+                       data={"file": (io.BytesIO(body), "a.png"), "modelVersionId": str(draft.id)})
+    assert sent.status_code == 404 and sent.get_json() == {"error": f"No model version with id {draft.id}"}
+    # bob's images of alice's published version, in a post of it or straight: community images
+    post = client.post("/api/v1/posts", headers=auth(bob[1]), json={"modelVersionId": version.id})
+    assert post.status_code == 201
+    sent = [client.post("/api/v1/images", headers=auth(bob[1]), content_type="multipart/form-data",
+                        data={"file": (io.BytesIO(factories.png_bytes("p", seed=seed)), "b.png"), **form})
+            for seed, form in ((4, {"postId": str(post.get_json()["id"])}), (5, {"modelVersionId": str(version.id)}))]
+    assert [s.status_code for s in sent] == [202, 202], [s.get_json() for s in sent]
+    mine = ready_image(client, worker, alice[1], factories.png_with_parameters(tmp_path / "6.png", "p", seed=6),
+                       modelVersionId=str(version.id))
+    mod_user, mod_key = make_user("mona", role="moderator")
+    staff = ready_image(client, worker, mod_key, factories.png_with_parameters(tmp_path / "7.png", "p", seed=7),
+                        modelVersionId=str(version.id))
+    run_jobs(worker)
+    community = [s.get_json()["id"] for s in sent]
+    for image_id in community:  # bob's pictures are rated X: they must not make alice's model X
+        assert client.post(f"/api/v1/moderation/images/{image_id}", headers=auth(mod_key),
+                           json={"action": "set-level", "level": "X"}).status_code == 200
+    assert client.put("/api/v1/me/settings", headers=auth(bob[1]), json={"browsingLevel": "X"}).status_code == 200
+    shown = client.get(f"/api/v1/model-versions/{version.id}", headers=auth(bob[1])).get_json()
+    assert sorted(i["id"] for i in shown["images"]) == sorted([mine.id, staff.id])
+    assert shown["nsfwLevel"] == im.PG
+    got = client.get(f"/api/v1/models/{model.id}", headers=auth(bob[1])).get_json()
+    assert (got["nsfw"], got["nsfwLevel"]) == (False, im.PG)
+    assert sorted(i["id"] for i in got["modelVersions"][0]["images"]) == sorted([mine.id, staff.id])
+    # the model's images as Civitai lists them (by version or model) include the community's
+    for query in (f"modelVersionId={version.id}", f"modelId={model.id}"):
+        listed = client.get(f"/api/v1/images?nsfw=X&{query}").get_json()["items"]
+        assert sorted(i["id"] for i in listed) == sorted([mine.id, staff.id, *community])

@@ -65,7 +65,8 @@ def manage(model_id: int):
     versions = list(model.versions.order_by(c.ModelVersion.index))
     files = {v.id: list(v.files.order_by(c.ModelFile.id)) for v in versions}
     uploads = {v.id: list(v.uploads.where(Upload.state != "done").order_by(Upload.created_at)) for v in versions}
-    images = {v.id: list(v.images.where(Image.status.in_(("Pending", "Ready"))).order_by(Image.id)) for v in versions}
+    images = {v.id: list(v.images.where(Image.showcase == True, Image.status.in_(("Pending", "Ready")))  # noqa: E712
+                         .order_by(Image.id)) for v in versions}
     return render_template("creators/manage.html", model=model, versions=versions, files=files, uploads=uploads,
                            images=images, file_types=c.FILE_TYPES, **choices())
 
