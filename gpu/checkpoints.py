@@ -55,6 +55,8 @@ def read_safetensors_header(path: Path) -> tuple[dict, dict]:
             raise InvalidModelFile(f"corrupt safetensors header: header length {n} but the file has {size} bytes")
         try:
             header = json.loads(f.read(n))
+        except RecursionError:  # depth is bounded by the interpreter's recursion limit; a real header has 3 levels
+            raise InvalidModelFile("corrupt safetensors header: its JSON is nested too deeply") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidModelFile(f"corrupt safetensors header: {exc}") from None
     if not isinstance(header, dict):
@@ -79,7 +81,20 @@ def read_safetensors_header(path: Path) -> tuple[dict, dict]:
                                f"data but only {data_size} are present ({end_max - data_size} missing)")
     if end_max < data_size:
         raise InvalidModelFile(f"corrupt safetensors file: {data_size - end_max} trailing bytes after the tensors")
-    return header, metadata if isinstance(metadata, dict) else {}
+    _validate_with_safetensors(path)
+    return header, metadata
+
+
+def _validate_with_safetensors(path: Path) -> None:
+    """The safetensors library's own checks: tensors tile the data exactly (no overlaps or gaps), sizes
+    match dtype and shape, metadata maps strings to strings."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework="numpy"):
+            pass
+    except SafetensorError as exc:
+        reason = str(exc).removeprefix("Error while deserializing header: ")
+        raise InvalidModelFile(f"corrupt safetensors file: {reason}") from None
 
 
 def _precision(dtype_bytes: dict) -> str | None:

@@ -69,6 +69,14 @@ def safetensors_file(path: Path, family: str = "SD1", *, min_bytes: int = 0, dty
     return Path(path)
 
 
+def raw_safetensors(header, data: bytes = b"") -> bytes:
+    """Safetensors bytes with a hand-made header (a dict, or raw JSON bytes): for files no writer would make."""
+    import json
+    import struct
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
 def torch_checkpoint(path: Path, family: str = "SD1") -> Path:
     import torch
     state = {k: torch.from_numpy(np.array(v)) for k, v in layout(family).items()}

@@ -146,3 +146,29 @@ def test_text_pickle_is_scanned_whatever_its_name_or_model_type(client, worker, 
     assert client.post(f"/api/v1/model-versions/{version['id']}/publish", headers=auth(alice[1])).status_code == 409
     note = Notification.get(Notification.user == alice[0])
     assert note.kind == "file-danger" and filename in note.message and "system" in note.message
+
+
+def f16(begin: int, end: int, n: int = 4) -> dict:
+    return {"dtype": "F16", "shape": [n], "data_offsets": [begin, end]}
+
+
+@pytest.mark.parametrize("model_type,filename,data,reason", [
+    ("LORA", "deep.safetensors", factories.raw_safetensors(b"[" * 100_000), "nested"),
+    ("Other", "deep.bin", factories.raw_safetensors(b'{"a":' + b"[" * 100_000), "nested"),
+    ("LORA", "overlap.safetensors", factories.raw_safetensors({"a": f16(0, 8), "b": f16(0, 8)}, b"\1" * 8),
+     "invalid offset for tensor"),
+    ("LORA", "gap.safetensors", factories.raw_safetensors({"a": f16(0, 8), "b": f16(10, 18)}, b"\1" * 18),
+     "invalid offset for tensor `b`"),
+    ("LORA", "meta.safetensors",
+     factories.raw_safetensors({"__metadata__": {"a": [[1]]}, "a": f16(0, 8)}, b"\1" * 8), "expected a string"),
+])
+def test_hostile_safetensors_headers_are_rejected_with_a_reason(client, worker, alice, model_type, filename, data,
+                                                                reason):
+    _, version = new_version(client, alice[1], type=model_type)
+    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
+                       data={"file": (io.BytesIO(data), filename)}, content_type="multipart/form-data")
+    assert sent.status_code == 202
+    run_jobs(worker)
+    upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(alice[1])).get_json()
+    assert upload["state"] == "rejected" and reason in upload["error"], upload
+    assert ModelFile.select().count() == 0 and not get_store().exists(hashlib.sha256(data).hexdigest())

@@ -129,3 +129,18 @@ def test_legacy_torch_checkpoint_is_read_from_a_blob_without_extension(tmp_path)
                path, _use_new_zipfile_serialization=False)
     info, (result, _) = inspect_file(path, "old.ckpt", "Checkpoint")
     assert result == "Success" and (info.format, info.architecture) == ("PickleTensor", "SD1")
+
+
+@pytest.mark.parametrize("header,data,fragment", [
+    (b"[" * 100_000, b"", "nested too deeply"),
+    ({"a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]},
+      "b": {"dtype": "F16", "shape": [2], "data_offsets": [4, 8]}}, b"\0" * 8, "invalid offset"),
+    ({"a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]},
+      "b": {"dtype": "F16", "shape": [4], "data_offsets": [10, 18]}}, b"\0" * 18, "invalid offset"),
+    ({"__metadata__": {"k": {"x": 1}}}, b"", "expected a string"),
+])
+def test_hostile_headers_are_refused(tmp_path, header, data, fragment):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(factories.raw_safetensors(header, data))
+    with pytest.raises(InvalidModelFile, match=fragment):
+        read_safetensors_header(path)
