@@ -49,6 +49,8 @@ VARIABLES = {
     "RATE_LIMIT_WRITES": ("120/minute", "Form posts and API writes per signed-in user (or address)."),
     "RATE_LIMIT_AUTH_FAILURES": ("10/minute", ("Failed authentications (log-in password, API key, basic auth) per "
                                                "client address and per username; past it 429 with Retry-After.")),
+    "SESSION_DAYS": ("30", ("Days a browser log-in lasts (with \"keep me logged in\", its remember-me cookie too); "
+                            "log-out ends it at once, a password change ends all of the user's.")),
     "MODEL_CACHE_DIR": ("", ("Where files made from shipped models are kept (the ONNX sentence encoder); "
                              "default ATELIER_HOME/cache.")),
     "FLUX_COMPONENTS_DIR": ("", ("Diffusers FLUX folder whose text encoders and VAE serve transformer-only "
@@ -95,6 +97,7 @@ class Settings:
     rate_limit_register: str
     rate_limit_writes: str
     rate_limit_auth_failures: str
+    session_days: int
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -173,6 +176,7 @@ def load(env: dict | None = None) -> Settings:
         rate_limit_register=raw["RATE_LIMIT_REGISTER"] or VARIABLES["RATE_LIMIT_REGISTER"][0],
         rate_limit_writes=raw["RATE_LIMIT_WRITES"] or VARIABLES["RATE_LIMIT_WRITES"][0],
         rate_limit_auth_failures=raw["RATE_LIMIT_AUTH_FAILURES"] or VARIABLES["RATE_LIMIT_AUTH_FAILURES"][0],
+        session_days=num("SESSION_DAYS"),
         env=env,
     )
 

@@ -103,10 +103,11 @@ def run(args) -> int:
     index_search()
     index_s = time.perf_counter() - started - seed_s - images_s
     db.execute_sql("ANALYZE" if sqlite else "VACUUM ANALYZE")
-    from models_db.accounts import create_user
+    from models_db.accounts import create_user, start_session
     from models_db.catalog import Model
     from models_db.images import Image
     viewer = create_user("bench_viewer", password="bench-password-1")
+    login_token = start_session(viewer, 1)
     top = Model.select().where(Model.status == "Published").order_by(Model.download_count.desc()).first()
     image = Image.select().where(Image.nsfw_level == 1).order_by(Image.id).first()
     owner = top.owner.username
@@ -122,7 +123,7 @@ def run(args) -> int:
     with app.test_request_context(environ_base=signed_in.environ_base):  # as the client's requests look
         ident = app.login_manager._session_identifier_generator()
     with signed_in.session_transaction() as sess:  # what flask-login's login_user stores
-        sess.update(_user_id=str(viewer.id), _fresh=True, _id=ident)
+        sess.update(_user_id=login_token, _fresh=True, _id=ident)
 
     api = "/api/v1/models?limit=24"
     first_api = anon.get(api).get_json() or {}

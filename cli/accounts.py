@@ -30,6 +30,25 @@ def create_user(username, role, email, password_stdin):
     click.echo(f"created {user.role} {user.username} (id {user.id})", err=True)
 
 
+@user_group.command("set-password")
+@click.argument("username")
+def set_password(username):
+    """Set a user's password, read from standard input; every browser of theirs is signed out."""
+    from models_db.accounts import User, change_password
+    from models_db.db import transaction
+    open_db()
+    user = User.get_or_none(User.username == username)
+    if user is None:
+        raise click.ClickException(f"no user {username!r}")
+    password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        with transaction():
+            change_password(user, password)
+    except ValueError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"{username}'s password is set; their browsers are signed out", err=True)
+
+
 @user_group.command("set-role")
 @click.argument("username")
 @click.argument("role", type=click.Choice(["user", "moderator", "admin"]))

@@ -31,8 +31,8 @@ def default_owner():
     owner = User.select().where(User.role == "admin").order_by(User.id).first()
     if owner is None:
         owner = create_user("admin", role="admin")
-        click.echo("created user 'admin' to own imported models (give it a password with the web UI "
-                   "or use `atelier api-key create admin`)", err=True)
+        click.echo("created user 'admin' to own imported models (give it a password with "
+                   "`atelier user set-password admin` or use `atelier api-key create admin`)", err=True)
     return owner
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import unicodedata
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -59,12 +60,16 @@ class User(BaseModel):
     def is_staff(self) -> bool:
         return self.role in ("moderator", "admin")
 
-    # flask-login protocol
+    # flask-login protocol: the id it keeps in the session and remember-me cookies is the token of
+    # this log-in (a LoginSession), never the user's id, so that ending the log-in ends both cookies
     is_authenticated = True
     is_anonymous = False
+    login_token: str | None = None
 
     def get_id(self) -> str:
-        return str(self.id)
+        if not self.login_token:
+            raise RuntimeError("start_session() first: a browser session is a LoginSession")
+        return self.login_token
 
 
 class ApiKey(BaseModel):
@@ -80,7 +85,16 @@ class ApiKey(BaseModel):
         return scope == "read" or self.scope == "write"
 
 
-TABLES = [User, ApiKey]
+class LoginSession(BaseModel):
+    """One browser log-in. Its random token is in the session cookie (and the remember-me cookie); only
+    its hash is stored. Deleting the row signs that browser out."""
+    user = ForeignKeyField(User, backref="login_sessions", on_delete="CASCADE")
+    token_hash = CharField(max_length=64, unique=True)
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+
+
+TABLES = [User, ApiKey, LoginSession]
 
 
 def hash_key(key: str) -> str:
@@ -127,3 +141,35 @@ def user_for_key(key: str) -> tuple[User, ApiKey] | None:
            .where(ApiKey.key_hash == hash_key(key.strip()), User.is_active == True)  # noqa: E712
            .first())
     return (row.user, row) if row else None
+
+
+def start_session(user: User, days: int) -> str:
+    """A new log-in of `user` lasting `days`; its token becomes user.get_id(). The user's expired
+    log-ins are dropped here."""
+    token = secrets.token_urlsafe(32)
+    LoginSession.delete().where(LoginSession.user == user, LoginSession.expires_at < utcnow()).execute()
+    LoginSession.create(user=user, token_hash=hash_key(token), expires_at=utcnow() + timedelta(days=days))
+    user.login_token = token
+    return token
+
+
+def user_for_session(token: str) -> User | None:
+    row = (LoginSession.select(LoginSession, User).join(User)
+           .where(LoginSession.token_hash == hash_key(token), LoginSession.expires_at > utcnow(),
+                  User.is_active == True)  # noqa: E712
+           .first())
+    if row is None:
+        return None
+    row.user.login_token = token
+    return row.user
+
+
+def end_session(token: str) -> None:
+    LoginSession.delete().where(LoginSession.token_hash == hash_key(token)).execute()
+
+
+def change_password(user: User, password: str) -> None:
+    """A new password ends every log-in of the user (API keys are revoked one by one, by their owner)."""
+    user.set_password(password)
+    user.save(only=[User.password_hash])
+    LoginSession.delete().where(LoginSession.user == user).execute()

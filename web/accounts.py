@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from flask_login import LoginManager
 
-from models_db.accounts import User
+from models_db.accounts import user_for_session
 from web.api import current_api_user, require_user
 
 bp = Blueprint("accounts", __name__)
@@ -12,10 +12,9 @@ login_manager = LoginManager()
 
 
 @login_manager.user_loader
-def load_user(user_id: str):
-    if not user_id.isdigit():
-        return None
-    return User.get_or_none(User.id == int(user_id), User.is_active == True)  # noqa: E712
+def load_user(login_token: str):
+    """The session and remember-me cookies hold the token of a LoginSession (see User.get_id)."""
+    return user_for_session(login_token)
 
 
 @bp.get("/api/v1/me")

@@ -3,6 +3,7 @@ kept in Redis (Flask-Limiter)."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 from flask import Flask, request
 from flask_limiter import Limiter
@@ -94,6 +95,7 @@ def init_app(app: Flask) -> None:
         WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None,
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=https,
         REMEMBER_COOKIE_HTTPONLY=True, REMEMBER_COOKIE_SAMESITE="Lax", REMEMBER_COOKIE_SECURE=https,
+        REMEMBER_COOKIE_DURATION=timedelta(days=settings.get().session_days),
         RATELIMIT_STORAGE_URI=_limits_storage_uri(),
         RATELIMIT_STORAGE_OPTIONS={"key_prefix": redis_key("limits")},
     )

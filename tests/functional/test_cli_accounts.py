@@ -41,3 +41,16 @@ def test_set_role_makes_staff():
     assert User.get(User.username == "olga").role == "moderator"
     missing = cli("user", "set-role", "nobody", "admin")
     assert missing.exit_code == 1 and "no user" in missing.output
+
+
+def test_set_password_signs_every_browser_out():
+    from models_db.accounts import LoginSession, start_session, user_for_session
+    assert cli("user", "create", "petra").exit_code == 0
+    user = User.get(User.username == "petra")
+    token = start_session(user, 30)
+    short = cli("user", "set-password", "petra", input="short\n")
+    assert short.exit_code == 1 and "8 characters" in short.output and user_for_session(token)
+    assert cli("user", "set-password", "petra", input="a long new password\n").exit_code == 0
+    assert User.get(User.username == "petra").check_password("a long new password")
+    assert user_for_session(token) is None and not LoginSession.select().exists()
+    assert cli("user", "set-password", "nobody", input="a long new password\n").exit_code == 1

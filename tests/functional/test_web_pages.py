@@ -11,8 +11,9 @@ from tests.helpers import auth, catalog_model
 
 
 def log_in(client, user) -> None:
+    from models_db.accounts import start_session
     with client.session_transaction() as session:  # what flask-login's login_user stores
-        session["_user_id"] = str(user.id)
+        session["_user_id"] = start_session(user, 1)
         session["_fresh"] = True
 
 

@@ -8,6 +8,7 @@ from wtforms import BooleanField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import EqualTo, InputRequired, Length, Optional, Regexp
 
+import settings
 from models_db import accounts as a
 from models_db.db import transaction
 from models_db.images import BROWSING
@@ -30,6 +31,12 @@ class LoginForm(FlaskForm):
     username = StringField("Username", [InputRequired()])
     password = PasswordField("Password", [InputRequired()])
     remember = BooleanField("Keep me logged in")
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", [InputRequired()])
+    password = PasswordField("New password", [InputRequired(), Length(min=a.MIN_PASSWORD, max=200)])
+    confirm = PasswordField("Repeat new password", [EqualTo("password", message="the passwords differ")])
 
 
 class SettingsForm(FlaskForm):
@@ -58,7 +65,7 @@ def register():
             except ValueError as exc:
                 form.username.errors.append(str(exc))
             else:
-                login_user(user)
+                sign_in(user, remember=False)
                 flash(f"Welcome to Atelier, {user.username}!", "success")
                 return redirect(url_for("site_catalog.home"))
     return render_template("accounts/register.html", form=form), 400 if form.errors else 200
@@ -73,24 +80,45 @@ def login():
         auth_attempt(username)
         user = a.User.get_or_none(a.User.username == username, a.User.is_active == True)  # noqa: E712
         if user is not None and user.check_password(form.password.data):
-            login_user(user, remember=form.remember.data)
+            sign_in(user, remember=form.remember.data)
             return redirect(safe_next(request.args.get("next"), url_for("site_catalog.home")))
         auth_failed(username)
         form.password.errors.append("wrong username or password")
     return render_template("accounts/login.html", form=form), 400 if form.errors else 200
 
 
+def sign_in(user, remember: bool) -> None:
+    """A new LoginSession for this browser: its token goes into the session (and remember-me) cookie."""
+    a.start_session(user, settings.get().session_days)
+    login_user(user, remember=remember)
+
+
 @bp.post("/logout")
 def logout():
+    if current_user.is_authenticated:
+        a.end_session(current_user.get_id())  # the session and remember-me cookies are dead now
     logout_user()
     return redirect(url_for("site_catalog.home"))
+
+
+def profile_form(**kwargs) -> SettingsForm:
+    level = next((name for name, mask in BROWSING.items() if mask == current_user.browsing_level), "Soft")
+    return SettingsForm(data={"browsing_level": level, "email": current_user.email}, **kwargs)
+
+
+def settings_html(status: int = 200, **forms):
+    """The settings page with these forms (the others empty), the user's keys, and a new key if any."""
+    forms.setdefault("form", profile_form(formdata=None))
+    forms.setdefault("key_form", ApiKeyForm(formdata=None))
+    forms.setdefault("password_form", PasswordForm(formdata=None))
+    keys = list(current_user.api_keys.order_by(a.ApiKey.created_at.desc()))
+    return render_template("accounts/settings.html", keys=keys, **forms), status
 
 
 @bp.route("/account", methods=["GET", "POST"])
 @login_required
 def settings_page():
-    level = next((name for name, mask in BROWSING.items() if mask == current_user.browsing_level), "Soft")
-    form = SettingsForm(data={"browsing_level": level, "email": current_user.email})
+    form = profile_form()
     if form.validate_on_submit():
         email = form.email.data or None
         taken = email and a.User.select().where(a.User.email == email, a.User.id != current_user.id).exists()
@@ -101,8 +129,26 @@ def settings_page():
                 a.User.id == current_user.id).execute()
             flash("Settings saved.", "success")
             return redirect(url_for(".settings_page"))
-    keys = list(current_user.api_keys.order_by(a.ApiKey.created_at.desc()))
-    return render_template("accounts/settings.html", form=form, key_form=ApiKeyForm(formdata=None), keys=keys)
+    return settings_html(form=form)
+
+
+@bp.post("/account/password")
+@login_required
+def change_password():
+    """A new password signs every browser out; this one gets a fresh log-in."""
+    form = PasswordForm()
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        auth_attempt(user.username)
+        if user.check_password(form.current.data):
+            with transaction():
+                a.change_password(user, form.password.data)
+            sign_in(user, remember="remember_token" in request.cookies)
+            flash("Password changed; every other browser is signed out.", "success")
+            return redirect(url_for(".settings_page"))
+        auth_failed(user.username)
+        form.current.errors.append("wrong password")
+    return settings_html(400, password_form=form)
 
 
 @bp.post("/account/api-keys")
@@ -113,10 +159,7 @@ def create_key():
         flash("A key needs a name.", "error")
         return redirect(url_for(".settings_page"))
     row, key = a.create_api_key(current_user._get_current_object(), form.name.data, form.scope.data)
-    keys = list(current_user.api_keys.order_by(a.ApiKey.created_at.desc()))
-    # the plain key is shown on this one response and never again
-    return render_template("accounts/settings.html", form=SettingsForm(formdata=None, data={
-        "email": current_user.email}), key_form=ApiKeyForm(formdata=None), keys=keys, new_key=key, new_row=row)
+    return settings_html(new_key=key, new_row=row)  # the plain key is shown on this one response, never again
 
 
 @bp.post("/account/api-keys/<int:key_id>/revoke")
