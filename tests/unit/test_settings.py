@@ -30,3 +30,30 @@ def test_readme_documents_every_variable():
     assert [line.split()[:2] for line in first_block] == [["make", "run"], ["make", "test"]]
     for name in settings.VARIABLES:
         assert f"`{name}`" in readme, name
+
+
+def test_secret_key_and_sqlite_file_are_private(tmp_path):
+    """A fresh ATELIER_HOME under the usual umask: the key and the database are the owner's alone."""
+    import os
+    import stat
+    import subprocess
+    import sys
+    from pathlib import Path
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SECRET_KEY", "REDIS_URL")}
+    env.update(ATELIER_HOME=str(home), PYTHONPATH=str(Path(__file__).parents[2]))
+    subprocess.run([sys.executable, "-c", "from models_db.migrations import upgrade; upgrade()"], env=env,
+                   check=True, preexec_fn=lambda: os.umask(0o022))
+    for path in (home / "secret_key", home / "atelier.db"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
+    assert stat.S_IMODE(home.stat().st_mode) & 0o077 == 0
+    (home / "secret_key").chmod(0o644)  # an install from before: its key is made private
+    settings.load({"ATELIER_HOME": str(home)})
+    assert stat.S_IMODE((home / "secret_key").stat().st_mode) == 0o600
+
+
+def test_a_world_writable_home_is_refused(tmp_path):
+    import pytest
+    tmp_path.chmod(0o777)
+    with pytest.raises(SystemExit, match="world-writable"):
+        settings.load({"ATELIER_HOME": str(tmp_path)})
