@@ -109,19 +109,40 @@ class Settings:
         return self.home / "redis" / "redis.sock"
 
 
+def private_file(path: Path) -> None:
+    """Creates `path` empty for its owner alone (0600), or takes the group's and others' bits off it."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            path.chmod(mode & 0o700)
+
+
+def private_home(home: Path) -> Path:
+    """ATELIER_HOME, created for its owner alone; one that anyone may write to is refused (another user
+    could plant the secret key or the database there)."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if home.stat().st_mode & 0o002:
+        raise SystemExit(f"ATELIER_HOME {home} is world-writable: chmod o-w it (or use another directory)")
+    return home
+
+
 def _secret_key(home: Path, given: str) -> str:
     if given:
         return given
     path = home / "secret_key"
     if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
         tmp = home / f".secret_key.{os.getpid()}"
-        tmp.write_text(secrets.token_hex(32))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
         try:
             os.link(tmp, path)  # atomic: the first process to get here wins
         except FileExistsError:
             pass
         tmp.unlink()
+    private_file(path)
     return path.read_text().strip()
 
 
@@ -136,7 +157,7 @@ def load(env: dict | None = None) -> Settings:
         except ValueError:
             raise SystemExit(f"{name} must be an integer, got {value!r}")
 
-    home = Path(raw["ATELIER_HOME"] or "./var").resolve()
+    home = private_home(Path(raw["ATELIER_HOME"] or "./var").resolve())
     return Settings(
         home=home,
         database_url=raw["DATABASE_URL"] or f"sqlite:///{home / 'atelier.db'}",

@@ -93,9 +93,13 @@ def init(url: str | None = None):
     """Point the proxy at the configured database (idempotent for the same URL)."""
     url = url or settings.get().database_url
     if _state_url.get("url") != url:
-        if url.startswith("sqlite:///"):
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             from pathlib import Path
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(url[len("sqlite:///"):])
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                if file == path or file.exists():  # SQLite makes its -wal and -shm with the file's mode
+                    settings.private_file(file)
         db.initialize(open_database(url))
         _state_url["url"] = url
     return db.obj
