@@ -17,14 +17,23 @@ PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus package is not installed")
 
 
+METRICS_TOKEN = "scrape-token-for-tests"
+
+
 @pytest.fixture
-def prometheus(live_server, tmp_path):
+def prometheus(live_server, tmp_path, configure):
+    """The shipped config with its bearer token (README's way: `authorization: credentials_file:`)."""
+    configure(METRICS_TOKEN=METRICS_TOKEN)
     port = free_port()
     target = live_server.removeprefix("http://")
     shutil.copy(ROOT / "metrics" / "alerts.yml", tmp_path / "alerts.yml")
+    (tmp_path / "metrics_token").write_text(METRICS_TOKEN + "\n")
+    config = (ROOT / "metrics" / "prometheus.yml").read_text()
+    commented = "    # authorization:\n    #   credentials_file: /etc/prometheus/atelier_metrics_token\n"
+    assert commented in config
     (tmp_path / "prometheus.yml").write_text(
-        (ROOT / "metrics" / "prometheus.yml").read_text()
-        .replace("scrape_interval: 15s", "scrape_interval: 1s").replace("127.0.0.1:8000", target))
+        config.replace("scrape_interval: 15s", "scrape_interval: 1s").replace("127.0.0.1:8000", target)
+        .replace(commented, f"    authorization:\n      credentials_file: {tmp_path / 'metrics_token'}\n"))
     proc = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"))
@@ -65,6 +74,17 @@ def test_job_and_http_metrics_reach_prometheus(prometheus, live_server, worker, 
     rules = requests.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
     assert {r["name"] for g in rules for r in g["rules"]} >= {"AtelierQueueBacklog", "AtelierJobFailureRatio",
                                                               "AtelierNoGpuWorker", "AtelierSchedulerStale"}
+
+
+def test_metrics_need_the_token_when_one_is_set(client, configure):
+    assert client.get("/metrics").status_code == 200  # no METRICS_TOKEN: open, as before
+    configure(METRICS_TOKEN=METRICS_TOKEN)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {METRICS_TOKEN}"}):
+        r = client.get("/metrics", headers=headers)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), headers
+        assert b"atelier_" not in r.data
+    r = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert r.status_code == 200 and b"atelier_queue_messages" in r.data
 
 
 def test_dashboard_queries_are_valid_promql(prometheus):
