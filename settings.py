@@ -34,6 +34,8 @@ VARIABLES = {
     "JOB_HEARTBEAT_TIMEOUT_S": ("60", "A worker silent this long is dead: its in-flight jobs go back to their queue."),
     "JOB_MAINTENANCE_CHANCE": ("1000", "Broker commands per million that also run queue maintenance."),
     "METRICS_DIR": ("$ATELIER_HOME/metrics", "Where processes share Prometheus metrics (multiprocess mode)."),
+    "METRICS_TOKEN": ("", ("When set, GET /metrics needs `Authorization: Bearer <token>` (401 otherwise); "
+                           "Prometheus sends it with `authorization: credentials_file:`.")),
     "LOG_LEVEL": ("INFO", "Logging level of every process."),
     "GPU_DEVICE": ("auto", "Torch device of the GPU worker: `auto` (cuda when present, else cpu), `cuda:0`, `cpu`…"),
     "GPU_DTYPE": ("auto", ("Weights dtype on the GPU worker: `auto` (fp16 on cuda, fp32 on cpu), "
@@ -83,6 +85,7 @@ class Settings:
     job_heartbeat_timeout_s: int
     job_maintenance_chance: int
     metrics_dir: Path
+    metrics_token: str = field(repr=False)
     log_level: str
     gpu_device: str
     gpu_dtype: str
@@ -182,6 +185,7 @@ def load(env: dict | None = None) -> Settings:
         job_heartbeat_timeout_s=num("JOB_HEARTBEAT_TIMEOUT_S"),
         job_maintenance_chance=num("JOB_MAINTENANCE_CHANCE"),
         metrics_dir=Path(raw["METRICS_DIR"] or home / "metrics").resolve(),
+        metrics_token=raw["METRICS_TOKEN"].strip(),
         log_level=(raw["LOG_LEVEL"] or "INFO").upper(),
         gpu_device=raw["GPU_DEVICE"] or "auto",
         gpu_dtype=raw["GPU_DTYPE"] or "auto",

@@ -1,15 +1,23 @@
 """GET /metrics for Prometheus, and the HTTP request metrics of every view."""
 from __future__ import annotations
 
+import hmac
 import time
 
 from flask import Blueprint, Response, g, request
+
+import settings
 
 bp = Blueprint("metrics", __name__)
 
 
 @bp.get("/metrics")
 def scrape():
+    token = settings.get().metrics_token
+    if token and not hmac.compare_digest(request.headers.get("Authorization", "").encode(),
+                                         f"Bearer {token}".encode()):
+        return Response("a METRICS_TOKEN is required: Authorization: Bearer <token>\n", status=401,
+                        content_type="text/plain", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     import metrics
     from jobs.queues import QueueCollector
     body, content_type = metrics.render(QueueCollector())
