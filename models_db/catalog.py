@@ -43,8 +43,9 @@ class Model(BaseModel):
     type = CharField(max_length=32, constraints=[Check("type <> ''")])
     owner = ForeignKeyField(User, backref="models")
     status = CharField(max_length=32, default="Draft")
-    nsfw = BooleanField(default=False)
-    nsfw_level = IntegerField(default=0)
+    nsfw = BooleanField(default=False)  # the creator's flag, or a showcase image rated R or above
+    nsfw_level = IntegerField(default=0)  # OR of the versions' levels; R at least when the creator says nsfw
+    creator_nsfw = BooleanField(default=False)  # what the creator declared: images never clear it
     poi = BooleanField(default=False)
     minor = BooleanField(default=False)
     allow_no_credit = BooleanField(default=True)
@@ -232,7 +233,8 @@ class NotPublishable(ValueError):
 
 
 def create_model(owner, *, tags=(), **fields) -> Model:
-    model = Model.create(owner=owner, **fields)
+    declared = bool(fields.get("nsfw"))
+    model = Model.create(owner=owner, creator_nsfw=declared, nsfw_level=NSFW_LEVELS["R"] if declared else 0, **fields)
     set_tags(model, tags)
     return model
 

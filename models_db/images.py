@@ -141,21 +141,24 @@ def listed(mask: int):
 
 def refresh_version_levels(version_ids) -> None:
     """A version's nsfwLevel is the OR of its showcase images' (community images never count); its
-    model's the OR of its versions'."""
+    model's the OR of its versions', with R at least when its creator flagged it nsfw."""
     from functools import reduce
 
-    from models_db.catalog import Model
+    from models_db.catalog import Model, search_changed
     for version_id in {v for v in version_ids if v}:
         levels = [lvl for (lvl,) in Image.select(Image.nsfw_level).where(
             Image.model_version == version_id, Image.showcase == True, Image.status == "Ready",  # noqa: E712
             Image.nsfw_level > 0).tuples()]
         level = reduce(lambda a, b: a | b, levels, 0) & ~BLOCKED
         ModelVersion.update(nsfw_level=level).where(ModelVersion.id == version_id).execute()
-        model_id = ModelVersion.select(ModelVersion.model).where(ModelVersion.id == version_id).scalar()
+        model_id, declared = (ModelVersion.select(ModelVersion.model, Model.creator_nsfw).join(Model)
+                              .where(ModelVersion.id == version_id).tuples().get())
         model_levels = [lvl for (lvl,) in ModelVersion.select(ModelVersion.nsfw_level)
                         .where(ModelVersion.model == model_id).tuples()]
-        model_level = reduce(lambda a, b: a | b, model_levels, 0)
-        Model.update(nsfw_level=model_level, nsfw=model_level >= R).where(Model.id == model_id).execute()
+        model_level = reduce(lambda a, b: a | b, model_levels, R if declared else 0)
+        Model.update(nsfw_level=model_level, nsfw=bool(declared) or model_level >= R).where(
+            Model.id == model_id).execute()
+        search_changed([model_id])
 
 
 def near_duplicates(image: Image, max_distance: int = 6) -> list[int]:

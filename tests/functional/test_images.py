@@ -256,3 +256,15 @@ def test_only_owner_or_staff_add_showcase_images_others_add_community_images(cli
     for query in (f"modelVersionId={version.id}", f"modelId={model.id}"):
         listed = client.get(f"/api/v1/images?nsfw=X&{query}").get_json()["items"]
         assert sorted(i["id"] for i in listed) == sorted([mine.id, staff.id, *community])
+
+
+def test_the_creators_own_nsfw_flag_outlives_the_showcase_levels(client, worker, alice, tmp_path):
+    from tests.helpers import catalog_model
+    model = catalog_model(alice[0], "Pin-up", nsfw=True)  # the creator says: mature
+    version = model.versions.get()
+    image = ready_image(client, worker, alice[1], factories.png_with_parameters(tmp_path / "a.png", "p"),
+                        modelVersionId=str(version.id))
+    assert image.nsfw_level == im.PG  # the detector saw nothing
+    got = client.get(f"/api/v1/models/{model.id}").get_json()
+    assert got["nsfw"] is True and got["nsfwLevel"] == im.PG | im.R
+    assert [m["id"] for m in client.get("/api/v1/models?nsfw=false").get_json()["items"]] == []
