@@ -31,9 +31,10 @@ def page(browser, live_server):
     tab = context.new_page()
     errors = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     yield tab
     context.close()
-    assert not errors, f"JavaScript errors: {errors}"
+    assert not errors, f"JavaScript errors or Content-Security-Policy violations: {errors}"
 
 
 def shot(page, name: str) -> None:

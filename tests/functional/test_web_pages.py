@@ -2,6 +2,7 @@
 image page, creator pages, HTML error pages."""
 import io
 import re
+from html.parser import HTMLParser
 
 from models_db.accounts import User
 from models_db.images import BROWSING
@@ -124,3 +125,52 @@ def test_operations_page_lists_a_failed_job_and_retries_it(client, worker):
     run_jobs(worker)
     assert int(redis().get(ops_actors.tk("healed:page"))) == 1
     assert "No failed jobs." in client.get("/operations").get_data(as_text=True)
+
+
+class InlineCode(HTMLParser):
+    """What a strict Content-Security-Policy (no 'unsafe-inline') would block: inline scripts, <style>
+    elements, style="" attributes, on…="" handlers and javascript: URLs."""
+
+    def __init__(self):
+        super().__init__()
+        self.found, self.in_script = [], False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "script" and "src" not in attrs and attrs.get("type") != "application/json":
+            self.found.append(f"inline <script> {attrs}")
+        if tag == "style":
+            self.found.append("<style> element")
+        for name, value in attrs.items():
+            if name == "style" or name.startswith("on"):
+                self.found.append(f"<{tag} {name}={value!r}>")
+            if name in ("href", "src", "action") and (value or "").strip().lower().startswith("javascript:"):
+                self.found.append(f"<{tag} {name}={value!r}>")
+
+
+def test_every_page_sends_security_headers_and_has_no_inline_code(client, worker):
+    admin, key = make_user("wyn", role="admin")
+    model = catalog_model(admin, "Headers")
+    image_id = upload_showcase(client, key, model.versions.get().id, A1111_TEXT.format(model_hash="abc123"))
+    run_jobs(worker)
+    anonymous = ["/login", "/register", "/models/999"]
+    signed_in = ["/", f"/models/{model.id}", f"/models/{model.id}/manage", "/models/new", f"/images/{image_id}",
+                 "/user/wyn", "/generate", "/account", "/moderation", "/rating-game", "/operations"]
+    for path in anonymous + ["log in"] + signed_in:
+        if path == "log in":
+            log_in(client, admin)
+            continue
+        r = client.get(path)
+        assert r.status_code in (200, 404) and r.mimetype == "text/html", (path, r.status_code)
+        policy = r.headers.get("Content-Security-Policy", "")
+        assert policy, (path, dict(r.headers))
+        csp = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+        assert csp["script-src"] == "'self'" and csp["frame-ancestors"] == "'none'" and csp["object-src"] == "'none'"
+        assert "unsafe-inline" not in policy and csp["default-src"] == "'self'"
+        assert r.headers.get("X-Frame-Options") == "DENY" and r.headers.get("X-Content-Type-Options") == "nosniff"
+        assert r.headers.get("Referrer-Policy") in ("strict-origin-when-cross-origin", "same-origin")
+        parser = InlineCode()
+        parser.feed(r.get_data(as_text=True))
+        assert not parser.found, (path, parser.found)
+    for api in ("/api/v1/models", "/api/v1/models/999", f"/api/v1/images/{image_id}", "/healthz"):
+        assert client.get(api).headers["X-Content-Type-Options"] == "nosniff", api
