@@ -30,7 +30,7 @@ function el(tag, attrs = {}, ...children) {
 // ---- small things -----------------------------------------------------------------------------
 async function copyText(text) {
   if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
-  const area = el("textarea", {style: "position:fixed;opacity:0"});  // plain-http installs
+  const area = el("textarea", {class: "offscreen"});  // plain-http installs
   area.value = text;
   document.body.append(area);
   area.select();
@@ -151,10 +151,11 @@ function renderRun(run) {
         el("span", {class: "muted", "data-role": "count"}, `${run.done}/${run.total}`)),
       RUN_DONE.includes(run.status) ? null :
         el("button", {type: "button", class: "danger", "data-role": "cancel", onclick: () => cancelRun(run.id)}, "Cancel")),
-    el("p", {class: "muted", style: "margin:.3rem 0"}, run.jobs[0]?.prompt || ""),
-    el("div", {class: "progress"}, el("div", {"data-role": "bar", style: `width:${Math.round(run.progress * 100)}%`})),
-    el("p", {class: "muted", "data-role": "step", style: "margin:.3rem 0 0"}),
+    el("p", {class: "muted run-prompt"}, run.jobs[0]?.prompt || ""),
+    el("div", {class: "progress"}, el("div", {"data-role": "bar"})),
+    el("p", {class: "muted run-step", "data-role": "step"}),
     el("div", {class: "images"}, ...slots));
+  $('[data-role="bar"]', node).style.width = `${Math.round(run.progress * 100)}%`;  // CSSOM: allowed by the CSP
   return node;
 }
 
