@@ -53,6 +53,10 @@ VARIABLES = {
                                                "client address and per username; past it 429 with Retry-After.")),
     "SESSION_DAYS": ("30", ("Days a browser log-in lasts (with \"keep me logged in\", its remember-me cookie too); "
                             "log-out ends it at once, a password change ends all of the user's.")),
+    "RATING_TRUSTED_ACCOUNT_DAYS": ("7", ("Days an account must exist before its rating-game votes count with "
+                                          "their full weight (younger ones count 0.1).")),
+    "RATING_TRUSTED_AGREEMENTS": ("3", ("Rating-game votes a rater must have had confirmed by moderators before "
+                                        "their votes count with their full weight (0.1 until then).")),
     "MODEL_CACHE_DIR": ("", ("Where files made from shipped models are kept (the ONNX sentence encoder); "
                              "default ATELIER_HOME/cache.")),
     "FLUX_COMPONENTS_DIR": ("", ("Diffusers FLUX folder whose text encoders and VAE serve transformer-only "
@@ -101,6 +105,8 @@ class Settings:
     rate_limit_writes: str
     rate_limit_auth_failures: str
     session_days: int
+    rating_trusted_account_days: int
+    rating_trusted_agreements: int
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -202,6 +208,8 @@ def load(env: dict | None = None) -> Settings:
         rate_limit_writes=raw["RATE_LIMIT_WRITES"] or VARIABLES["RATE_LIMIT_WRITES"][0],
         rate_limit_auth_failures=raw["RATE_LIMIT_AUTH_FAILURES"] or VARIABLES["RATE_LIMIT_AUTH_FAILURES"][0],
         session_days=num("SESSION_DAYS"),
+        rating_trusted_account_days=num("RATING_TRUSTED_ACCOUNT_DAYS"),
+        rating_trusted_agreements=num("RATING_TRUSTED_AGREEMENTS"),
         env=env,
     )
 

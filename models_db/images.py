@@ -3,9 +3,11 @@ NSFW levels (bit flags as in the Civitai API)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from peewee import BooleanField, CharField, DateTimeField, FloatField, ForeignKeyField, IntegerField, TextField
 
+import settings
 from models_db.accounts import User
 from models_db.catalog import ModelVersion
 from models_db.db import BaseModel, compiled_dicts, id_set, utcnow
@@ -49,6 +51,7 @@ class Image(BaseModel):
     nsfw_source = CharField(max_length=16, null=True)  # detector | moderator | community
     detections_json = TextField(null=True)
     needs_review = BooleanField(default=False, index=True)
+    proposed_level = IntegerField(null=True)  # a lower level the rating game settled on: a moderator confirms
     like_count = IntegerField(default=0)
     heart_count = IntegerField(default=0)
     laugh_count = IntegerField(default=0)
@@ -196,6 +199,7 @@ def report(image: Image, user, reason: str) -> None:
 SETTLE_WEIGHT = 3.0      # weighted votes needed to settle a level
 SETTLE_SHARE = 0.7       # share of all weighted votes the winning level must hold
 WEIGHT_MIN, WEIGHT_MAX = 0.2, 5.0
+UNTRUSTED_WEIGHT = 0.1   # the weight of a vote from a new account or a rater without a confirmed record
 
 
 def moderate(image: Image, action: str, level: int | None = None) -> None:
@@ -208,7 +212,7 @@ def moderate(image: Image, action: str, level: int | None = None) -> None:
         image.nsfw_level, image.nsfw_source = level, "moderator"
     elif action == "approve":
         image.nsfw_source = "moderator"
-    image.needs_review = False
+    image.needs_review, image.proposed_level = False, None
     image.save()
     Report.update(resolved=True).where(Report.image == image).execute()
     if action in ("approve", "set-level", "block"):
@@ -222,10 +226,22 @@ def moderate(image: Image, action: str, level: int | None = None) -> None:
     refresh_version_levels([image.model_version_id])
 
 
+def vote_weight(rater: Rater, user) -> float:
+    """A rater's weight, or UNTRUSTED_WEIGHT until their account is old enough and moderators have
+    confirmed enough of their votes (so fresh accounts cannot settle levels between them)."""
+    s = settings.get()
+    old_enough = user.created_at <= utcnow() - timedelta(days=s.rating_trusted_account_days)
+    if old_enough and rater.agreed >= s.rating_trusted_agreements:
+        return rater.weight
+    return min(rater.weight, UNTRUSTED_WEIGHT)
+
+
 def vote(image: Image, user, level: int) -> bool:
-    """Records a rater's vote (weighted by their record); returns True when it settled the level."""
+    """Records a rater's vote (weighted by their record); returns True when it settled the level. The
+    game may raise a level (or confirm it); a lower one (more visible) is only proposed to the moderators:
+    the image leaves the game and stays in their queue. Blocked is never a game vote (the caller refuses it)."""
     rater, _ = Rater.get_or_create(user=user)
-    inserted = RatingVote.insert(image=image, user=user, level=level, weight=rater.weight
+    inserted = RatingVote.insert(image=image, user=user, level=level, weight=vote_weight(rater, user)
                                  ).on_conflict_ignore().as_rowcount().execute()
     if not inserted:
         return False
@@ -235,12 +251,26 @@ def vote(image: Image, user, level: int) -> bool:
             RatingVote.image == image).tuples():
         totals[lvl] = totals.get(lvl, 0.0) + weight
     best, best_weight = max(totals.items(), key=lambda item: item[1])
-    if best_weight >= SETTLE_WEIGHT and best_weight >= SETTLE_SHARE * sum(totals.values()):
-        image.nsfw_level, image.nsfw_source, image.needs_review = best, "community", False
+    if best_weight < SETTLE_WEIGHT or best_weight < SETTLE_SHARE * sum(totals.values()):
+        return False
+    if best < image.nsfw_level:
+        image.proposed_level = best
         image.save()
-        refresh_version_levels([image.model_version_id])
-        return True
-    return False
+        return False
+    image.nsfw_level, image.nsfw_source, image.needs_review = best, "community", False
+    image.save()
+    refresh_version_levels([image.model_version_id])
+    return True
+
+
+def game_queue(user):
+    """Images the rating game serves this user: waiting for review, neither theirs nor reported or
+    already rated by them, oldest first."""
+    mine = (RatingVote.select(RatingVote.image).where(RatingVote.user == user)
+            | Report.select(Report.image).where(Report.user == user))
+    return (Image.select().where(Image.needs_review == True, Image.status == "Ready",  # noqa: E712
+                                 Image.proposed_level.is_null(), Image.user != user, Image.id.not_in(mine))
+            .order_by(Image.id))
 
 
 def review_queue(limit: int):

@@ -22,6 +22,7 @@ def require_staff():
 def queue_item(image: im.Image) -> dict:
     return {"id": image.id, "url": image_url(image, 450), "nsfwLevel": image.nsfw_level,
             "nsfwLevelName": level_name(image.nsfw_level), "source": image.nsfw_source,
+            "proposedLevel": image.proposed_level,  # a lowering the rating game asks a moderator to confirm
             "reports": [r.reason for r in image.reports.where(im.Report.resolved == False)],  # noqa: E712
             "votes": {str(v.level): v.weight for v in image.votes}}
 
@@ -62,11 +63,7 @@ def decide(image_id: int):
 @bp.get("/api/v1/rating-game/next")
 @require_user("read")
 def next_to_rate():
-    user = current_api_user()
-    voted = im.RatingVote.select(im.RatingVote.image).where(im.RatingVote.user == user)
-    image = (im.Image.select().where(im.Image.needs_review == True, im.Image.status == "Ready",  # noqa: E712
-                                     im.Image.user != user, im.Image.id.not_in(voted))
-             .order_by(im.Image.id).first())
+    image = im.game_queue(current_api_user()).first()
     if image is None:
         return jsonify(item=None)
     return jsonify(item={"id": image.id, "url": image_url(image, 450), "levels": list(im.LEVELS)[:5]})
@@ -76,14 +73,20 @@ def next_to_rate():
 @require_user("write")
 def rate(image_id: int):
     level = parse_level((request.get_json(silent=True) or {}).get("level"))
+    if level == im.BLOCKED:
+        error(403, "only moderators block images; report it (or vote XXX) instead")
     image = im.Image.get_or_none(im.Image.id == image_id)
-    if image is None or not image.needs_review or image.status != "Ready":
+    if image is None or not image.needs_review or image.status != "Ready" or image.proposed_level is not None:
         error(404, f"Image {image_id} is not waiting for ratings")
-    if image.user_id == current_api_user().id:
+    user = current_api_user()
+    if image.user_id == user.id:
         error(403, "you cannot rate your own image")
+    if im.Report.select().where(im.Report.image == image, im.Report.user == user).exists():
+        error(403, "you reported this image: the other raters and the moderators decide it")
     with transaction():
-        settled = im.vote(image, current_api_user(), level)
-    return jsonify(settled=settled, nsfwLevel=im.Image.get_by_id(image_id).nsfw_level)
+        settled = im.vote(image, user, level)
+    image = im.Image.get_by_id(image_id)
+    return jsonify(settled=settled, nsfwLevel=image.nsfw_level, proposedLevel=image.proposed_level)
 
 
 @bp.get("/api/v1/rating-game/leaderboard")

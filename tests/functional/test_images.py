@@ -106,6 +106,14 @@ def set_levels(images_and_levels):
         im.Image.update(nsfw_level=level, nsfw_source="moderator").where(im.Image.id == image.id).execute()
 
 
+def aged(users, days=30):
+    from datetime import timedelta
+
+    from models_db.accounts import User
+    from models_db.db import utcnow
+    User.update(created_at=utcnow() - timedelta(days=days)).where(User.id.in_([u.id for u in users])).execute()
+
+
 def test_browsing_levels_hold_in_every_listing(client, worker, alice, bob, tmp_path):
     model = import_model(factories.safetensors_file(tmp_path / "m.safetensors", "SD1"), "--publish", "--owner", "alice")
     made = [ready_image(client, worker, alice[1], factories.png_with_parameters(
@@ -157,6 +165,9 @@ def test_reactions_reports_and_moderation(client, worker, alice, bob, tmp_path):
 def test_community_rating_settles_levels_and_weights_follow_moderators(client, worker, alice, tmp_path):
     mod_user, mod_key = make_user("mona", role="moderator")
     raters = [make_user(f"rater{i}") for i in range(4)]
+    aged([u for u, _ in raters])  # raters with a record: old accounts, moderators confirmed 3 of their votes
+    for user, _ in raters[:3]:
+        im.Rater.create(user=user, votes=3, agreed=3)
     images = [ready_image(client, worker, alice[1], factories.png_with_parameters(tmp_path / f"{i}.png", "p", seed=i))
               for i in range(2)]
     im.Image.update(needs_review=True).execute()
@@ -268,3 +279,52 @@ def test_the_creators_own_nsfw_flag_outlives_the_showcase_levels(client, worker,
     got = client.get(f"/api/v1/models/{model.id}").get_json()
     assert got["nsfw"] is True and got["nsfwLevel"] == im.PG | im.R
     assert [m["id"] for m in client.get("/api/v1/models?nsfw=false").get_json()["items"]] == []
+
+
+def test_rating_game_resists_reporters_fresh_accounts_blocking_and_unconfirmed_lowering(client, worker, alice, bob,
+                                                                                        tmp_path):
+    mod_user, mod_key = make_user("mona", role="moderator")
+    images = [ready_image(client, worker, alice[1], factories.png_with_parameters(tmp_path / f"{i}.png", "p", seed=i))
+              for i in range(3)]
+    vote = lambda key, image, level: client.post(f"/api/v1/rating-game/{image.id}",  # noqa: E731
+                                                 headers=auth(key), json={"level": level})
+    # a reporter is not served the image they reported, and cannot vote on it
+    assert client.post(f"/api/v1/images/{images[0].id}/report", headers=auth(bob[1]),
+                       json={"reason": "too much"}).status_code == 202
+    assert client.get("/api/v1/rating-game/next", headers=auth(bob[1])).get_json()["item"] is None
+    refused = vote(bob[1], images[0], "XXX")
+    assert refused.status_code == 403 and "reported" in refused.get_json()["error"]
+    # three fresh accounts cannot settle a level (nor hide the image)
+    fresh = [make_user(f"fresh{i}") for i in range(3)]
+    answers = [vote(key, images[0], "XXX").get_json() for _, key in fresh]
+    assert [a["settled"] for a in answers] == [False, False, False]
+    assert im.Image.get_by_id(images[0].id).nsfw_level == im.PG
+    # even three trusted raters (old accounts with a record of agreeing with moderators)...
+    trusted = [make_user(f"trusted{i}") for i in range(3)]
+    aged([u for u, _ in trusted])
+    for user, _ in trusted:
+        im.Rater.create(user=user, weight=1.2, votes=5, agreed=5)
+    im.Image.update(needs_review=True).where(im.Image.id.in_([i.id for i in images[1:]])).execute()
+    # ...cannot block: that is a moderator's decision
+    blocked = vote(trusted[0][1], images[1], "Blocked")
+    assert blocked.status_code == 403 and "moderators" in blocked.get_json()["error"]
+    # ...may raise a level
+    raised = [vote(key, images[1], "R").get_json() for _, key in trusted]
+    assert [r["settled"] for r in raised] == [False, False, True]
+    assert im.Image.get_by_id(images[1].id).nsfw_level == im.R
+    # ...but a lowering goes to the moderators instead of applying
+    im.Image.update(nsfw_level=im.X, nsfw_source="detector").where(im.Image.id == images[2].id).execute()
+    lowered = [vote(key, images[2], "PG").get_json() for _, key in trusted]
+    assert [r["settled"] for r in lowered] == [False, False, False] and lowered[-1]["proposedLevel"] == im.PG
+    assert im.Image.get_by_id(images[2].id).nsfw_level == im.X
+    queue = client.get("/api/v1/moderation/queue", headers=auth(mod_key)).get_json()["items"]
+    assert {q["id"]: q["proposedLevel"] for q in queue}[images[2].id] == im.PG
+    from tests.functional.test_web_pages import log_in
+    log_in(client, mod_user)
+    assert "Raters propose lowering it to <b>PG</b>" in client.get("/moderation").get_data(as_text=True)
+    newcomer = make_user("newcomer")
+    assert client.get("/api/v1/rating-game/next", headers=auth(newcomer[1])).get_json()["item"]["id"] == images[0].id
+    assert vote(newcomer[1], images[2], "PG").status_code == 404  # waiting for a moderator, out of the game
+    confirmed = client.post(f"/api/v1/moderation/images/{images[2].id}", headers=auth(mod_key),
+                            json={"action": "set-level", "level": "PG"}).get_json()
+    assert confirmed["nsfwLevel"] == im.PG and confirmed["proposedLevel"] is None
