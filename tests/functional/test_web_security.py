@@ -141,3 +141,41 @@ def test_failed_authentication_is_rate_limited_per_username(client, configure):
     assert r.status_code == 429
     assert client.get("/sdapi/v1/options", headers=basic("tess", key),
                       environ_base={"REMOTE_ADDR": "10.0.1.1"}).status_code == 200
+
+
+def test_usernames_are_nfkc_and_look_alikes_of_existing_ones_are_refused(client):
+    import pytest
+
+    from models_db.accounts import User, create_user
+    create_user("alice")
+    for look_alike in ("\u0430lice", "ALICE", "\uff41\uff4c\uff49\uff43\uff45", "AIice", "a1ice"):
+        with pytest.raises(ValueError, match="already exists|looks like"):
+            create_user(look_alike)
+    assert create_user("\uff42\uff4f\uff42").username == "bob"  # fullwidth letters are stored as NFKC
+    for bidi in ("bob\u202eevil", "\u2066carl", "dan\u200f", "e\u061cve"):
+        with pytest.raises(ValueError):
+            create_user(bidi)
+    page = client.get("/register").get_data(as_text=True)
+    r = client.post("/register", data={"username": "\u0430lice", "password": PASSWORD, "confirm": PASSWORD,
+                                       "csrf_token": token(page)})
+    assert r.status_code == 400 and "looks like" in r.get_data(as_text=True)
+    assert User.select().count() == 2
+
+
+def test_model_and_file_names_carry_no_bidi_controls(client, alice):
+    import io
+    _, key = alice
+    r = client.post("/api/v1/models", headers=auth(key), json={"name": "cute cat\u202egnp.exe", "type": "LORA"})
+    assert r.status_code == 400 and "bidirectional" in r.get_json()["error"]
+    model = client.post("/api/v1/models", headers=auth(key), json={"name": "Cat", "type": "LORA"}).get_json()
+    r = client.post("/api/v1/model-versions", headers=auth(key),
+                    json={"modelId": model["id"], "name": "v1\u2067", "baseModel": "SD 1.5"})
+    assert r.status_code == 400 and "bidirectional" in r.get_json()["error"]
+    version = client.post("/api/v1/model-versions", headers=auth(key),
+                          json={"modelId": model["id"], "name": "v1", "baseModel": "SD 1.5"}).get_json()
+    r = client.post("/api/v1/uploads", headers=auth(key), json={
+        "modelVersionId": version["id"], "filename": "cat\u202eexe.safetensors", "size": 10})
+    assert r.status_code == 201 and r.get_json()["filename"] == "catexe.safetensors"
+    r = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(key),
+                    content_type="multipart/form-data", data={"file": (io.BytesIO(b"x" * 10), "\u200fdog.safetensors")})
+    assert r.status_code == 202 and r.get_json()["filename"] == "dog.safetensors"
