@@ -84,6 +84,7 @@ def import_file(path: Path, *, name=None, model_type="Checkpoint", base_model=No
     from models_db import catalog as c
     from models_db.accounts import User
     from models_db.db import transaction
+    from models_db.names import strip_bidi_controls
     from models_db.storage import get_store
 
     open_db()
@@ -118,11 +119,12 @@ def import_file(path: Path, *, name=None, model_type="Checkpoint", base_model=No
     with transaction():
         created_model = model is None
         if created_model:
-            model = c.create_model(owner_user, name=name or path.stem, type=model_type,
+            model = c.create_model(owner_user, name=strip_bidi_controls(name or path.stem), type=model_type,
                                    description=description, tags=tags.split(","))
-        version = c.create_version(model, name=version_name, base_model=base_model,
+        version = c.create_version(model, name=strip_bidi_controls(version_name), base_model=base_model,
                                    login_required=login_required, trained_words=trained_words.split(","))
-        file = c.ModelFile.create(version=version, name=path.name, type=file_type, blob=sha256, size_bytes=size)
+        file = c.ModelFile.create(version=version, name=strip_bidi_controls(path.name), type=file_type, blob=sha256,
+                                  size_bytes=size)
 
     with progress_bar(size, "hashing") as bar:
         outcome = ingest(file.id, progress=bar.update)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import unicodedata
 from datetime import timedelta
 
 from argon2 import PasswordHasher
@@ -11,6 +10,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from peewee import BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
 from werkzeug.security import check_password_hash
 
+from models_db import names
 from models_db.db import BaseModel, utcnow
 
 ROLES = ("user", "moderator", "admin")
@@ -22,6 +22,7 @@ hasher = PasswordHasher()
 
 class User(BaseModel):
     username = CharField(max_length=64, unique=True)
+    username_skeleton = CharField(max_length=256, null=True, unique=True)  # names.skeleton(username)
     email = CharField(max_length=254, null=True, unique=True)
     password_hash = TextField(null=True)
     role = CharField(max_length=16, default="user")
@@ -103,11 +104,13 @@ def hash_key(key: str) -> str:
 
 def normal_username(name: str | None) -> str:
     """A username as typed, in the form it is stored and looked up in (NFKC, no outer spaces)."""
-    return unicodedata.normalize("NFKC", name or "").strip()
+    return names.normal(name)
 
 
 def validate_username(name: str) -> str:
+    """NFKC letters, digits, '-', '_', '.' (so no bidirectional or other invisible controls)."""
     name = normal_username(name)
+    names.refuse_bidi_controls(name, "a username")
     if not (2 <= len(name) <= 64) or not all(c.isalnum() or c in "-_." for c in name):
         raise ValueError("username must be 2-64 letters, digits, '-', '_' or '.'")
     return name
@@ -120,7 +123,10 @@ def create_user(username: str, *, role: str = "user", password: str | None = Non
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if User.select().where(User.username == username).exists():
         raise ValueError(f"user {username!r} already exists")
-    user = User(username=username, role=role, email=email or None)
+    alike = User.select(User.username).where(User.username_skeleton.in_(list(names.skeletons(username)))).first()
+    if alike is not None:
+        raise ValueError(f"{username!r} looks like the existing user {alike.username!r}: choose another name")
+    user = User(username=username, username_skeleton=names.skeleton(username), role=role, email=email or None)
     if password:
         user.set_password(password)
     user.save()

@@ -5,6 +5,7 @@ import nh3
 from flask import Blueprint, jsonify, request
 
 from models_db import catalog as c
+from models_db import names
 from models_db.db import transaction
 from web.api import current_api_user, error, require_user
 from web.catalog import models_json, versions_json
@@ -28,6 +29,14 @@ def text(data: dict, name: str, *, required=False, max_len=255) -> str | None:
     if not isinstance(value, str) or len(value) > max_len:
         error(400, f"{name} must be a string of at most {max_len} characters")
     return value.strip()
+
+
+def display_name(data: dict, name: str) -> str:
+    """A required name shown to others (model, version): no bidirectional controls."""
+    try:
+        return names.refuse_bidi_controls(text(data, name, required=True), name)
+    except ValueError as exc:
+        error(400, str(exc))
 
 
 def choice(data: dict, name: str, options, default=None):
@@ -70,7 +79,7 @@ def model_fields(data: dict) -> dict:
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         error(400, "tags must be a list of strings")
     return {
-        "name": text(data, "name", required=True),
+        "name": display_name(data, "name"),
         "type": choice(data, "type", c.MODEL_TYPES),
         "description": nh3.clean(text(data, "description", max_len=100_000) or ""),
         "nsfw": flag(data, "nsfw", False), "poi": flag(data, "poi", False),
@@ -86,7 +95,7 @@ def version_fields(data: dict) -> dict:
     words = data.get("trainedWords", [])
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
         error(400, "trainedWords must be a list of strings")
-    return {"name": text(data, "name", required=True), "base_model": choice(data, "baseModel", c.BASE_MODELS),
+    return {"name": display_name(data, "name"), "base_model": choice(data, "baseModel", c.BASE_MODELS),
             "description": nh3.clean(text(data, "description", max_len=100_000) or ""),
             "trained_words": words, "login_required": flag(data, "loginRequired", False)}
 

@@ -13,6 +13,7 @@ from models_db import images as im
 from models_db.accounts import User
 from models_db.catalog import ModelVersion, may_manage, visible_to
 from models_db.db import on_commit, transaction, utcnow
+from models_db.names import strip_bidi_controls
 from models_db.stats import PERIOD_DAYS
 from web.api import (
     absolute,
@@ -163,7 +164,8 @@ def upload_image():
         error(404, f"No post with id {post_id}")
     version = visible_version(version_id) if version_id else (post.model_version if post else None)
     with transaction():
-        image = im.Image.create(user=user, post=post, model_version=version, filename=(sent.filename or "")[:255],
+        image = im.Image.create(user=user, post=post, model_version=version,
+                                filename=strip_bidi_controls(sent.filename or "")[:255],
                                 showcase=version is not None and may_manage(version, user))
         staging_path(image.id).write_bytes(data)
         on_commit(lambda: process_image.send(image.id))

@@ -11,6 +11,7 @@ from flask import Blueprint, jsonify, request
 import settings
 from models_db.catalog import FILE_TYPES
 from models_db.db import on_commit, transaction, utcnow
+from models_db.names import strip_bidi_controls
 from models_db.uploads import Upload, part_path
 from web.api import absolute, current_api_user, error, require_user
 from web.creators import owned_version
@@ -21,7 +22,8 @@ COPY_CHUNK = 1 << 20
 
 
 def clean_filename(name) -> str:
-    name = os.path.basename(str(name or "").replace("\\", "/")).strip()
+    """The base name, without bidirectional controls ("cat\u202egnp.exe" would read as "catexe.png")."""
+    name = strip_bidi_controls(os.path.basename(str(name or "").replace("\\", "/"))).strip()
     if not name or name in (".", "..") or len(name) > 255 or any(ord(ch) < 32 for ch in name):
         error(400, "a file name of 1-255 printable characters is required")
     return name

@@ -1,0 +1,58 @@
+"""Names people choose (usernames, model, version and file names): Unicode normal form, no bidirectional
+controls (they make "cat\u202egnp.exe" read as "catexe.png"), and look-alikes found by their skeleton."""
+from __future__ import annotations
+
+import functools
+import unicodedata
+
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def has_bidi_controls(text: str) -> bool:
+    return any(ch in BIDI_CONTROLS for ch in text)
+
+
+def refuse_bidi_controls(text: str, what: str) -> str:
+    if has_bidi_controls(text):
+        raise ValueError(f"{what} must not contain bidirectional control characters")
+    return text
+
+
+def strip_bidi_controls(text: str) -> str:
+    return "".join(ch for ch in text if ch not in BIDI_CONTROLS)
+
+
+def normal(text: str | None) -> str:
+    """NFKC (fullwidth, ligatures and other compatibility forms become plain letters), no outer spaces."""
+    return unicodedata.normalize("NFKC", text or "").strip()
+
+
+def skeleton(name: str) -> str:
+    """Names that look alike share a skeleton: case is folded, then every character becomes the lowest
+    ASCII character it can be taken for (Cyrillic 'а' -> 'a', fullwidth 'ａ' -> 'a'; 'l', '1' -> '1';
+    'o', '0' -> '0')."""
+    return "".join(_prototype(ch) for ch in normal(name).casefold())
+
+
+def skeletons(name: str) -> set[str]:
+    """skeleton(name), and the skeleton of how it looks before case is folded (capital 'I' reads as
+    'l': "AIice" beside "alice")."""
+    return {skeleton(name), "".join(_prototype(low) for ch in normal(name) for low in _prototype(ch).casefold())}
+
+
+@functools.lru_cache(maxsize=8192)
+def _prototype(ch: str) -> str:
+    seen, todo = {ch}, [ch]
+    while todo:
+        for alike in _ascii_look_alikes(todo.pop()):
+            if alike not in seen:
+                seen.add(alike)
+                todo.append(alike)
+    plain = [c for c in seen if c.isascii()]
+    return min(plain) if plain else ch
+
+
+def _ascii_look_alikes(ch: str) -> set[str]:
+    from confusable_homoglyphs import confusables
+    found = confusables.is_confusable(ch, greedy=True, preferred_aliases=[]) or []
+    return {h["c"] for item in found for h in item["homoglyphs"] if len(h["c"]) == 1 and h["c"].isascii()}
