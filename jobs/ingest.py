@@ -9,6 +9,7 @@ import dramatiq
 
 from gpu.checkpoints import InvalidModelFile, inspect_file
 from metrics import definitions as m
+from models_db.blob_references import delete_blob_if_unused
 from models_db.catalog import ModelFile, ModelFileHash, ModelVersion
 from models_db.db import on_commit, transaction, utcnow
 from models_db.hashing import hash_file
@@ -99,11 +100,6 @@ def reject(file: ModelFile, reason: str) -> Outcome:
         file.delete_instance()
         on_commit(lambda: delete_blob_if_unused(blob))
     return Outcome("Rejected", reason)
-
-
-def delete_blob_if_unused(blob: str) -> None:
-    if not ModelFile.select().where(ModelFile.blob == blob).exists():
-        get_store().delete(blob)
 
 
 def _tell_owner(file: ModelFile, kind: str, message: str) -> None:

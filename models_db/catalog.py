@@ -17,7 +17,6 @@ from peewee import (
 
 from models_db.accounts import User
 from models_db.db import BaseModel, utcnow
-from models_db.storage import BLOB_REFERENCES
 
 MODEL_TYPES = ("Checkpoint", "TextualInversion", "Hypernetwork", "AestheticGradient", "LORA", "LoCon",
                "DoRA", "Controlnet", "Upscaler", "MotionModule", "VAE", "Poses", "Wildcards", "Workflows",
@@ -159,9 +158,6 @@ def search_changed(model_ids) -> None:
     """The search index must pick these models up again once the transaction commits."""
     from models_db.search.sync import mark_after_commit
     mark_after_commit(model_ids)
-
-
-BLOB_REFERENCES.append((ModelFile, ModelFile.blob))
 
 
 def normalize_tags(names) -> list[str]:

@@ -21,7 +21,6 @@ from models_db.accounts import User
 from models_db.catalog import ModelVersion
 from models_db.db import BaseModel, id_set, utcnow
 from models_db.images import Image
-from models_db.storage import BLOB_REFERENCES
 
 RUN_STATES = ("Queued", "Running", "Done", "Failed", "Cancelled")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -82,7 +81,6 @@ class GenerationJob(BaseModel):
 
 
 TABLES = [GenerationRun, GenerationJob]
-BLOB_REFERENCES.append((GenerationJob, GenerationJob.output_blob))
 
 
 def signature(params: dict) -> str:

@@ -11,7 +11,6 @@ import settings
 from models_db.accounts import User
 from models_db.catalog import ModelVersion
 from models_db.db import BaseModel, compiled_dicts, id_set, utcnow
-from models_db.storage import BLOB_REFERENCES
 
 PG, PG13, R, X, XXX, BLOCKED = 1, 2, 4, 8, 16, 32
 LEVELS = {"PG": PG, "PG13": PG13, "R": R, "X": X, "XXX": XXX, "Blocked": BLOCKED}
@@ -128,7 +127,6 @@ class Rater(BaseModel):
 
 
 TABLES = [Post, Image, ImageVariant, ImageResource, Reaction, Report, RatingVote, Rater]
-BLOB_REFERENCES.extend([(Image, Image.blob), (ImageVariant, ImageVariant.blob)])
 
 
 # ---- levels ------------------------------------------------------------------------------------

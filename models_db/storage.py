@@ -171,9 +171,6 @@ def content_disposition(filename: str) -> str:
     return value
 
 
-# (peewee model, field) pairs that hold blob addresses; a blob none of them names is an orphan
-BLOB_REFERENCES: list = []
-
 _stores: dict = {}
 
 

@@ -331,3 +331,24 @@ def test_seeds_use_a1111s_whole_range(client, alice, sd1):
     run = submit(client, key, model=sd1["versionId"], prompt="x", seed=MAX_SEED, quantity=2, **SMALL)
     assert run["jobs"][0]["seed"] == MAX_SEED  # beyond a 32-bit signed column
     assert gen.GenerationJob.get_by_id(run["jobs"][0]["id"]).seed == MAX_SEED
+
+
+def test_orphan_sweep_keeps_queued_inputs_and_grids(client, alice, sd1, worker):
+    from jobs.storage import remove_orphan_blobs
+    _, key = alice
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    queued = submit(client, key, model=sd1["versionId"], prompt="x", seed=1, init_image=b64_png(picture(64, 64, 5)),
+                    mask=b64_png(mask), denoising_strength=1.0, **SMALL)
+    inputs = gen.GenerationJob.get(gen.GenerationJob.run == queued["id"]).inputs
+    grid = submit(client, key, model=sd1["versionId"], prompt="a house", seed=5, **SMALL,
+                  grid={"x": {"field": "steps", "values": [1, 2]}})
+    sweep = remove_orphan_blobs.fn.__wrapped__
+    assert sweep(grace_s=-1) == 0  # while the jobs wait, with every blob old enough to go
+    run_jobs(worker)
+    from models_db.storage import get_store
+    assert set(inputs) == {"init_image", "mask"} and all(get_store().exists(b) for b in inputs.values())
+    assert run_of(client, key, queued["id"])["status"] == "Done"
+    grids = run_of(client, key, grid["id"])["grids"]
+    assert sweep(grace_s=-1) == 0
+    assert png(client, key, grids[0]).width >= 2 * 64

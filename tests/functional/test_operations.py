@@ -101,6 +101,16 @@ def test_orphan_blobs_are_removed_but_referenced_ones_kept(alice):
     assert get_store().exists(blob)
 
 
+def test_every_column_naming_blobs_is_in_the_one_registry():
+    from peewee import BlobField
+
+    from models_db.blob_references import COLUMNS, JSON_COLUMNS
+    from tests.conftest import all_tables
+    named = {(f.model.__name__, f.name) for table in all_tables() for f in table._meta.sorted_fields
+             if "blob" in f.name and not isinstance(f, BlobField)} | {("GenerationJob", "inputs_json")}
+    assert named == {(f.model.__name__, f.name) for f in (*COLUMNS, *JSON_COLUMNS)}
+
+
 def test_stale_in_flight_job_is_requeued_and_then_processed():
     from dramatiq import Worker
 

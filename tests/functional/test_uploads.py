@@ -172,3 +172,21 @@ def test_hostile_safetensors_headers_are_rejected_with_a_reason(client, worker, 
     upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(alice[1])).get_json()
     assert upload["state"] == "rejected" and reason in upload["error"], upload
     assert ModelFile.select().count() == 0 and not get_store().exists(hashlib.sha256(data).hexdigest())
+
+
+def test_rejected_upload_keeps_a_blob_someone_else_uses(client, worker, alice, bob, tmp_path):
+    from models_db.images import Image
+    image = client.post("/api/v1/images", headers=auth(alice[1]), content_type="multipart/form-data",
+                        data={"file": (io.BytesIO(factories.png_bytes(seed=3)), "mine.png")})
+    assert image.status_code == 202
+    run_jobs(worker)
+    url = f"/images/{image.get_json()['id']}/width=4096/mine.png"
+    stored = client.get(url).data  # what anyone can fetch: the bytes of alice's stored image
+    assert hashlib.sha256(stored).hexdigest() == Image.get_by_id(image.get_json()["id"]).blob
+    _, version = new_version(client, bob[1])
+    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(bob[1]),
+                       data={"file": (io.BytesIO(stored), "x.safetensors")}, content_type="multipart/form-data")
+    run_jobs(worker)
+    upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(bob[1])).get_json()
+    assert upload["state"] == "rejected"
+    assert client.get(url).status_code == 200 and client.get(url).data == stored
