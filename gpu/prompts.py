@@ -20,12 +20,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 MAX_WILDCARD_DEPTH = 10
+MAX_NESTING = 20  # {…{…}…} levels in one template or wildcard line
+MAX_PROMPT_CHARS = 20_000  # characters of one expanded prompt (wildcards can multiply a template)
 DEFAULT_SEPARATOR = ", "
 
 _WILDCARD = re.compile(r"__([A-Za-z0-9_\-/.*]+?)__")
 _PICK_HEADER = re.compile(r"^\s*(\d*)\s*(-?)\s*(\d*)\s*\$\$")
 _WEIGHT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)::")
 _ESCAPED = re.compile(r"\\([{}|])")
+_BRACE = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character, or a brace
 
 
 # ---- syntax tree -------------------------------------------------------------------------------
@@ -67,6 +70,18 @@ def _scan(text: str, start: int, stops: str) -> int:
             depth = max(depth - 1, 0)
         i += 1
     return len(text)
+
+
+def _check_nesting(text: str) -> None:
+    """Before parsing (which recurses once per level): braces nest at most MAX_NESTING deep."""
+    depth = 0
+    for match in _BRACE.finditer(text):
+        if match.group() == "{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ValueError(f"variants {{…}} nest deeper than {MAX_NESTING} levels")
+        elif match.group() == "}":
+            depth = max(depth - 1, 0)
 
 
 def _split_options(body: str) -> list[str]:
@@ -147,6 +162,7 @@ class _Expander:
 
     def parse(self, text: str) -> tuple:
         if text not in self._parsed:
+            _check_nesting(text)
             self._parsed[text] = tuple(_parse(text))
         return self._parsed[text]
 
@@ -190,17 +206,13 @@ class _Expander:
                 high = len(options) if node.high is None else min(node.high, len(options))
                 count = rng.randint(min(node.low, high), high)
                 chosen = _weighted_sample(list(range(len(options))), weights, count, rng)
-                out.append(node.separator.join(self.pick(options[i], rng, inner) for i in sorted(chosen)))
-        return "".join(out)
+                out.append(_joined(node.separator, [self.pick(options[i], rng, inner) for i in sorted(chosen)]))
+        return _joined("", out)
 
     # combinatorial: every prompt, lazily
     def every(self, nodes: tuple, depth: int = 0) -> Iterator[str]:
-        if not nodes:
-            yield ""
-            return
-        for head in self._every_node(nodes[0], depth):
-            for tail in self.every(nodes[1:], depth):
-                yield head + tail
+        for parts in _product([lambda node=node: self._every_node(node, depth) for node in nodes]):
+            yield _joined("", parts)
 
     def _every_node(self, node, depth: int) -> Iterator[str]:
         if isinstance(node, _Text):
@@ -214,16 +226,38 @@ class _Expander:
             high = len(options) if node.high is None else min(node.high, len(options))
             for count in range(min(node.low, high), high + 1):
                 for combo in itertools.combinations(options, count):
-                    for parts in self._product(combo, inner):
-                        yield node.separator.join(parts)
+                    for parts in _product([lambda seq=seq: self.every(seq, inner) for seq in combo]):
+                        yield _joined(node.separator, parts)
 
-    def _product(self, sequences: tuple, depth: int) -> Iterator[tuple[str, ...]]:
-        if not sequences:
-            yield ()
-            return
-        for head in self.every(sequences[0], depth):
-            for tail in self._product(sequences[1:], depth):
-                yield (head, *tail)
+
+def _product(makers: list) -> Iterator[list[str]]:
+    """Every combination of the values of lazily made iterators (one maker per position; a position's
+    iterator is made again for each prefix), like itertools.product without holding any of them, and
+    without recursing once per position: a template may hold thousands of {…} blocks."""
+    if not makers:
+        yield []
+        return
+    iterators, values = [makers[0]()], []
+    while iterators:
+        try:
+            value = next(iterators[-1])
+        except StopIteration:
+            iterators.pop()
+            if values:
+                values.pop()
+            continue
+        if len(iterators) == len(makers):
+            yield [*values, value]
+        else:
+            values.append(value)
+            iterators.append(makers[len(iterators)]())
+
+
+def _joined(separator: str, parts: list[str]) -> str:
+    """parts joined, unless the result would be longer than any prompt may be."""
+    if sum(map(len, parts)) + len(separator) * max(len(parts) - 1, 0) > MAX_PROMPT_CHARS:
+        raise ValueError(f"a prompt expands to more than {MAX_PROMPT_CHARS} characters")
+    return separator.join(parts)
 
 
 def _weighted_sample(items: list, weights: list[float], count: int, rng: random.Random) -> list:
@@ -238,19 +272,29 @@ def _weighted_sample(items: list, weights: list[float], count: int, rng: random.
     return chosen
 
 
+def iter_random(template: str, seed: int, wildcards: dict[str, list[str]] | None = None) -> Iterator[str]:
+    """Random expansions of a template, without end; prompt i depends only on (template, seed, i)."""
+    expander = _Expander(wildcards)
+    nodes = expander.parse(template)
+    return (expander.pick(nodes, random.Random(f"{seed}:{i}")) for i in itertools.count())
+
+
+def iter_all(template: str, wildcards: dict[str, list[str]] | None = None) -> Iterator[str]:
+    """Every combination of a template's variants and wildcard lines, in order, lazily."""
+    expander = _Expander(wildcards)
+    return expander.every(expander.parse(template))
+
+
 def expand_random(template: str, count: int, seed: int, wildcards: dict[str, list[str]] | None = None) -> list[str]:
     """`count` random expansions of a template; prompt i depends only on (template, seed, i)."""
     if count < 0:
         raise ValueError("count must not be negative")
-    expander = _Expander(wildcards)
-    nodes = expander.parse(template)
-    return [expander.pick(nodes, random.Random(f"{seed}:{i}")) for i in range(count)]
+    return list(itertools.islice(iter_random(template, seed, wildcards), count))
 
 
 def expand_all(template: str, wildcards: dict[str, list[str]] | None = None, limit: int = 1000) -> list[str]:
     """Every combination of a template's variants and wildcard lines, in order; ValueError past `limit`."""
-    expander = _Expander(wildcards)
-    prompts = list(itertools.islice(expander.every(expander.parse(template)), limit + 1))
+    prompts = list(itertools.islice(iter_all(template, wildcards), limit + 1))
     if len(prompts) > limit:
         raise ValueError(f"the template expands to more than {limit} prompts; narrow it or use random expansion")
     return prompts

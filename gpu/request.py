@@ -3,8 +3,9 @@ spec per image. Pure: catalog references are resolved by the caller through `Res
 from __future__ import annotations
 
 import random
+from itertools import islice
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 from pydantic import (
     BaseModel,
@@ -20,6 +21,8 @@ from gpu.samplers import canonical_name
 
 MAX_SEED = 2**32 - 1
 MAX_JOBS = 10_000
+MAX_TEXT = 10_000  # characters of a prompt as written (and of a grid axis' text)
+MAX_RUN_CHARS = 4_000_000  # characters of prompts and negative prompts over a run's images
 Ref = int | str  # catalog version id, AIR (urn:air:…) or a file hash (AutoV2 / SHA256 / BLAKE3)
 
 
@@ -56,6 +59,15 @@ class AxisIn(Strict):
     field: str
     values: list | str
 
+    @field_validator("values")
+    @classmethod
+    def bounded(cls, values):
+        if isinstance(values, str) and len(values) > MAX_TEXT:
+            raise ValueError(f"at most {MAX_TEXT} characters")
+        if isinstance(values, list) and len(values) > xyz.MAX_CELLS:
+            raise ValueError(f"at most {xyz.MAX_CELLS} values")
+        return values
+
 
 class GridIn(Strict):
     x: AxisIn
@@ -65,9 +77,9 @@ class GridIn(Strict):
 
 class GenerationRequest(Strict):
     model: Ref
-    prompt: str | None = Field(None, max_length=10_000)
-    prompts: list[str] | None = Field(None, max_length=MAX_JOBS)
-    negative_prompt: str = Field("", max_length=10_000)
+    prompt: str | None = Field(None, max_length=MAX_TEXT)
+    prompts: list[Annotated[str, Field(max_length=MAX_TEXT)]] | None = Field(None, max_length=MAX_JOBS)
+    negative_prompt: str = Field("", max_length=MAX_TEXT)
     style: str | None = None
     width: int | None = Field(None, ge=64, le=4096)
     height: int | None = Field(None, ge=64, le=4096)
@@ -128,18 +140,42 @@ class Resolver:
     wildcards: dict[str, list[str]]
 
 
+def prompt_field(req: GenerationRequest) -> str:
+    return "prompts" if req.prompts is not None else "prompt"
+
+
+class _Budget:
+    """What a run may expand to, counted while it is expanded: MAX_JOBS images and MAX_RUN_CHARS characters
+    of prompts and negative prompts over all of them (what its jobs store)."""
+
+    def __init__(self, req: GenerationRequest):
+        self.field = prompt_field(req)
+        self.images = self.chars = 0
+
+    def spend(self, images: int, chars: int) -> None:
+        self.images, self.chars = self.images + images, self.chars + chars
+        if self.images > MAX_JOBS:
+            raise RequestError("quantity", f"more than {MAX_JOBS} images asked for in one run")
+        if self.chars > MAX_RUN_CHARS:
+            raise RequestError(self.field, f"the run's prompts and negative prompts come to more than "
+                                           f"{MAX_RUN_CHARS} characters; ask for fewer images or shorter prompts")
+
+
 def _job_prompts(req: GenerationRequest, wildcards: dict, rng: random.Random) -> list[tuple[str, int]]:
     """(prompt, seed) per image: each prompt × quantity, {a|b} and __wildcard__ templates expanded; seeds
-    count up from the request's seed (a random one for -1), as A1111 does for a batch."""
+    count up from the request's seed (a random one for -1), as A1111 does for a batch. Expansion stops as
+    soon as the run is too large."""
     base_seed = req.seed if req.seed >= 0 else rng.randrange(MAX_SEED)
-    texts: list[str] = []
+    budget, texts = _Budget(req), []
     for template in (req.prompts if req.prompts is not None else [req.prompt or ""]):
         if req.combinatorial:
-            texts += [v for v in prompts.expand_all(template, wildcards, limit=MAX_JOBS) for _ in range(req.quantity)]
+            variants, copies = prompts.iter_all(template, wildcards), req.quantity
         else:
-            texts += prompts.expand_random(template, req.quantity, base_seed + len(texts), wildcards)
-        if len(texts) > MAX_JOBS:
-            raise RequestError("quantity", f"more than {MAX_JOBS} images asked for in one run")
+            variants, copies = islice(prompts.iter_random(template, base_seed + len(texts), wildcards),
+                                      req.quantity), 1
+        for text in variants:
+            budget.spend(copies, copies * (len(text) + len(req.negative_prompt)))
+            texts += [text] * copies
     return [(text, (base_seed + i) % (MAX_SEED + 1)) for i, text in enumerate(texts)]
 
 
@@ -149,7 +185,7 @@ def plan(req: GenerationRequest, resolver: Resolver, rng: random.Random | None =
     try:
         items = _job_prompts(req, resolver.wildcards, rng or random.Random())
     except ValueError as exc:
-        raise exc if isinstance(exc, RequestError) else RequestError("prompt", str(exc)) from None
+        raise exc if isinstance(exc, RequestError) else RequestError(prompt_field(req), str(exc)) from None
     base = req.model_dump(exclude={"prompt", "prompts", "grid", "wildcards", "combinatorial", "quantity"})
     cells: list[tuple[tuple | None, dict]] = [(None, base)]
     axis_fields: set[str] = set()
@@ -162,7 +198,7 @@ def plan(req: GenerationRequest, resolver: Resolver, rng: random.Random | None =
             raise RequestError("grid", str(exc)) from None
     if len(cells) * len(items) > MAX_JOBS:
         raise RequestError("grid", f"{len(cells) * len(items)} images asked for; at most {MAX_JOBS} per run")
-    specs = []
+    specs, budget = [], _Budget(req)
     for cell, fields in cells:
         fields = complete(fields, resolver)
         for prompt, seed in items:
@@ -171,6 +207,7 @@ def plan(req: GenerationRequest, resolver: Resolver, rng: random.Random | None =
             negative = fields["negative_prompt"]
             if fields.get("style"):
                 prompt, negative = presets.apply_style(fields["style"], prompt, negative)
+            budget.spend(1, len(prompt) + len(negative))
             specs.append({"model": fields["model"], "params": fields, "prompt": prompt, "negative_prompt": negative,
                           "seed": fields["seed"] if "seed" in axis_fields else seed, "cell": cell})
     return specs

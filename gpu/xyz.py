@@ -66,31 +66,39 @@ def _num(text: str) -> float:
     return float(text.replace(" ", ""))
 
 
-def _inclusive_range(start: float, end: float, step: float | None) -> list[float]:
+def _check_count(text: str, count: int, limit: int) -> None:
+    """Before a range is expanded: its size against what the axis may still take."""
+    if count > limit:
+        raise ValueError(f"the range {text.strip()!r} has {count} values; an axis takes at most {MAX_CELLS}")
+
+
+def _inclusive_range(start: float, end: float, step: float | None, text: str, limit: int) -> list[float]:
     if step is None:
         step = 1.0 if end >= start else -1.0
     if step == 0 or (end - start) * step < 0:
         raise ValueError(f"range {start:g}-{end:g} with step {step:+g} is empty")
     count = math.floor((end - start) / step + 1e-9) + 1
+    _check_count(text, count, limit)
     return [round(start + i * step, 10) for i in range(count)]
 
 
-def _linspace(start: float, end: float, count: int) -> list[float]:
+def _linspace(start: float, end: float, count: int, text: str, limit: int) -> list[float]:
     if count < 1:
         raise ValueError("a range count must be at least 1")
+    _check_count(text, count, limit)
     if count == 1:
         return [start]
     return [round(start + (end - start) * i / (count - 1), 10) for i in range(count)]
 
 
-def _expand_range(text: str, kind: type) -> list | None:
-    """A1111 range syntax -> values, or None when `text` is not a range."""
+def _expand_range(text: str, kind: type, limit: int) -> list | None:
+    """A1111 range syntax -> values (at most `limit`), or None when `text` is not a range."""
     step_re, count_re = (_INT_STEP, _INT_COUNT) if kind is int else (_FLOAT_STEP, _FLOAT_COUNT)
     if match := count_re.fullmatch(text):
-        values = _linspace(_num(match.group(1)), _num(match.group(2)), int(match.group(3)))
+        values = _linspace(_num(match.group(1)), _num(match.group(2)), int(match.group(3)), text, limit)
     elif match := step_re.fullmatch(text):
         step = _num(match.group(3)) if match.group(3) else None
-        values = _inclusive_range(_num(match.group(1)), _num(match.group(2)), step)
+        values = _inclusive_range(_num(match.group(1)), _num(match.group(2)), step, text, limit)
     else:
         return None
     return [int(v) for v in values] if kind is int else values
@@ -134,9 +142,12 @@ def _field_spec(name: str) -> tuple[type, tuple | None, str]:
 
 
 def parse_axis_values(name: str, values) -> list:
-    """Validated values of one axis; `values` is a list or A1111 comma-separated text."""
+    """Validated values of one axis (at most MAX_CELLS, counted before any range is expanded); `values` is
+    a list or A1111 comma-separated text."""
     kind, bounds, _ = _field_spec(name)
     items = _split_csv(values) if isinstance(values, str) else list(values)
+    if len(items) > MAX_CELLS:
+        raise ValueError(f"{name}: {len(items)} values; an axis takes at most {MAX_CELLS}")
     if name == "prompt_sr":
         if not items or not isinstance(items[0], str) or not items[0]:
             raise ValueError("prompt_sr: the first value (the search term) must be a non-empty string")
@@ -145,7 +156,8 @@ def parse_axis_values(name: str, values) -> list:
         return items
     parsed = []
     for item in items:
-        ranged = _expand_range(item, kind) if kind is not str and isinstance(item, str) else None
+        ranged = _expand_range(item, kind, MAX_CELLS - len(parsed)) if kind is not str and isinstance(item, str) \
+            else None
         parsed.extend(ranged if ranged is not None else [_convert(item, kind, name)])
     if not parsed:
         raise ValueError(f"{name}: the axis has no values")

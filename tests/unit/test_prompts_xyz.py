@@ -98,6 +98,23 @@ def test_combinatorial_count_and_limit():
         expand_all("{a|b|c} {d|e} {f|g|h|i}", limit=23)
 
 
+def test_expansion_is_bounded_in_nesting_length_and_stack():
+    with pytest.raises(ValueError, match="more than 4 prompts"):  # thousands of blocks: no RecursionError
+        expand_all("{a|b} " * 2000, limit=4)
+    assert expand_random("{a|b} " * 2000, 1, seed=1)[0].count(" ") == 2000
+    assert expand_all("{" * 20 + "x" + "}" * 20) == ["x"]
+    with pytest.raises(ValueError, match="nest deeper than 20"):
+        expand_all("{" * 21 + "x" + "}" * 21)
+    with pytest.raises(ValueError, match="nest deeper"):
+        expand_random("{" * 5000 + "}" * 5000, 1, seed=1)
+    assert expand_all(r"\{" * 50 + "x") == ["{" * 50 + "x"]  # escaped braces do not nest
+    doubling = {f"w{i}": [f"__w{i + 1}__ __w{i + 1}__"] for i in range(9)} | {"w9": ["x" * 100]}
+    with pytest.raises(ValueError, match="more than 20000 characters"):
+        expand_random("__w0__", 1, seed=1, wildcards=doubling)
+    with pytest.raises(ValueError, match="more than 20000 characters"):
+        expand_all("__w0__", doubling)
+
+
 def test_parse_wildcard_file():
     assert parse_wildcard_file("# colours\nred\n\n  blue  \n#green\n{light|dark} teal\n") == [
         "red", "blue", "{light|dark} teal"]
@@ -165,6 +182,10 @@ def test_a1111_range_strings():
     ("cfg_scale", [], "no values"),
     ("sampler", [""], "non-empty"),
     ("steps", "5-1 (+1)", "empty"),
+    ("seed", "1-4000000000", "has 4000000000 values; an axis takes at most 1000"),
+    ("cfg_scale", "1-2 [100000000]", "at most 1000"),
+    ("seed", "1-600, 1-600", "at most 1000"),
+    ("seed", list(range(1001)), "at most 1000"),
 ])
 def test_axis_validation_errors(name, values, message):
     with pytest.raises(ValueError, match=message):
