@@ -46,12 +46,22 @@ class GenerationRun(BaseModel):
         return json.loads(self.request_json)
 
 
+class GenerationParams(BaseModel):
+    """What a batch shares (gpu.pipelines.Params + the model), once per distinct set in a run: its jobs
+    find it by their signature instead of each carrying a copy."""
+    run = ForeignKeyField(GenerationRun, backref="param_sets", on_delete="CASCADE")
+    signature = CharField(max_length=64)
+    params_json = TextField()
+
+    class Meta:
+        indexes = ((("run", "signature"), True),)
+
+
 class GenerationJob(BaseModel):
     run = ForeignKeyField(GenerationRun, backref="jobs", on_delete="CASCADE")
     index = IntegerField()
     model_version = ForeignKeyField(ModelVersion, null=True, on_delete="SET NULL")
     signature = CharField(max_length=64, index=True)  # jobs with equal signatures share one batch
-    params_json = TextField()  # everything the batch shares (gpu.pipelines.Params + the model)
     prompt = TextField()
     negative_prompt = TextField(default="")
     seed = BigIntegerField()  # A1111 seeds go up to 2**32 - 1
@@ -73,14 +83,15 @@ class GenerationJob(BaseModel):
 
     @property
     def params(self) -> dict:
-        return json.loads(self.params_json)
+        return json.loads(GenerationParams.get(GenerationParams.run == self.run_id,
+                                               GenerationParams.signature == self.signature).params_json)
 
     @property
     def inputs(self) -> dict:
         return json.loads(self.inputs_json)
 
 
-TABLES = [GenerationRun, GenerationJob]
+TABLES = [GenerationRun, GenerationParams, GenerationJob]
 
 
 def signature(params: dict) -> str:
@@ -343,14 +354,21 @@ def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]
                            if getattr(req.grid, axis) is not None})
     run = GenerationRun.create(user=user, source=source, request_json=req.model_dump_json(exclude_none=True),
                                total=len(specs), grid_json=grid)
-    rows = []
+    rows, param_sets, per_cell = [], {}, {}
+    inputs_json = json.dumps(inputs)
     for index, spec in enumerate(specs):
-        params = _gpu_params(spec["params"], lookup)
-        rows.append({"run": run.id, "index": index, "model_version": params["model"]["version_id"],
-                     "signature": signature(params), "params_json": json.dumps(params, sort_keys=True),
+        key = id(spec["params"])  # a grid cell's jobs share its fields
+        if key not in per_cell:
+            params = _gpu_params(spec["params"], lookup)
+            per_cell[key] = (signature(params), params["model"]["version_id"])
+            param_sets.setdefault(per_cell[key][0], json.dumps(params, sort_keys=True))
+        sig, version_id = per_cell[key]
+        rows.append({"run": run.id, "index": index, "model_version": version_id, "signature": sig,
                      "prompt": spec["prompt"], "negative_prompt": spec["negative_prompt"], "seed": spec["seed"],
-                     "inputs_json": json.dumps(inputs),
-                     "cell_json": json.dumps(spec["cell"]) if spec["cell"] else None})
+                     "inputs_json": inputs_json, "cell_json": json.dumps(spec["cell"]) if spec["cell"] else None})
+    if param_sets:
+        GenerationParams.insert_many([{"run": run.id, "signature": sig, "params_json": text}
+                                      for sig, text in param_sets.items()]).execute()
     for batch in chunked(rows, 500):
         GenerationJob.insert_many(batch).execute()
     ids = [j for (j,) in GenerationJob.select(GenerationJob.id).where(GenerationJob.run == run)

@@ -8,7 +8,7 @@ import pytest
 
 from models_db import generation as gen
 from models_db.db import db
-from tests.helpers import auth, import_model
+from tests.helpers import auth, catalog_model, import_model
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler": "Euler"}
 
@@ -104,3 +104,19 @@ def test_total_expansion_is_bounded_before_anything_is_stored(client, alice, sd1
     # combinatorial templates and wildcards count what they expand to, not what was written
     refused(client, key, "prompt", model=model, combinatorial=True, quantity=1, **SMALL,
             prompt=noise(5000, 2) + " {" + "|".join(str(i) for i in range(2000)) + "}")
+
+
+def test_a_large_run_stores_its_shared_parameters_once(client, alice, sd1):
+    user, key = alice
+    loras = [catalog_model(user, f"style {i}", model_type="LORA") for i in range(20)]
+    resources = [{"id": m.versions.get().id, "weight": 0.5} for m in loras]
+    before = database_bytes()
+    body = dict(model=sd1["versionId"], prompt="a small house by the sea", negative_prompt="blurry, low quality",
+                quantity=1000, resources=resources, **SMALL, grid={"x": {"field": "seed", "values": "1-10"}})
+    response = client.post("/api/v1/generation", json=body, headers=auth(key))
+    assert response.status_code == 202, response.get_json()
+    assert gen.GenerationJob.select().count() == 10_000
+    grown = database_bytes() - before
+    assert grown < 8 << 20, f"a 2 KB request grew the database by {grown >> 20} MB"
+    job = gen.GenerationJob.select().first()
+    assert len(job.params["loras"]) == 20 and job.params["model"]["version_id"] == sd1["versionId"]
