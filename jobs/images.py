@@ -78,13 +78,14 @@ def reject(image: im.Image, reason: str) -> str:
 
 
 def link_resources(image: im.Image, meta: dict) -> None:
-    """Links the catalog versions named by the metadata's Model hash and Lora hashes."""
+    """Links the catalog versions named by the metadata's Model hash and Lora hashes: those the image's
+    owner may see (the links are public, so never someone else's draft)."""
     wanted = []
     if meta.get("Model hash"):
         wanted.append(("checkpoint", str(meta["Model hash"]), str(meta.get("Model", ""))))
     wanted += [("lora", str(h), name) for name, h in (meta.get("loraHashes") or {}).items()]
     for kind, file_hash, name in wanted:
-        for version_id in version_ids_by_hash([file_hash])[:1]:
+        for version_id in version_ids_by_hash([file_hash], image.user_id):
             im.ImageResource.insert(image=image, version=version_id, kind=kind, name=name[:255]
                                     ).on_conflict_ignore().execute()
 

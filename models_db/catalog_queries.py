@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from peewee import JOIN, Tuple, fn
+from peewee import JOIN, Case, Tuple, fn
 
 from models_db.accounts import User
 from models_db.catalog import Model, ModelFile, ModelFileHash, ModelTag, ModelVersion, Tag
@@ -167,14 +167,32 @@ def tags_for(model_ids) -> dict[int, list[str]]:
     return out
 
 
-def version_ids_by_hash(hashes: list[str]) -> list[int]:
-    """Versions whose files carry any of these hashes (any type, any case), in the order asked."""
+PUBLISHED = (ModelVersion.status == "Published") & (Model.status == "Published")
+
+
+def visible_versions(viewer_id: int | None, staff: bool = False):
+    """Condition on versions joined to their models: those this viewer may see (published ones; their own;
+    staff all) and never those of deleted models. The SQL form of catalog.visible_to."""
+    if staff:
+        return Model.status != "Deleted"
+    if viewer_id:
+        return PUBLISHED | ((Model.owner == viewer_id) & (Model.status != "Deleted"))
+    return PUBLISHED
+
+
+def version_ids_by_hash(hashes: list[str], viewer_id: int | None = None, staff: bool = False) -> list[int]:
+    """One version per hash (any type, any case) whose files carry it, in the order asked. Only versions
+    this viewer may see count (published, or their own; staff see all but deleted ones): a published copy
+    first, then the oldest file, so a draft holding the same bytes never hides a published version."""
     wanted = [h.strip().upper() for h in hashes if h and h.strip()]
     if not wanted:
         return []
-    found = dict(ModelFileHash.select(ModelFileHash.hash, ModelFile.version).join(ModelFile)
-                 .where(ModelFileHash.hash.in_(wanted), ModelFile.status != "Pending")
-                 .order_by(ModelFile.id.desc()).tuples())
+    query = (ModelFileHash.select(ModelFileHash.hash, ModelFile.version).join(ModelFile).join(ModelVersion)
+             .join(Model).where(ModelFileHash.hash.in_(wanted), ModelFile.status != "Pending",
+                                visible_versions(viewer_id, staff)))
+    found: dict[str, int] = {}
+    for h, vid in query.order_by(Case(None, [(PUBLISHED, 0)], 1), ModelFile.id).tuples():
+        found.setdefault(h, vid)
     seen, out = set(), []
     for h in wanted:
         vid = found.get(h)

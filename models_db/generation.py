@@ -207,7 +207,7 @@ def resolve_version(ref, viewer) -> ModelVersion:
             version = (ModelVersion.select().where(ModelVersion.model == int(model_id))
                        .order_by((ModelVersion.status == "Published").desc(), ModelVersion.id.desc()).first())
     else:
-        ids = version_ids_by_hash([text])
+        ids = version_ids_by_hash([text], viewer.id if viewer else None, getattr(viewer, "is_staff", False))
         version = ModelVersion.get_or_none(ModelVersion.id == ids[0]) if ids else None
     if version is not None and visible_to(version, viewer):
         return version

@@ -201,7 +201,7 @@ def get_version(version_id: int):
 
 @bp.get("/api/v1/model-versions/by-hash/<string:file_hash>")
 def get_version_by_hash(file_hash: str):
-    found = versions_json(q.version_ids_by_hash([file_hash]))
+    found = versions_json(q.version_ids_by_hash([file_hash], *viewer()))
     if not found:
         error(404, "Model not found")
     return jsonify(found[0])
@@ -214,7 +214,7 @@ def versions_by_hash():
         error(400, "send a JSON array of hashes")
     if len(hashes) > 100:
         error(400, "at most 100 hashes per request")
-    return jsonify(versions_json(q.version_ids_by_hash(hashes)))
+    return jsonify(versions_json(q.version_ids_by_hash(hashes, *viewer())))
 
 
 def _simple_page(fetch, make):

@@ -17,6 +17,7 @@ from jobs import generation as jobs
 from models_db import generation as gen
 from models_db.accounts import User, normal_username, user_for_key
 from models_db.catalog import Model, ModelFile, ModelVersion
+from models_db.catalog_queries import visible_versions
 from models_db.redis_store import client, redis_key
 from models_db.storage import get_store
 from web.api import current_api_user
@@ -68,10 +69,9 @@ def sdapi_user() -> User:
 # ---- catalog views -----------------------------------------------------------------------------------
 def usable_files(model_types, user):
     """(file, version, model) rows of ready files that this user may generate with."""
-    visible = ((Model.status == "Published") & (ModelVersion.status == "Published")) | (Model.owner == user)
     return (ModelFile.select(ModelFile, ModelVersion, Model).join(ModelVersion).join(Model)
             .where(Model.type.in_(model_types), ModelFile.status == "Ready", ModelFile.primary == True,  # noqa: E712
-                   visible).order_by(ModelVersion.id.desc()).limit(1000))
+                   visible_versions(user.id)).order_by(ModelVersion.id.desc()).limit(1000))
 
 
 def title(file: ModelFile) -> str:

@@ -169,3 +169,28 @@ def test_tags_creators_enums_me(client, alice, bob):
     assert client.get("/api/v1/me", headers=auth("wrong")).status_code == 401
     me = items(client, "/api/v1/me", headers=auth(alice[1]))
     assert me["username"] == "alice" and me["id"] == alice[0].id
+
+
+def test_by_hash_prefers_the_versions_the_asker_can_see(client, alice, bob):
+    from tests.conftest import make_user
+    from tests.helpers import tiny_safetensors
+    same = tiny_safetensors("shared bytes")
+    draft = catalog_model(bob[0], "Bob's draft copy", publish=False, file_bytes=same)  # the oldest copy
+    public = catalog_model(alice[0], "Alice's release", file_bytes=same)
+    draft_version, public_version = draft.versions.get().id, public.versions.get().id
+    sha = client.get(f"/api/v1/model-versions/{public_version}").get_json()["files"][0]["hashes"]["SHA256"]
+    for path in (f"/api/v1/model-versions/by-hash/{sha}", f"/api/v1/model-versions/by-hash/{sha[:10].lower()}"):
+        found = client.get(path)
+        assert found.status_code == 200, found.get_json()
+        assert found.get_json()["id"] == public_version
+    assert [v["id"] for v in client.post("/api/v1/model-versions/by-hash", json=[sha]).get_json()] == [public_version]
+    # the draft's owner and staff see both: the published copy still comes first, the same every time
+    _, mod_key = make_user("mona", role="moderator")
+    for key in (bob[1], mod_key, alice[1]):
+        assert client.get(f"/api/v1/model-versions/by-hash/{sha}", headers=auth(key)).get_json()["id"] == public_version
+    # with no published copy left, the owner still finds their draft; nobody else does
+    Model.update(status="Unpublished").where(Model.id == public.id).execute()
+    assert client.get(f"/api/v1/model-versions/by-hash/{sha}").status_code == 404
+    assert client.get(f"/api/v1/model-versions/by-hash/{sha}", headers=auth(bob[1])).get_json()["id"] == draft_version
+    assert client.get(f"/api/v1/model-versions/by-hash/{sha}", headers=auth(alice[1])).get_json()["id"] == \
+        public_version

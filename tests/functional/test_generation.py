@@ -352,3 +352,12 @@ def test_orphan_sweep_keeps_queued_inputs_and_grids(client, alice, sd1, worker):
     grids = run_of(client, key, grid["id"])["grids"]
     assert sweep(grace_s=-1) == 0
     assert png(client, key, grids[0]).width >= 2 * 64
+
+
+def test_a_hash_names_the_published_copy_even_when_a_draft_copy_is_older(client, alice, bob, sd1_file):
+    draft = import_model(sd1_file, "--owner", "bob")  # bob's unpublished copy of the same bytes comes first
+    public = import_model(sd1_file, "--publish", "--allow-duplicate")
+    assert draft["versionStatus"] == "Draft" and draft["hashes"] == public["hashes"]
+    run = submit(client, alice[1], model=public["hashes"]["SHA256"], prompt="x", **SMALL)
+    assert {j.model_version_id for j in gen.GenerationJob.select().where(gen.GenerationJob.run == run["id"])} == \
+        {public["versionId"]}

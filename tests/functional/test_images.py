@@ -328,3 +328,16 @@ def test_rating_game_resists_reporters_fresh_accounts_blocking_and_unconfirmed_l
     confirmed = client.post(f"/api/v1/moderation/images/{images[2].id}", headers=auth(mod_key),
                             json={"action": "set-level", "level": "PG"}).get_json()
     assert confirmed["nsfwLevel"] == im.PG and confirmed["proposedLevel"] is None
+
+
+def test_resource_links_prefer_a_published_copy_to_an_older_draft(client, worker, alice, bob, tmp_path):
+    from tests.helpers import catalog_model, tiny_safetensors
+    same = tiny_safetensors("shared bytes")
+    catalog_model(bob[0], "Bob's draft copy", publish=False, file_bytes=same)  # the oldest copy of the bytes
+    public = catalog_model(alice[0], "Alice's release", file_bytes=same).versions.get()
+    autov2 = public.files.get().blob[:10]
+    carol = make_user("carol")
+    image = ready_image(client, worker, carol[1], factories.png_with_parameters(
+        tmp_path / "c.png", factories.A1111_TEXT.format(model_hash=autov2)))
+    assert [r.version_id for r in image.resources] == [public.id]  # never bob's draft, which would show its id
+    assert client.get("/api/v1/images").get_json()["items"][0]["modelVersionIds"] == [public.id]
