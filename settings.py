@@ -22,6 +22,15 @@ VARIABLES = {
     "SOLR_URL": ("", "Solr collection URL for the scale-out search backend."),
     "QUEUE_NAMESPACE": ("atelier", "Prefix of the Dramatiq queues in Redis (lets several installs share one Redis)."),
     "WEB_WORKERS": ("2", "gunicorn worker processes."),
+    "WEB_THREADS": ("8", "Request threads per web worker process (event streams do not take one)."),
+    "STREAM_MAX_PER_USER": ("10", "Event streams one user may hold open at once (over it: 429)."),
+    "STREAM_MAX_LIFETIME_S": ("1800", "Seconds an event stream stays open; clients reconnect with Last-Event-ID."),
+    "STREAM_KEEPALIVE_S": ("15", "Seconds between keep-alive comments on a quiet event stream."),
+    "SDAPI_WAIT_S": ("600", "Longest an /sdapi/v1 txt2img or img2img call waits for its images (then 504)."),
+    "SDAPI_MAX_WAITS": ("2", "/sdapi/v1 txt2img and img2img calls one user may have waiting at once (over it: 429)."),
+    "MAX_REQUEST_BYTES": ("1048576", "Largest JSON or form body (file uploads have their own limits; over it: 413)."),
+    "MAX_GENERATION_REQUEST_BYTES": ("33554432", ("Largest generation request body (base64 init images, masks "
+                                                  "and ControlNet images).")),
     "WORKER_PROCESSES": ("1", "Dramatiq processes for the non-GPU queues."),
     "WORKER_THREADS": ("4", "Threads per Dramatiq process for the non-GPU queues."),
     "DOWNLOAD_LINK_TTL": ("3600", "Seconds a signed download redirect stays valid."),
@@ -77,6 +86,14 @@ class Settings:
     solr_url: str
     queue_namespace: str
     web_workers: int
+    web_threads: int
+    stream_max_per_user: int
+    stream_max_lifetime_s: int
+    stream_keepalive_s: int
+    sdapi_wait_s: int
+    sdapi_max_waits: int
+    max_request_bytes: int
+    max_generation_request_bytes: int
     worker_processes: int
     worker_threads: int
     download_link_ttl: int
@@ -179,6 +196,14 @@ def load(env: dict | None = None) -> Settings:
         solr_url=raw["SOLR_URL"],
         queue_namespace=raw["QUEUE_NAMESPACE"] or "atelier",
         web_workers=num("WEB_WORKERS"),
+        web_threads=num("WEB_THREADS"),
+        stream_max_per_user=num("STREAM_MAX_PER_USER"),
+        stream_max_lifetime_s=num("STREAM_MAX_LIFETIME_S"),
+        stream_keepalive_s=num("STREAM_KEEPALIVE_S"),
+        sdapi_wait_s=num("SDAPI_WAIT_S"),
+        sdapi_max_waits=num("SDAPI_MAX_WAITS"),
+        max_request_bytes=num("MAX_REQUEST_BYTES"),
+        max_generation_request_bytes=num("MAX_GENERATION_REQUEST_BYTES"),
         worker_processes=num("WORKER_PROCESSES"),
         worker_threads=num("WORKER_THREADS"),
         download_link_ttl=num("DOWNLOAD_LINK_TTL"),

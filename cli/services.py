@@ -23,14 +23,15 @@ def _bin(name: str) -> str:
 @click.command("web")
 @click.option("--bind", help="host:port (default 127.0.0.1:$PORT)")
 def web(bind):
-    """Serve the web app and API with gunicorn."""
+    """Serve the web app and API with gunicorn: uvicorn workers, each running the Flask app on WEB_THREADS
+    request threads and the event streams on its event loop (web/asgi.py)."""
     import settings
     from models_db.redis_store import redis_url
     s = settings.get()
     redis_url()  # start the embedded redis before forking workers
-    _exec([_bin("gunicorn"), "--config", "python:web.gunicorn_conf", "--workers", str(s.web_workers), "--threads", "8",
-           "--bind", bind or f"127.0.0.1:{s.port}", "--timeout", "600", "--access-logfile", "-",
-           "web:create_app()"])
+    _exec([_bin("gunicorn"), "--config", "python:web.gunicorn_conf", "--workers", str(s.web_workers),
+           "--worker-class", "web.asgi.Worker", "--bind", bind or f"127.0.0.1:{s.port}", "--timeout", "600",
+           "--access-logfile", "-", "web.asgi:create_app()"])
 
 
 @click.command("worker")

@@ -72,6 +72,14 @@ return seq
 """
 
 
+RUN_END = ("done", "failed", "cancelled")
+
+
+def ends_run(event: dict) -> bool:
+    """A run-level end. A job-level `failed` names its `jobs` and leaves the run going."""
+    return event["event"] in RUN_END and "jobs" not in event
+
+
 def publish(run_id: int, kind: str, data: dict, keep: bool = True) -> None:
     """Pub/sub for live listeners; kept events (all but steps) are also replayed to late ones (SSE
     Last-Event-ID is their "seq")."""
@@ -248,10 +256,9 @@ def finish_failed(job_ids, token: str | None, reason: str) -> None:
         query.where(*where).execute()
         runs = {j.run_id for j in gen.GenerationJob.select(gen.GenerationJob.run).where(
             gen.GenerationJob.id.in_(job_ids))}
-        for run_id in runs:
+        for run_id in runs:  # the jobs' event first, then (if it is over) the run's end
+            on_commit(lambda run_id=run_id: publish(run_id, "failed", {"jobs": list(job_ids), "error": reason}))
             after_job(run_id)
-    for run_id in runs:
-        publish(run_id, "failed", {"jobs": list(job_ids), "error": reason})
 
 
 def after_job(run_id: int) -> None:

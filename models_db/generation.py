@@ -23,6 +23,7 @@ from models_db.db import BaseModel, id_set, utcnow
 from models_db.images import Image
 
 RUN_STATES = ("Queued", "Running", "Done", "Failed", "Cancelled")
+RUN_FINISHED = RUN_STATES[2:]
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 
@@ -344,6 +345,8 @@ def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]
         wildcards.update(wildcard_lines(version))
     resolver = Resolver(family_of=lambda ref: (lookup(ref)["family"], lookup(ref)["variant"]), wildcards=wildcards)
     specs = plan(req, resolver)
+    if not specs:
+        raise RequestError("prompts" if req.prompts is not None else "body", "the request makes no images")
     inputs = {name: _decode_image(field, getattr(req, field)) for name, field in
               (("init_image", "init_image"), ("mask", "mask")) if getattr(req, field)}
     if req.controlnet:

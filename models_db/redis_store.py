@@ -95,3 +95,31 @@ def cached_json(name: str, ttl_s: int, compute):
 
 def drop_cached(name: str) -> None:
     client().delete(redis_key(f"cache:{name}"))
+
+
+# a place among `cap` under one key: expired places (of holders that died) are dropped first
+_TAKE_PLACE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+def places_key(name: str) -> str:
+    return redis_key(f"places:{name}")
+
+
+def take_place(name: str, cap: int, hold_s: float) -> str | None:
+    """One of `cap` places under `name` (a user's open streams, say), shared by every process: a token to
+    give back, or None when all are taken. A place not given back is free again after hold_s."""
+    import time
+    import uuid
+    token, now = uuid.uuid4().hex, time.time()
+    taken = client().eval(_TAKE_PLACE, 1, places_key(name), now, cap, now + hold_s, token, int(hold_s) + 1)
+    return token if taken else None
+
+
+def give_back_place(name: str, token: str) -> None:
+    client().zrem(places_key(name), token)

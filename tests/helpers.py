@@ -1,6 +1,7 @@
 """Test helpers that drive the real entrances (CLI, HTTP)."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 from click.testing import CliRunner
@@ -79,3 +80,36 @@ def wait_http(url: str, timeout: float = 60) -> bool:
         except requests.ConnectionError:
             time.sleep(0.2)
     return False
+
+
+@contextlib.contextmanager
+def atelier_processes(log_dir, *commands, env=None):
+    """The Procfile's `atelier web` (on a free port) and any other `atelier` commands as real processes;
+    yields the web's base URL. Each writes its log to log_dir/<command>.log."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+    port = free_port()
+    started = []
+    try:
+        for args in (["web", "--bind", f"127.0.0.1:{port}"], *([c] for c in commands)):
+            with open(Path(log_dir) / f"{args[0]}.log", "wb") as log:
+                started.append(subprocess.Popen([str(Path(sys.executable).parent / "atelier"), *args], stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True,
+                                                env=dict(os.environ, WEB_WORKERS="1", **(env or {}))))
+        base = f"http://127.0.0.1:{port}"
+        if not wait_http(f"{base}/healthz"):
+            pytest.fail("web did not answer /healthz: " + (Path(log_dir) / "web.log").read_text()[-2000:])
+        yield base
+    finally:
+        for proc in started:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in started:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

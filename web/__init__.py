@@ -6,7 +6,7 @@ import logging
 import orjson
 from flask import Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 import settings
 
@@ -19,8 +19,16 @@ def create_app(env: dict | None = None) -> Flask:
     import jobs  # noqa: F401  (broker first, then the actors the views enqueue)
 
     app = Flask(__name__)
-    app.config.update(SECRET_KEY=s.secret_key, MAX_CONTENT_LENGTH=None)
+    app.config.update(SECRET_KEY=s.secret_key)
     app.json = OrjsonProvider(app)
+
+    @app.before_request
+    def _body_limit():  # first: before anything reads a body
+        limit = getattr(app.view_functions.get(request.endpoint), "body_limit", None)
+        current = settings.get()
+        request.max_content_length = limit(current) if limit else current.max_request_bytes
+        if (request.content_length or 0) > request.max_content_length:
+            raise RequestEntityTooLarge(f"request bodies here are limited to {request.max_content_length} bytes")
 
     from web import (
         accounts,

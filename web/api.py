@@ -11,6 +11,7 @@ from models_db.accounts import user_for_key
 from models_db.db import utcnow
 
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+FORM_OVERHEAD = 1 << 20  # a multipart body's fields and boundaries beside its file
 
 
 def error(status: int, reason: str, **extra):
@@ -107,6 +108,14 @@ def current_api_user():
             if current_user and current_user.is_authenticated:
                 g.api_user = current_user._get_current_object()
     return g.api_user
+
+
+def body_limit(limit):
+    """A view's own request-body limit, a function of the settings (every other view has MAX_REQUEST_BYTES)."""
+    def decorator(view):
+        view.body_limit = limit
+        return view
+    return decorator
 
 
 def require_user(scope: str = "read"):

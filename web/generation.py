@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context
+from flask import Blueprint, Response, jsonify, request
+
+import settings
 
 from gpu.request import RequestError, parse
 from jobs import generation as jobs
 from models_db import generation as gen
-from models_db.redis_store import client
-from web.api import absolute, current_api_user, error, integer, require_user, send_blob
+from models_db.redis_store import give_back_place, take_place
+from web import streams
+from web.api import absolute, body_limit, current_api_user, error, integer, require_user, send_blob
 from web.catalog import iso
 
 bp = Blueprint("generation", __name__)
-TERMINAL = ("done", "failed", "cancelled")
-KEEPALIVE_S = 15
 
 
 def job_json(job: gen.GenerationJob) -> dict:
@@ -49,6 +50,7 @@ def request_error(exc: RequestError):
 
 
 @bp.post("/api/v1/generation")
+@body_limit(lambda s: s.max_generation_request_bytes)
 @require_user("write")
 def create():
     try:
@@ -77,7 +79,7 @@ def run_status(run_id: int):
 @require_user("write")
 def cancel(run_id: int):
     run = own_run(run_id)
-    if run.status not in ("Done", "Failed", "Cancelled"):
+    if run.status not in gen.RUN_FINISHED:
         jobs.cancel(run)
     return jsonify(run_json(gen.GenerationRun.get_by_id(run_id)))
 
@@ -105,44 +107,25 @@ def grid_image(run_id: int, n: int):
 @require_user("read")
 def events(run_id: int):
     """Server-Sent Events: every kept event since Last-Event-ID (or the start), then live ones, until
-    the run ends. Step events are live only."""
-    own_run(run_id)
+    the run ends (web/streams.py). Under the ASGI server the stream holds no request thread."""
+    run = own_run(run_id)
     after = request.headers.get("Last-Event-ID") or request.args.get("after") or "-1"
     try:
         after = int(after)
     except ValueError:
         error(400, "Last-Event-ID must be an integer")
-    return Response(stream_with_context(event_stream(run_id, after)), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def sse(event: dict, raw: str) -> str:
-    head = f"id: {event['seq']}\n" if "seq" in event else ""
-    return f"{head}event: {event['event']}\ndata: {raw}\n\n"
-
-
-def event_stream(run_id: int, after: int):
-    pubsub = client().pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(jobs.channel(run_id))
-    try:
-        seen = after
-        for raw in client().lrange(jobs.channel(run_id) + ":log", after + 1, -1):
-            event = json.loads(raw)
-            seen = event["seq"]
-            yield sse(event, raw if isinstance(raw, str) else raw.decode())
-            if event["event"] in TERMINAL:
-                return
-        while True:
-            message = pubsub.get_message(timeout=KEEPALIVE_S)
-            if message is None:
-                yield ": keep-alive\n\n"
-                continue
-            event = json.loads(message["data"])
-            if event.get("seq", seen + 1) <= seen:
-                continue  # replayed above already
-            seen = event.get("seq", seen)
-            yield sse(event, message["data"] if isinstance(message["data"], str) else message["data"].decode())
-            if event["event"] in TERMINAL:
-                return
-    finally:
-        pubsub.close()
+    if streams.nothing_more(run_id, after, run.status in gen.RUN_FINISHED):
+        return Response(status=204)  # EventSource clients do not reconnect after a 204
+    s, place = settings.get(), f"streams:{current_api_user().id}"
+    token = take_place(place, s.stream_max_per_user, s.stream_max_lifetime_s + 60)
+    if token is None:
+        error(429, f"at most {s.stream_max_per_user} event streams may be open at once; close one")
+    stream = streams.Stream(run_id, after, place, token)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    handoff = request.environ.get("asgi.scope", {}).get(streams.HANDOFF)
+    if handoff is not None:  # web/asgi.py serves the body on its event loop
+        handoff.append(stream)
+        return Response(mimetype="text/event-stream", headers=headers)
+    response = Response(streams.blocking(stream), mimetype="text/event-stream", headers=headers)
+    response.call_on_close(lambda: give_back_place(place, token))  # also when the body was never read
+    return response

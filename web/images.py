@@ -16,7 +16,9 @@ from models_db.db import on_commit, transaction, utcnow
 from models_db.names import strip_bidi_controls
 from models_db.stats import PERIOD_DAYS
 from web.api import (
+    FORM_OVERHEAD,
     absolute,
+    body_limit,
     boolean,
     current_api_user,
     error,
@@ -132,6 +134,7 @@ def list_images():
 
 
 @bp.post("/api/v1/images")
+@body_limit(lambda s: MAX_IMAGE_BYTES + FORM_OVERHEAD)
 @require_user("write")
 def upload_image():
     """multipart/form-data: file, optional postId and modelVersionId (a showcase image of your own

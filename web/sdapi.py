@@ -11,6 +11,8 @@ import time
 from flask import Blueprint, abort, g, jsonify, make_response, request
 from PIL import Image as PILImage
 
+import settings
+
 from gpu.request import RequestError, parse
 from gpu.samplers import SAMPLERS
 from jobs import generation as jobs
@@ -18,13 +20,13 @@ from models_db import generation as gen
 from models_db.accounts import User, normal_username, user_for_key
 from models_db.catalog import Model, ModelFile, ModelVersion
 from models_db.catalog_queries import visible_versions
-from models_db.redis_store import client, redis_key
+from models_db.redis_store import client, give_back_place, redis_key, take_place
 from models_db.storage import get_store
-from web.api import current_api_user
+from web.api import body_limit, current_api_user
 from web.security import SAFE_METHODS, auth_attempt, auth_failed
 
 bp = Blueprint("sdapi", __name__, url_prefix="/sdapi/v1")
-WAIT_S = 3600
+RECHECK_S = 10.0
 LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([-\d.]+))?[^>]*>")
 SCHEDULE_TYPES = {"Karras": " Karras"}
 TYPE_LISTS = {"loras": ("LORA", "LoCon", "DoRA"), "sd-vae": ("VAE",), "embeddings": ("TextualInversion",)}
@@ -154,22 +156,45 @@ def generate(img2img: bool):
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         fail(422, "the body must be a JSON object")
+    s, place = settings.get(), f"sdapi-waits:{user.id}"
+    token = take_place(place, s.sdapi_max_waits, s.sdapi_wait_s + 60)
+    if token is None:
+        fail(429, f"at most {s.sdapi_max_waits} txt2img/img2img calls may wait at once; wait for one to answer")
     try:
-        run = jobs.submit(user, parse(to_request(body, user, img2img)), source="sdapi")
-    except (RequestError, ValueError, TypeError) as exc:
-        fail(422, str(exc))
-    client().set(redis_key(f"sdapi:current:{user.id}"), run.id, ex=WAIT_S)
-    run = wait(run.id)
-    return jsonify(answer(run, body))
+        try:
+            run = jobs.submit(user, parse(to_request(body, user, img2img)), source="sdapi")
+        except (RequestError, ValueError, TypeError) as exc:
+            fail(422, str(exc))
+        client().set(redis_key(f"sdapi:current:{user.id}"), run.id, ex=s.sdapi_wait_s)
+        finished = wait(run.id, s.sdapi_wait_s)
+    finally:
+        give_back_place(place, token)
+    if finished is None:
+        fail(504, f"generation run {run.id} did not finish within {s.sdapi_wait_s} s; it goes on "
+                  "(GET /sdapi/v1/progress)")
+    return jsonify(answer(finished, body))
 
 
-def wait(run_id: int) -> gen.GenerationRun:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        run = gen.GenerationRun.get_by_id(run_id)
-        if run.status in ("Done", "Failed", "Cancelled") or time.monotonic() > deadline:
-            return run
-        time.sleep(0.2)
+def wait(run_id: int, timeout_s: float) -> gen.GenerationRun | None:
+    """The run once it has ended, or None after timeout_s: woken by the run's end event, and the run is
+    read again every RECHECK_S in case an event was missed."""
+    pubsub = client().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(jobs.channel(run_id))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            run = gen.GenerationRun.get_by_id(run_id)
+            if run.status in gen.RUN_FINISHED:
+                return run
+            if time.monotonic() >= deadline:
+                return None
+            recheck = min(deadline, time.monotonic() + RECHECK_S)
+            while (left := recheck - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=left)
+                if message is not None and jobs.ends_run(json.loads(message["data"])):
+                    break
+    finally:
+        pubsub.close()
 
 
 def answer(run: gen.GenerationRun, body: dict) -> dict:
@@ -204,11 +229,13 @@ def answer(run: gen.GenerationRun, body: dict) -> dict:
 
 # ---- endpoints ---------------------------------------------------------------------------------------
 @bp.post("/txt2img")
+@body_limit(lambda s: s.max_generation_request_bytes)
 def txt2img():
     return generate(img2img=False)
 
 
 @bp.post("/img2img")
+@body_limit(lambda s: s.max_generation_request_bytes)
 def img2img():
     return generate(img2img=True)
 

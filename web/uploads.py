@@ -13,7 +13,7 @@ from models_db.catalog import FILE_TYPES
 from models_db.db import on_commit, transaction, utcnow
 from models_db.names import strip_bidi_controls
 from models_db.uploads import Upload, part_path
-from web.api import absolute, current_api_user, error, require_user
+from web.api import FORM_OVERHEAD, absolute, body_limit, current_api_user, error, require_user
 from web.creators import owned_version
 
 bp = Blueprint("uploads", __name__)
@@ -58,6 +58,7 @@ def new_upload(version_id: int, filename, size: int, file_type) -> Upload:
 
 
 @bp.post("/api/v1/model-versions/<int:version_id>/files")
+@body_limit(lambda s: s.max_upload_bytes + FORM_OVERHEAD)
 @require_user("write")
 def post_file(version_id: int):
     """multipart/form-data with a `file` field (and optional `type`)."""
@@ -107,6 +108,7 @@ def get_upload(upload_id: str):
 
 
 @bp.put("/api/v1/uploads/<upload_id>")
+@body_limit(lambda s: s.max_upload_bytes)
 @require_user("write")
 def put_chunk(upload_id: str):
     """Body: the bytes; header Content-Range: bytes START-END/TOTAL. START must equal the current offset."""
