@@ -11,7 +11,8 @@ from peewee import JOIN, Tuple
 
 from models_db import images as im
 from models_db.accounts import User
-from models_db.catalog import ModelVersion, may_manage, visible_to
+from models_db.catalog import Model, ModelVersion, may_manage, visible_to
+from models_db.catalog_queries import visible_versions
 from models_db.db import on_commit, transaction, utcnow
 from models_db.names import strip_bidi_controls
 from models_db.stats import PERIOD_DAYS
@@ -98,6 +99,8 @@ def list_images():
     if model_id:
         query = query.where(Img.model_version.in_(ModelVersion.select(ModelVersion.id).where(
             ModelVersion.model == model_id)))
+    if model_id or request.args.get("modelVersionId"):  # the images of a version you cannot see are not listed
+        query = query.where(Img.model_version.in_(seen_versions()))
     if request.args.get("username"):
         query = query.where(User.username == request.args["username"])
     if period in PERIOD_DAYS:
@@ -125,6 +128,7 @@ def list_images():
         versions.setdefault(image_id, []).append(version_id)
     for r in rows:
         r["version_ids"] = sorted({*versions.get(r["id"], []), *([r["model_version"]] if r["model_version"] else [])})
+    hide_unseen_versions(rows)
     metadata = {"pageSize": limit}
     if more:
         last = rows[-1]
@@ -189,7 +193,25 @@ def get_image(image_id: int):
     if row["status"] != "Ready":
         return jsonify(id=row["id"], status=row["status"], error=row["error"])
     row["version_ids"] = [row["model_version"]] if row["model_version"] else []
+    hide_unseen_versions([row])
     return jsonify(image_json(row) | {"status": row["status"]})
+
+
+def seen_versions():
+    """Subquery: ids of the versions the current user may see."""
+    user = current_api_user()
+    return ModelVersion.select(ModelVersion.id).join(Model).where(
+        visible_versions(user.id if user else None, bool(user and user.is_staff)))
+
+
+def hide_unseen_versions(rows: list[dict]) -> None:
+    """Image rows name only versions the current user may see (never someone else's draft)."""
+    named = {v for r in rows for v in r["version_ids"]}
+    seen = {v for (v,) in seen_versions().where(ModelVersion.id.in_(named)).tuples()} if named else set()
+    for r in rows:
+        r["version_ids"] = [v for v in r["version_ids"] if v in seen]
+        if r["model_version"] not in seen:
+            r["base_model"] = None
 
 
 @bp.get("/images/<int:image_id>/width=<int:width>/<name>")

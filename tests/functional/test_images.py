@@ -341,3 +341,18 @@ def test_resource_links_prefer_a_published_copy_to_an_older_draft(client, worker
         tmp_path / "c.png", factories.A1111_TEXT.format(model_hash=autov2)))
     assert [r.version_id for r in image.resources] == [public.id]  # never bob's draft, which would show its id
     assert client.get("/api/v1/images").get_json()["items"][0]["modelVersionIds"] == [public.id]
+
+
+def test_image_listings_do_not_reveal_someone_elses_draft_versions(client, worker, alice, bob, tmp_path):
+    from tests.helpers import catalog_model
+    draft = catalog_model(alice[0], "Unreleased", publish=False)
+    version = draft.versions.get()
+    image = ready_image(client, worker, alice[1], factories.png_with_parameters(tmp_path / "a.png", "p"),
+                        modelVersionId=str(version.id))
+    for query in (f"modelVersionId={version.id}", f"modelId={draft.id}"):
+        assert client.get(f"/api/v1/images?{query}", headers=auth(bob[1])).get_json()["items"] == []
+        mine = client.get(f"/api/v1/images?{query}", headers=auth(alice[1])).get_json()["items"]
+        assert [i["modelVersionIds"] for i in mine] == [[version.id]]
+    for path in ("/api/v1/images", f"/api/v1/images/{image.id}"):
+        body = client.get(path, headers=auth(bob[1])).get_json()
+        assert [i["modelVersionIds"] for i in body.get("items", [body])] == [[]]
