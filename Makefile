@@ -55,6 +55,7 @@ bench: install-test
 	$(PY) bench/search.py
 	$(PY) bench/queue.py
 	$(PY) bench/soak.py
+	$(PY) bench/abuse.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
