@@ -84,6 +84,13 @@ def torch_checkpoint(path: Path, family: str = "SD1") -> Path:
     return Path(path)
 
 
+def int_keyed_checkpoint(path: Path) -> Path:
+    """A harmless torch.save file whose state dict has an integer key: real, but no model file looks so."""
+    import torch
+    torch.save({1: torch.zeros(2)}, path)
+    return Path(path)
+
+
 class _Exploit:
     def __reduce__(self):
         return (os.system, ("echo owned > /tmp/atelier-test-owned",))

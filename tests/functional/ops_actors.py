@@ -42,7 +42,13 @@ def count_slowly(tag: str) -> None:
     client().incr(tk(f"count:{tag}"))
 
 
-@dramatiq.actor(queue_name="default", max_retries=5, min_backoff=10, max_backoff=20)
+@dramatiq.actor(queue_name="default")
+def note_exhausted(message: dict, _retries: dict) -> None:
+    client().set(tk(f"exhausted:{message['args'][0]}"), message["options"]["last_error"])
+
+
+@dramatiq.actor(queue_name="default", max_retries=5, min_backoff=10, max_backoff=20,
+                on_retry_exhausted="note_exhausted")
 def refuses(tag: str) -> None:
     from jobs.broker import PermanentError
     client().incr(tk(f"attempts:{tag}"))

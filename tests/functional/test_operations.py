@@ -227,3 +227,4 @@ def test_permanent_errors_are_not_retried(worker):
     assert int(client().get(tk("attempts:perm"))) == 1
     from jobs.queues import failed
     assert [f["error"] for f in failed()] == ["PermanentError: this input can never work"]
+    assert client().get(tk("exhausted:perm")) == b"PermanentError: this input can never work"  # its callback

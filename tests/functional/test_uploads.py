@@ -190,3 +190,21 @@ def test_rejected_upload_keeps_a_blob_someone_else_uses(client, worker, alice, b
     upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(bob[1])).get_json()
     assert upload["state"] == "rejected"
     assert client.get(url).status_code == 200 and client.get(url).data == stored
+
+
+def test_upload_whose_ingest_keeps_failing_ends_rejected(client, worker, alice, tmp_path):
+    """An error nobody anticipated (ingest raises on an integer tensor key) must not leave the upload
+    'processing' forever: once its retries (JOB_MAX_RETRIES=1 here) are spent it is rejected and cleaned up."""
+    from models_db.notifications import Notification
+    _, version = new_version(client, alice[1])
+    data = factories.int_keyed_checkpoint(tmp_path / "keys.pt").read_bytes()
+    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
+                       data={"file": (io.BytesIO(data), "keys.pt")}, content_type="multipart/form-data")
+    assert sent.status_code == 202
+    run_jobs(worker)
+    upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(alice[1])).get_json()
+    assert upload["state"] == "rejected", upload
+    assert upload["error"].startswith("processing failed: AttributeError") and "\n" not in upload["error"]
+    assert ModelFile.select().count() == 0 and not get_store().exists(hashlib.sha256(data).hexdigest())
+    notes = list(Notification.select().where(Notification.user == alice[0]))
+    assert [n.kind for n in notes] == ["file-rejected"] and "keys.pt" in notes[0].message
