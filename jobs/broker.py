@@ -41,13 +41,26 @@ class PermanentError(Exception):
     """Raised by an actor for input that will never work: the job fails at once, without retries."""
 
 
+def one_line(exception: BaseException) -> str:
+    """"Type: first line of its message", at most 300 characters."""
+    name, lines = type(exception).__name__, str(exception).strip().splitlines()
+    return (f"{name}: {lines[0]}" if lines else name)[:300]
+
+
 class AtelierRetries(Retries):
-    """Exponential-backoff retries, except for PermanentError (and an actor's own `throws`)."""
+    """Exponential-backoff retries, except for PermanentError (and an actor's own `throws`). The actor named
+    by an actor's `on_retry_exhausted` gets (message dict, {}) once its message fails for good, PermanentError
+    included; the message's options["last_error"] holds the last error in one line."""
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
+        if exception is not None:
+            message.options["last_error"] = one_line(exception)
         if isinstance(exception, PermanentError):
             self.logger.info("Not retrying %r: %s", message.message_id, exception)
             message.fail()
+            exhausted = broker.get_actor(message.actor_name).options.get("on_retry_exhausted")
+            if exhausted:
+                broker.get_actor(exhausted).send(message.asdict(), {})
             return
         try:
             super().after_process_message(broker, message, result=result, exception=exception)

@@ -26,7 +26,7 @@ class Outcome:
     message: str = ""
 
 
-@dramatiq.actor(queue_name="default", max_retries=5, time_limit=6 * 3600 * 1000)
+@dramatiq.actor(queue_name="default", time_limit=6 * 3600 * 1000, on_retry_exhausted="upload_failed")
 def ingest_file(file_id: int) -> None:
     ingest(file_id)
 
@@ -91,7 +91,7 @@ def accept(file: ModelFile, hashes: dict, fields: dict) -> Outcome:
 
 
 def reject(file: ModelFile, reason: str) -> Outcome:
-    """Removes every trace of a file that cannot be accepted; the upload keeps the reason."""
+    """Removes every trace of a file that cannot be accepted; the upload keeps the reason, the owner is told."""
     blob, name = file.blob, file.name
     with transaction():
         Upload.update(state="rejected", error=reason, file=None, updated_at=utcnow()).where(
@@ -103,10 +103,13 @@ def reject(file: ModelFile, reason: str) -> Outcome:
 
 
 def _tell_owner(file: ModelFile, kind: str, message: str) -> None:
+    tell_owner(file.version.model.owner_id, kind, message, f"{kind}:{file.id}")
+
+
+def tell_owner(user_id: int, kind: str, message: str, key: str) -> None:
+    """A notification once the transaction commits (key: one per event, a retry does not repeat it)."""
     from jobs.notifications import notify
-    owner_id = file.version.model.owner_id
-    key = f"{kind}:{file.id}"
-    on_commit(lambda: notify.send(owner_id, kind, message, key))
+    on_commit(lambda: notify.send(user_id, kind, message, key))
 
 
 def _upload_progress(file_id: int):

@@ -7,14 +7,14 @@ import dramatiq
 
 import settings
 from jobs.broker import logs_result
-from jobs.ingest import ingest_file
+from jobs.ingest import ingest_file, reject, tell_owner
 from models_db.catalog import ModelFile
 from models_db.db import on_commit, transaction, utcnow
 from models_db.storage import get_store
 from models_db.uploads import Upload, part_path
 
 
-@dramatiq.actor(queue_name="default", max_retries=5, time_limit=6 * 3600 * 1000)
+@dramatiq.actor(queue_name="default", time_limit=6 * 3600 * 1000, on_retry_exhausted="upload_failed")
 def store_upload(upload_id: str) -> None:
     """Moves the received bytes into the blob store, creates the file row and queues its ingest.
     Idempotent: an upload that is no longer being processed, or already has its file, is skipped."""
@@ -34,6 +34,28 @@ def store_upload(upload_id: str) -> None:
         upload.save()
         on_commit(lambda: ingest_file.send(file.id))
     part.unlink(missing_ok=True)
+
+
+@dramatiq.actor(queue_name="default")
+def upload_failed(message: dict, _retries: dict) -> None:
+    """store_upload or ingest_file failed for good (retries spent, or a permanent error): the upload is
+    rejected with the error's first line, its bytes removed and its owner told, instead of staying
+    'processing'. Idempotent: only a file still Pending, or an upload still processing without one, changes."""
+    reason = "processing failed: " + message["options"].get("last_error", "unknown error")
+    if message["actor_name"] == "ingest_file":
+        file = ModelFile.get_or_none(ModelFile.id == message["args"][0])
+        if file is not None and file.status == "Pending":
+            reject(file, reason)
+        return
+    upload = Upload.get_or_none(Upload.id == message["args"][0])
+    if upload is None or upload.state != "processing" or upload.file_id is not None:
+        return
+    part_path(upload.id).unlink(missing_ok=True)  # bytes stored but not yet named by a file: the orphan sweep's
+    with transaction():
+        if Upload.update(state="rejected", error=reason, updated_at=utcnow()).where(
+                Upload.id == upload.id, Upload.state == "processing", Upload.file.is_null()).execute():
+            tell_owner(upload.user_id, "file-rejected", f"{upload.filename} was rejected: {reason}",
+                       f"upload-rejected:{upload.id}")
 
 
 @dramatiq.actor(queue_name="default", max_retries=3)
