@@ -73,3 +73,22 @@ def test_expired_log_ins_are_refused(live_server):
     s = log_in(live_server, "xena")
     LoginSession.update(expires_at=datetime(2000, 1, 1)).execute()
     assert not signed_in(live_server, s.cookies.get_dict())
+
+
+def test_expired_log_ins_are_swept_on_schedule(worker):
+    """Expired rows go without their user logging in again: the scheduler sends the sweep, a worker runs it."""
+    from models_db.accounts import LoginSession, create_user, start_session, user_for_session
+    from scheduler import fire, schedule_table
+    from tests.conftest import run_jobs
+    gone, kept = create_user("yael"), create_user("zoe")
+    start_session(gone, 30)
+    live = start_session(kept, 30)
+    LoginSession.update(expires_at=datetime(2000, 1, 1)).where(LoginSession.user == gone).execute()
+    entry = next(e for e in schedule_table() if e.actor.actor_name == "expire_login_sessions")
+    assert fire(entry)
+    run_jobs(worker)
+    assert [row.user_id for row in LoginSession.select()] == [kept.id]
+    assert user_for_session(live).id == kept.id
+    entry.actor.send()  # idempotent: nothing left to do
+    run_jobs(worker)
+    assert LoginSession.select().count() == 1
