@@ -150,10 +150,8 @@ def user_for_key(key: str) -> tuple[User, ApiKey] | None:
 
 
 def start_session(user: User, days: int) -> str:
-    """A new log-in of `user` lasting `days`; its token becomes user.get_id(). The user's expired
-    log-ins are dropped here."""
+    """A new log-in of `user` lasting `days`; its token becomes user.get_id()."""
     token = secrets.token_urlsafe(32)
-    LoginSession.delete().where(LoginSession.user == user, LoginSession.expires_at < utcnow()).execute()
     LoginSession.create(user=user, token_hash=hash_key(token), expires_at=utcnow() + timedelta(days=days))
     user.login_token = token
     return token
@@ -168,6 +166,11 @@ def user_for_session(token: str) -> User | None:
         return None
     row.user.login_token = token
     return row.user
+
+
+def delete_expired_sessions() -> int:
+    """Drops every log-in past its expiry (the scheduled jobs.accounts.expire_login_sessions)."""
+    return LoginSession.delete().where(LoginSession.expires_at <= utcnow()).execute()
 
 
 def end_session(token: str) -> None:

@@ -24,7 +24,7 @@ class Entry:
 
 
 def schedule_table() -> list[Entry]:
-    from jobs import generation, images, leaderboards, queues, search, stats, storage, uploads
+    from jobs import accounts, generation, images, leaderboards, queues, search, stats, storage, uploads
     return [
         Entry(search.flush_search_index, 5),
         Entry(images.score_unscored_images, 600),
@@ -34,6 +34,7 @@ def schedule_table() -> list[Entry]:
         Entry(leaderboards.refresh_leaderboards, 900),
         Entry(leaderboards.refresh_popular_tags, 300),
         Entry(uploads.expire_uploads, 3600),
+        Entry(accounts.expire_login_sessions, 3600),
         Entry(storage.remove_orphan_blobs, 6 * 3600),
     ]
 
