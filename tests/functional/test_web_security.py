@@ -179,3 +179,17 @@ def test_model_and_file_names_carry_no_bidi_controls(client, alice):
     r = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(key),
                     content_type="multipart/form-data", data={"file": (io.BytesIO(b"x" * 10), "\u200fdog.safetensors")})
     assert r.status_code == 202 and r.get_json()["filename"] == "dog.safetensors"
+
+
+def test_the_operations_pages_metrics_link_works_for_its_admin(live_server, configure):
+    """With METRICS_TOKEN set, a signed-in admin following the Operations page's link gets the metrics;
+    anyone else still needs the token."""
+    configure(METRICS_TOKEN="scrape-token")
+    admin = logged_in(live_server, "nell", role="admin")
+    link = re.search(r'href="([^"]*metrics[^"]*)"', admin.get(f"{live_server}/operations").text).group(1)
+    r = admin.get(f"{live_server}{link}")
+    assert r.status_code == 200 and "atelier_queue_messages" in r.text
+    for visitor in (logged_in(live_server, "ned", role="moderator"), logged_in(live_server, "nia"),
+                    requests.Session()):
+        r = visitor.get(f"{live_server}{link}")
+        assert r.status_code == 401 and "atelier_" not in r.text
