@@ -5,17 +5,25 @@ import hmac
 import time
 
 from flask import Blueprint, Response, g, request
+from flask_login import current_user
 
 import settings
 
 bp = Blueprint("metrics", __name__)
 
 
+def allowed() -> bool:
+    """Without METRICS_TOKEN anyone; with it, its bearer (Prometheus) or a signed-in admin (the link on
+    the Operations page)."""
+    token = settings.get().metrics_token
+    if not token or hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+        return True
+    return current_user.is_authenticated and current_user.role == "admin"
+
+
 @bp.get("/metrics")
 def scrape():
-    token = settings.get().metrics_token
-    if token and not hmac.compare_digest(request.headers.get("Authorization", "").encode(),
-                                         f"Bearer {token}".encode()):
+    if not allowed():
         return Response("a METRICS_TOKEN is required: Authorization: Bearer <token>\n", status=401,
                         content_type="text/plain", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     import metrics
