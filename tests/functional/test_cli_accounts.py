@@ -54,3 +54,26 @@ def test_set_password_signs_every_browser_out():
     assert User.get(User.username == "petra").check_password("a long new password")
     assert user_for_session(token) is None and not LoginSession.select().exists()
     assert cli("user", "set-password", "nobody", input="a long new password\n").exit_code == 1
+
+
+def test_skeletons_are_recomputed_and_accounts_that_now_look_alike_are_kept():
+    """A migration recomputes stored skeletons when their definition changes; accounts that only now look
+    alike keep their names (the later one's skeleton is marked with its id), and new look-alikes are refused."""
+    import importlib
+
+    import pytest
+
+    from models_db import names
+    from models_db.accounts import create_user
+    from models_db.db import db
+    old = {"bob": "bob", "b0b": "b0b", "AIice": "aiice", "alice": "a1ice", "a0": "a0", "ao": "ao"}
+    for name, skeleton in old.items():  # stored by the previous definition, unique then
+        User.create(username=name, username_skeleton=skeleton)
+    importlib.import_module("models_db.migrations.0018_username_skeleton_digits").up(db)
+    stored = {u.username: (u.id, u.username_skeleton) for u in User.select()}
+    for first, later in (("bob", "b0b"), ("AIice", "alice"), ("a0", "ao")):
+        assert stored[first][1] == names.skeleton(first) == names.skeleton(later)
+        assert stored[later][1] == f"{names.skeleton(later)}#{stored[later][0]}"
+    for look_alike in ("B0B", "ALICE", "A0"):
+        with pytest.raises(ValueError, match="looks like"):
+            create_user(look_alike)

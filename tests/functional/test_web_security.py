@@ -193,3 +193,14 @@ def test_the_operations_pages_metrics_link_works_for_its_admin(live_server, conf
                     requests.Session()):
         r = visitor.get(f"{live_server}{link}")
         assert r.status_code == 401 and "atelier_" not in r.text
+
+
+def test_digit_and_letter_look_alikes_collide_whichever_came_first():
+    import pytest
+
+    from models_db.accounts import create_user
+    for first, later in (("AIice", "alice"), ("b0b", "bob"), ("bob2", "B0B2"), ("carol", "car0l"),
+                         ("milo", "m1l0"), ("ivan", "lvan"), ("l1nus", "iinus")):
+        create_user(first)
+        with pytest.raises(ValueError, match="looks like"):
+            create_user(later)
