@@ -123,14 +123,27 @@ def create_user(username: str, *, role: str = "user", password: str | None = Non
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if User.select().where(User.username == username).exists():
         raise ValueError(f"user {username!r} already exists")
-    alike = User.select(User.username).where(User.username_skeleton.in_(list(names.skeletons(username)))).first()
+    key = names.skeleton(username)
+    alike = User.select(User.username).where(User.username_skeleton == key).first()
     if alike is not None:
         raise ValueError(f"{username!r} looks like the existing user {alike.username!r}: choose another name")
-    user = User(username=username, username_skeleton=names.skeleton(username), role=role, email=email or None)
+    user = User(username=username, username_skeleton=key, role=role, email=email or None)
     if password:
         user.set_password(password)
     user.save()
     return user
+
+
+def store_username_skeletons() -> None:
+    """Computes every user's skeleton again (a migration runs it when names.skeleton changed). Accounts
+    that look alike already keep their names; the later one's skeleton gets '#<id>' (the column is unique)."""
+    User.update(username_skeleton=None).execute()  # no stale value stands in the way of a new one
+    taken = set()
+    for user in User.select(User.id, User.username).order_by(User.id):
+        key = names.skeleton(user.username)
+        key = key if key not in taken else f"{key}#{user.id}"
+        taken.add(key)
+        User.update(username_skeleton=key).where(User.id == user.id).execute()
 
 
 def create_api_key(user: User, name: str, scope: str = "read") -> tuple[ApiKey, str]:

@@ -27,17 +27,17 @@ def normal(text: str | None) -> str:
     return unicodedata.normalize("NFKC", text or "").strip()
 
 
+# after confusables: digits and letters that are told apart only by the font ('0'/'o', '1'/'l'/'i', and
+# 'I' once case is folded)
+FOLDS = str.maketrans("01i", "oll")
+
+
 def skeleton(name: str) -> str:
     """Names that look alike share a skeleton: case is folded, then every character becomes the lowest
-    ASCII character it can be taken for (Cyrillic 'а' -> 'a', fullwidth 'ａ' -> 'a'; 'l', '1' -> '1';
-    'o', '0' -> '0')."""
-    return "".join(_prototype(ch) for ch in normal(name).casefold())
-
-
-def skeletons(name: str) -> set[str]:
-    """skeleton(name), and the skeleton of how it looks before case is folded (capital 'I' reads as
-    'l': "AIice" beside "alice")."""
-    return {skeleton(name), "".join(_prototype(low) for ch in normal(name) for low in _prototype(ch).casefold())}
+    ASCII character it can be taken for (Cyrillic 'а' -> 'a', fullwidth 'ａ' -> 'a'), and FOLDS joins
+    '0' with 'o' and '1', 'l', 'i' (so 'I'). Stored in users.username_skeleton: a change here needs a
+    migration calling accounts.store_username_skeletons()."""
+    return "".join(_prototype(ch).casefold() for ch in normal(name).casefold()).translate(FOLDS)
 
 
 @functools.lru_cache(maxsize=8192)
