@@ -6,6 +6,7 @@ from flask_login import LoginManager
 
 from models_db.accounts import user_for_session
 from web.api import current_api_user, require_user
+from web.openapi import INT, STR, doc, obj
 
 bp = Blueprint("accounts", __name__)
 login_manager = LoginManager()
@@ -19,6 +20,9 @@ def load_user(login_token: str):
 
 @bp.get("/api/v1/me")
 @require_user("read")
+@doc("The user of the API key", "accounts", response=obj(
+    ("id", "username"), id=INT, username=STR, tier=STR, status=STR, role=STR, email={"type": ["string", "null"]},
+    image={"type": ["string", "null"]}))
 def me():
     user = current_api_user()
     return jsonify(id=user.id, username=user.username, tier="free", status="active", role=user.role,

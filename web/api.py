@@ -20,6 +20,36 @@ def error(status: int, reason: str, **extra):
     abort(response)
 
 
+def parsed(model):
+    """The request's JSON body validated by a pydantic model (web.bodies); 400 naming the first bad field."""
+    return validated(model, request.get_json(silent=True))
+
+
+def validated(model, data):
+    from pydantic import ValidationError
+    if not isinstance(data, list if "root" in model.model_fields else dict):
+        error(400, "send a JSON array" if "root" in model.model_fields else "send a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        name = ".".join(str(p) for p in first["loc"]) or "body"
+        error(400, validation_message(name, first), field=name)
+
+
+def validation_message(name: str, problem: dict) -> str:
+    kind = problem["type"]
+    if kind == "missing":
+        return f"{name} is required"
+    if kind == "literal_error":
+        return f"{name} must be one of: {problem['ctx']['expected']}"
+    if kind == "bool_type":
+        return f"{name} must be true or false"
+    if kind == "list_type":
+        return f"{name} must be a list"
+    return f"{name}: {problem['msg'].removeprefix('Value error, ')}"
+
+
 def multi(name: str) -> list[str]:
     """A list parameter sent as repeated keys, as one comma-separated value, or both."""
     out = []
@@ -129,6 +159,7 @@ def require_user(scope: str = "read"):
             if g.api_key is not None and not g.api_key.allows(scope):
                 error(403, f"This API key lacks the '{scope}' scope")
             return view(*args, **kwargs)
+        wrapped.api_scope = scope
         return wrapped
     return decorator
 

@@ -8,7 +8,9 @@ from flask import Blueprint, jsonify, request
 from models_db import catalog as c
 from models_db import catalog_queries as q
 from models_db.images import browsing_mask, showcase
-from web.api import absolute, boolean, current_api_user, download_url, error, integer, multi, page_url
+from web.api import absolute, boolean, current_api_user, download_url, error, integer, multi, page_url, parsed
+from web.bodies import Hashes
+from web.openapi import BOOL, INT, LIMIT, NUM, PAGE, PERIOD, STR, URL, array, doc, enum, obj, paged, param, ref
 
 bp = Blueprint("catalog", __name__)
 
@@ -110,7 +112,18 @@ def visible(model: dict) -> bool:
     return model["status"] == "Published" or staff or model["owner"] == viewer_id
 
 
+MODEL_QUERY = [
+    LIMIT(100), PAGE, param("cursor", description="opaque; from metadata.nextCursor"), param("query"), param("tag"),
+    param("username"), param("types", enum(c.MODEL_TYPES), many=True),
+    param("sort", enum(q.SORTS)), PERIOD, param("rating", NUM), param("primaryFileOnly", BOOL),
+    param("allowNoCredit", BOOL), param("allowDerivatives", BOOL), param("allowDifferentLicenses", BOOL),
+    param("allowCommercialUse", enum(c.COMMERCIAL_USES)), param("nsfw", BOOL),
+    param("baseModels", enum(c.BASE_MODELS), many=True), param("ids", INT, many=True)]
+SIMPLE_QUERY = [LIMIT(200), PAGE, param("cursor", description="the next page number"), param("query")]
+
+
 @bp.get("/api/v1/models")
+@doc("List published models", "catalog", response=paged(ref("Model")), query=MODEL_QUERY)
 def list_models():
     limit = integer("limit", 100, 1, 100)
     page = integer("page", None, 1)
@@ -164,6 +177,7 @@ def list_models():
 
 
 @bp.get("/api/v1/models/<int:model_id>")
+@doc("One model", "catalog", response=ref("Model"))
 def get_model(model_id: int):
     rows = q.model_rows([model_id])
     if not rows or rows[0]["status"] == "Deleted" or not visible(rows[0]):
@@ -192,6 +206,7 @@ def versions_json(version_ids: list[int]) -> list[dict]:
 
 
 @bp.get("/api/v1/model-versions/<int:version_id>")
+@doc("One model version", "catalog", response=ref("ModelVersion"))
 def get_version(version_id: int):
     found = versions_json([version_id])
     if not found:
@@ -200,6 +215,8 @@ def get_version(version_id: int):
 
 
 @bp.get("/api/v1/model-versions/by-hash/<string:file_hash>")
+@doc("The version holding a file with this SHA256, AutoV1, AutoV2, CRC32 or BLAKE3 (any case)", "catalog",
+     response=ref("ModelVersion"))
 def get_version_by_hash(file_hash: str):
     found = versions_json(q.version_ids_by_hash([file_hash], *viewer()))
     if not found:
@@ -208,13 +225,9 @@ def get_version_by_hash(file_hash: str):
 
 
 @bp.post("/api/v1/model-versions/by-hash")
+@doc("Versions for up to 100 hashes", "catalog", response=array(ref("ModelVersion")), body=Hashes)
 def versions_by_hash():
-    hashes = request.get_json(silent=True)
-    if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
-        error(400, "send a JSON array of hashes")
-    if len(hashes) > 100:
-        error(400, "at most 100 hashes per request")
-    return jsonify(versions_json(q.version_ids_by_hash(hashes, *viewer())))
+    return jsonify(versions_json(q.version_ids_by_hash(parsed(Hashes).root, *viewer())))
 
 
 def _simple_page(fetch, make):
@@ -236,12 +249,16 @@ def _simple_page(fetch, make):
 
 
 @bp.get("/api/v1/tags")
+@doc("Tags with model counts", "catalog", response=paged(obj(name=STR, modelCount=INT, link=URL)),
+     query=SIMPLE_QUERY)
 def list_tags():
     return _simple_page(q.tag_page, lambda r: {
         "name": r[0], "modelCount": r[1], "link": absolute("catalog.list_models", tag=r[0])})
 
 
 @bp.get("/api/v1/creators")
+@doc("Creators with model counts", "catalog", query=SIMPLE_QUERY,
+     response=paged(obj(username=STR, modelCount=INT, link=URL, image={"type": ["string", "null"]})))
 def list_creators():
     return _simple_page(q.creator_page, lambda r: {
         "username": r[0], "modelCount": r[2], "link": absolute("catalog.list_models", username=r[0]),
@@ -249,6 +266,7 @@ def list_creators():
 
 
 @bp.get("/api/v1/enums")
+@doc("Enumerations", "catalog", response={"type": "object", "additionalProperties": {"type": ["array", "object"]}})
 def enums():
     return jsonify({
         "ModelType": list(c.MODEL_TYPES), "ModelFileType": list(c.FILE_TYPES),

@@ -2,55 +2,16 @@
 from __future__ import annotations
 
 import nh3
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from models_db import catalog as c
-from models_db import names
 from models_db.db import transaction
-from web.api import current_api_user, error, require_user
+from web.api import current_api_user, error, parsed, require_user
+from web.bodies import NewModel, NewVersion
 from web.catalog import models_json, versions_json
+from web.openapi import doc, ref
 
 bp = Blueprint("creators", __name__)
-
-
-def body() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        error(400, "send a JSON object")
-    return data
-
-
-def text(data: dict, name: str, *, required=False, max_len=255) -> str | None:
-    value = data.get(name)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            error(400, f"{name} is required")
-        return None
-    if not isinstance(value, str) or len(value) > max_len:
-        error(400, f"{name} must be a string of at most {max_len} characters")
-    return value.strip()
-
-
-def display_name(data: dict, name: str) -> str:
-    """A required name shown to others (model, version): no bidirectional controls."""
-    try:
-        return names.refuse_bidi_controls(text(data, name, required=True), name)
-    except ValueError as exc:
-        error(400, str(exc))
-
-
-def choice(data: dict, name: str, options, default=None):
-    value = data.get(name, default)
-    if value not in options:
-        error(400, f"{name} must be one of: {', '.join(options)}")
-    return value
-
-
-def flag(data: dict, name: str, default: bool) -> bool:
-    value = data.get(name, default)
-    if not isinstance(value, bool):
-        error(400, f"{name} must be true or false")
-    return value
 
 
 def owned_model(model_id: int) -> c.Model:
@@ -69,35 +30,17 @@ def owned_version(version_id: int) -> c.ModelVersion:
     return version
 
 
-def model_fields(data: dict) -> dict:
-    uses = data.get("allowCommercialUse", ["Image", "Rent", "Sell"])
-    if isinstance(uses, str):
-        uses = [uses]
-    if not isinstance(uses, list) or any(u not in c.COMMERCIAL_USES for u in uses):
-        error(400, "allowCommercialUse must be a list of: None, Image, Rent, Sell")
-    tags = data.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        error(400, "tags must be a list of strings")
-    return {
-        "name": display_name(data, "name"),
-        "type": choice(data, "type", c.MODEL_TYPES),
-        "description": nh3.clean(text(data, "description", max_len=100_000) or ""),
-        "nsfw": flag(data, "nsfw", False), "poi": flag(data, "poi", False),
-        "allow_no_credit": flag(data, "allowNoCredit", True),
-        "allow_derivatives": flag(data, "allowDerivatives", True),
-        "allow_different_license": flag(data, "allowDifferentLicense", True),
-        "allow_commercial_use": ",".join(u for u in uses if u != "None"),
-        "tags": tags,
-    }
+def model_fields(data: NewModel) -> dict:
+    uses = [data.allowCommercialUse] if isinstance(data.allowCommercialUse, str) else data.allowCommercialUse
+    return {"name": data.name, "type": data.type, "description": nh3.clean(data.description), "nsfw": data.nsfw,
+            "poi": data.poi, "allow_no_credit": data.allowNoCredit, "allow_derivatives": data.allowDerivatives,
+            "allow_different_license": data.allowDifferentLicense,
+            "allow_commercial_use": ",".join(u for u in uses if u != "None"), "tags": data.tags}
 
 
-def version_fields(data: dict) -> dict:
-    words = data.get("trainedWords", [])
-    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-        error(400, "trainedWords must be a list of strings")
-    return {"name": display_name(data, "name"), "base_model": choice(data, "baseModel", c.BASE_MODELS),
-            "description": nh3.clean(text(data, "description", max_len=100_000) or ""),
-            "trained_words": words, "login_required": flag(data, "loginRequired", False)}
+def version_fields(data: NewVersion) -> dict:
+    return {"name": data.name, "base_model": data.baseModel, "description": nh3.clean(data.description),
+            "trained_words": data.trainedWords, "login_required": data.loginRequired}
 
 
 def publish_version(version: c.ModelVersion) -> None:
@@ -109,9 +52,9 @@ def publish_version(version: c.ModelVersion) -> None:
 
 @bp.post("/api/v1/models")
 @require_user("write")
+@doc("Create a model (Draft)", "creators", status=201, response=ref("Model"), body=NewModel)
 def post_model():
-    data = body()
-    fields = model_fields(data)
+    fields = model_fields(parsed(NewModel))
     with transaction():
         model = c.create_model(current_api_user(), **fields)
     return jsonify(models_json([_row(model.id)], require_versions=False)[0]), 201
@@ -119,11 +62,11 @@ def post_model():
 
 @bp.post("/api/v1/model-versions")
 @require_user("write")
+@doc("Create a version of one of your models", "creators", status=201, response=ref("ModelVersion"),
+     body=NewVersion, errors={404: "no such model of yours"})
 def post_version():
-    data = body()
-    if not isinstance(data.get("modelId"), int):
-        error(400, "modelId is required")
-    model = owned_model(data["modelId"])
+    data = parsed(NewVersion)
+    model = owned_model(data.modelId)
     fields = version_fields(data)
     with transaction():
         version = c.create_version(model, **fields)
@@ -132,6 +75,7 @@ def post_version():
 
 @bp.post("/api/v1/model-versions/<int:version_id>/publish")
 @require_user("write")
+@doc("Publish a version", "creators", response=ref("ModelVersion"), errors={409: "no accepted file"})
 def post_publish_version(version_id: int):
     version = owned_version(version_id)
     with transaction():
@@ -141,6 +85,8 @@ def post_publish_version(version_id: int):
 
 @bp.post("/api/v1/models/<int:model_id>/publish")
 @require_user("write")
+@doc("Publish every version that has an accepted file", "creators", response=ref("Model"),
+     errors={409: "nothing to publish"})
 def post_publish_model(model_id: int):
     model = owned_model(model_id)
     with transaction():

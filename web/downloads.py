@@ -11,10 +11,11 @@ from flask import Blueprint, redirect, request, send_file
 
 import settings
 from metrics import definitions as m
-from models_db.catalog import Model, ModelFile, ModelVersion
+from models_db.catalog import FILE_FORMATS, FILE_FPS, FILE_SIZES, FILE_TYPES, Model, ModelFile, ModelVersion
 from models_db.db import on_commit
 from models_db.storage import LocalBlobStore, content_disposition, get_store
 from web.api import absolute, current_api_user, error
+from web.openapi import BINARY, INT, doc, enum, param
 
 bp = Blueprint("downloads", __name__)
 LOGIN_MESSAGE = ("The creator of this asset requires you to be logged in to download it: send an API key "
@@ -42,6 +43,10 @@ def sign(file_id: int, expires: int) -> str:
 
 
 @bp.get("/api/download/models/<int:version_id>")
+@doc("Download a file of a version: 307 to a signed storage URL that needs no key", "downloads", status=307,
+     query=[param("type", enum(FILE_TYPES)), param("format", enum(FILE_FORMATS)), param("size", enum(FILE_SIZES)),
+            param("fp", enum(FILE_FPS)), param("fileId", INT)],
+     errors={401: "the creator requires a logged-in download", 403: "the file failed its scan"})
 def download_version(version_id: int):
     user = current_api_user()
     version = ModelVersion.select(ModelVersion, Model).join(Model).where(ModelVersion.id == version_id).first()
@@ -75,6 +80,12 @@ def download_version(version_id: int):
 
 
 @bp.get("/api/download/files/<int:file_id>/<path:filename>")
+@doc("The file bytes (signed link); honours Range with 206/416", "downloads", response=BINARY,
+     media="application/octet-stream",
+     query=[param("expires", INT, required=True), param("sig", required=True), param("Range", where="header")],
+     errors={206: {"description": "a range of the bytes",
+                   "content": {"application/octet-stream": {"schema": BINARY}}},
+             403: "bad or expired link", 416: "range not satisfiable"})
 def blob(file_id: int, filename: str):
     expires = request.args.get("expires", "")
     if not expires.isdigit() or not hmac.compare_digest(request.args.get("sig", ""), sign(file_id, int(expires))):

@@ -7,13 +7,16 @@ from flask import Blueprint, Response, jsonify, request
 
 import settings
 
-from gpu.request import RequestError, parse
+from gpu.request import GenerationRequest, RequestError, parse
 from jobs import generation as jobs
 from models_db import generation as gen
 from models_db.redis_store import give_back_place, take_place
 from web import streams
 from web.api import absolute, body_limit, current_api_user, error, integer, require_user, send_blob
 from web.catalog import iso
+from web.openapi import INT, LIMIT, STR, doc, items_of, obj, param, ref
+
+PNG = {"type": "string", "format": "binary"}
 
 bp = Blueprint("generation", __name__)
 
@@ -52,6 +55,8 @@ def request_error(exc: RequestError):
 @bp.post("/api/v1/generation")
 @body_limit(lambda s: s.max_generation_request_bytes)
 @require_user("write")
+@doc("Queue a generation run: one prompt × quantity, a prompts list, {a|b}/__wildcard__ templates or an XYZ grid",
+     "generation", status=202, response=ref("GenerationRun"), body=GenerationRequest)
 def create():
     try:
         run = jobs.submit(current_api_user(), parse(request.get_json(silent=True)), source="api")
@@ -62,6 +67,8 @@ def create():
 
 @bp.get("/api/v1/generation/runs")
 @require_user("read")
+@doc("Your latest runs (without their jobs)", "generation", response=items_of(ref("GenerationRun")),
+     query=[LIMIT(100)])
 def runs():
     limit = integer("limit", 20, 1, 100)
     query = (gen.GenerationRun.select().where(gen.GenerationRun.user == current_api_user())
@@ -71,12 +78,15 @@ def runs():
 
 @bp.get("/api/v1/generation/runs/<int:run_id>")
 @require_user("read")
+@doc("A run: status, progress, jobs and image URLs", "generation", response=ref("GenerationRun"))
 def run_status(run_id: int):
     return jsonify(run_json(own_run(run_id)))
 
 
 @bp.delete("/api/v1/generation/runs/<int:run_id>")
 @require_user("write")
+@doc("Cancel: queued jobs are dropped, a running batch stops at its next step", "generation",
+     response=ref("GenerationRun"))
 def cancel(run_id: int):
     run = own_run(run_id)
     if run.status not in gen.RUN_FINISHED:
@@ -86,6 +96,8 @@ def cancel(run_id: int):
 
 @bp.get("/api/v1/generation/jobs/<int:job_id>/image.png")
 @require_user("read")
+@doc("A job's PNG (with its A1111 parameters chunk)", "generation", response=PNG, media="image/png",
+     errors={302: {"description": "redirect to the stored file (S3 storage)"}})
 def job_image(job_id: int):
     job = gen.GenerationJob.get_or_none(gen.GenerationJob.id == job_id)
     if job is None or not job.output_blob:
@@ -96,6 +108,8 @@ def job_image(job_id: int):
 
 @bp.get("/api/v1/generation/runs/<int:run_id>/grid/<int:n>.png")
 @require_user("read")
+@doc("The n-th XYZ grid image of a run", "generation", response=PNG, media="image/png",
+     errors={302: {"description": "redirect to the stored file (S3 storage)"}})
 def grid_image(run_id: int, n: int):
     blobs = json.loads(own_run(run_id).grid_blobs or "[]")
     if not 0 <= n < len(blobs):
@@ -105,6 +119,11 @@ def grid_image(run_id: int, n: int):
 
 @bp.get("/api/v1/generation/runs/<int:run_id>/events")
 @require_user("read")
+@doc("Server-Sent Events until the run ends: queued, started, step, image, grid, done, failed, cancelled; each "
+     "kept event has an id for Last-Event-ID", "generation", media="text/event-stream",
+     response=obj(("event", "data"), id=STR, event=STR,
+                  data={"type": "string", "contentMediaType": "application/json"}),
+     query=[param("Last-Event-ID", INT, where="header"), param("after", INT)])
 def events(run_id: int):
     """Server-Sent Events: every kept event since Last-Event-ID (or the start), then live ones, until
     the run ends (web/streams.py). Under the ASGI server the stream holds no request thread."""

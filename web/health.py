@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from web.openapi import doc, ref
+
 bp = Blueprint("health", __name__)
 
 
@@ -35,6 +37,8 @@ def _storage() -> str:
 
 
 @bp.get("/healthz")
+@doc("Health of database, Redis and storage", "meta", response=ref("Health"),
+     errors={503: {"description": "something is down", "content": {"application/json": {"schema": ref("Health")}}}})
 def healthz():
     checks = {"database": _check(_database), "redis": _check(_redis), "storage": _check(_storage)}
     ok = all(c["ok"] for c in checks.values())

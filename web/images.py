@@ -25,9 +25,12 @@ from web.api import (
     error,
     integer,
     page_url,
+    parsed,
     require_user,
     send_blob,
 )
+from web.bodies import PostIn, ReportIn
+from web.openapi import BINARY, INT, LIMIT, PAGE, PERIOD, STR, URL, doc, enum, multipart, obj, paged, param, ref
 
 bp = Blueprint("images", __name__)
 MAX_IMAGE_BYTES = 50 << 20
@@ -76,7 +79,15 @@ def requested_mask() -> int:
     return im.BROWSING["X"] if flag else im.BROWSING["None"]
 
 
+IMAGE_QUERY = [
+    LIMIT(200), param("cursor"), PAGE, param("postId", INT), param("modelId", INT), param("modelVersionId", INT),
+    param("username"), param("nsfw", description="None|Soft|Mature|X or true/false"),
+    param("sort", enum(SORTS)), PERIOD, param("withMeta", {"type": "boolean"})]
+COUNTS = obj(**{f"{k.lower()}Count": INT for k in im.REACTIONS})
+
+
 @bp.get("/api/v1/images")
+@doc("Images, as Civitai's images API", "images", response=paged(ref("Image")), query=IMAGE_QUERY)
 def list_images():
     limit = integer("limit", 100, 1, 200)
     sort = request.args.get("sort") or "Newest"
@@ -140,6 +151,10 @@ def list_images():
 @bp.post("/api/v1/images")
 @body_limit(lambda s: MAX_IMAGE_BYTES + FORM_OVERHEAD)
 @require_user("write")
+@doc("Upload an image (processed and NSFW-scored by workers)", "images", status=202,
+     response=obj(("id", "status"), id=INT, status=STR, statusUrl=URL),
+     body=multipart(("file",), file=BINARY, postId=INT, modelVersionId=INT),
+     errors={404: "no such post or model version"})
 def upload_image():
     """multipart/form-data: file, optional postId and modelVersionId (a showcase image of your own
     version, a community image of someone else's)."""
@@ -180,6 +195,7 @@ def upload_image():
 
 
 @bp.get("/api/v1/images/<int:image_id>")
+@doc("One image (owners also see Pending/Rejected with the reason)", "images", response=ref("Image"))
 def get_image(image_id: int):
     Img = im.Image
     row = (Img.select(Img, User.username, ModelVersion.base_model).join(User, on=(Img.user == User.id))
@@ -230,6 +246,8 @@ def image_file(image_id: int, width: int, name: str):
 
 @bp.route("/api/v1/images/<int:image_id>/reactions/<kind>", methods=["PUT", "DELETE"])
 @require_user("write")
+@doc("Add (PUT) or remove (DELETE) a reaction: one per user and kind", "images", response=COUNTS,
+     path={"kind": enum(im.REACTIONS)}, errors={400: "unknown reaction"})
 def reaction(image_id: int, kind: str):
     if kind not in im.REACTIONS:
         error(400, f"reaction must be one of: {', '.join(im.REACTIONS)}")
@@ -242,10 +260,9 @@ def reaction(image_id: int, kind: str):
 
 @bp.post("/api/v1/images/<int:image_id>/report")
 @require_user("write")
+@doc("Report an image to the moderators", "images", status=202, response=obj(status=STR), body=ReportIn)
 def report(image_id: int):
-    reason = ((request.get_json(silent=True) or {}).get("reason") or "").strip()
-    if not reason or len(reason) > 1000:
-        error(400, "give a reason (1-1000 characters)")
+    reason = parsed(ReportIn).reason
     with transaction():
         im.report(visible_image(image_id), current_api_user(), reason)
     return jsonify(status="reported"), 202
@@ -253,13 +270,13 @@ def report(image_id: int):
 
 @bp.post("/api/v1/posts")
 @require_user("write")
+@doc("Create a post (a group of images, optionally on a model version)", "images", status=201, body=PostIn,
+     response=obj(id=INT, title=STR, modelVersionId={"type": ["integer", "null"]}),
+     errors={404: "no such model version"})
 def create_post():
-    data = request.get_json(silent=True) or {}
-    version = visible_version(data["modelVersionId"]) if data.get("modelVersionId") is not None else None
-    title = data.get("title") or ""
-    if not isinstance(title, str) or len(title) > 255:
-        error(400, "title must be a string of at most 255 characters")
-    post = im.Post.create(user=current_api_user(), model_version=version, title=title)
+    data = parsed(PostIn)
+    version = visible_version(data.modelVersionId) if data.modelVersionId is not None else None
+    post = im.Post.create(user=current_api_user(), model_version=version, title=data.title or "")
     return jsonify(id=post.id, title=post.title, modelVersionId=version.id if version else None), 201
 
 

@@ -2,16 +2,17 @@
 users), and each user's browsing level."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from models_db import images as im
 from models_db.accounts import User
 from models_db.db import transaction
-from web.api import current_api_user, error, integer, require_user
+from web.api import current_api_user, error, integer, parsed, require_user
+from web.bodies import BrowsingSetting, Decision, Vote
 from web.images import image_url, level_name
+from web.openapi import BOOL, INT, LIMIT, NUM, STR, URL, array, doc, items_of, obj, ref
 
 bp = Blueprint("moderation", __name__)
-ACTIONS = ("approve", "set-level", "remove", "block")
 
 
 def require_staff():
@@ -27,16 +28,14 @@ def queue_item(image: im.Image) -> dict:
             "votes": {str(v.level): v.weight for v in image.votes}}
 
 
-def parse_level(value) -> int:
-    if isinstance(value, str) and value in im.LEVELS:
-        return im.LEVELS[value]
-    if value in im.LEVELS.values():
-        return value
-    error(400, f"level must be one of: {', '.join(im.LEVELS)} (or their numbers)")
+def level_bit(value: str | int) -> int:
+    return im.LEVELS[value] if isinstance(value, str) else value
 
 
 @bp.get("/api/v1/moderation/queue")
 @require_user("read")
+@doc("Images waiting for review (moderators)", "moderation", response=items_of(ref("ModerationItem")),
+     query=[LIMIT(200)], errors={403: "moderators only"})
 def review_queue():
     require_staff()
     limit = integer("limit", 50, 1, 200)
@@ -45,13 +44,15 @@ def review_queue():
 
 @bp.post("/api/v1/moderation/images/<int:image_id>")
 @require_user("write")
+@doc("Decide on an image: approve, set-level, remove, block (moderators)", "moderation",
+     response=ref("ModerationItem"), body=Decision)
 def decide(image_id: int):
     require_staff()
-    data = request.get_json(silent=True) or {}
-    action = data.get("action")
-    if action not in ACTIONS:
-        error(400, f"action must be one of: {', '.join(ACTIONS)}")
-    level = parse_level(data.get("level")) if action == "set-level" else None
+    data = parsed(Decision)
+    action = data.action
+    if action == "set-level" and data.level is None:
+        error(400, "level is required for set-level", field="level")
+    level = level_bit(data.level) if action == "set-level" else None
     image = im.Image.get_or_none(im.Image.id == image_id)
     if image is None or image.status not in ("Ready", "Removed"):
         error(404, f"No image with id {image_id}")
@@ -62,6 +63,9 @@ def decide(image_id: int):
 
 @bp.get("/api/v1/rating-game/next")
 @require_user("read")
+@doc("The next image for you to rate", "moderation",
+     response=obj(("item",), item={"type": ["object", "null"], "properties": {
+         "id": INT, "url": URL, "levels": array(STR)}}))
 def next_to_rate():
     image = im.game_queue(current_api_user()).first()
     if image is None:
@@ -71,8 +75,10 @@ def next_to_rate():
 
 @bp.post("/api/v1/rating-game/<int:image_id>")
 @require_user("write")
+@doc("Vote a level; weighted votes settle it", "moderation", response=obj(settled=BOOL, nsfwLevel=INT), body=Vote,
+     errors={403: "your own image, or Blocked (moderators only)"})
 def rate(image_id: int):
-    level = parse_level((request.get_json(silent=True) or {}).get("level"))
+    level = level_bit(parsed(Vote).level)
     if level == im.BLOCKED:
         error(403, "only moderators block images; report it (or vote XXX) instead")
     image = im.Image.get_or_none(im.Image.id == image_id)
@@ -90,6 +96,8 @@ def rate(image_id: int):
 
 
 @bp.get("/api/v1/rating-game/leaderboard")
+@doc("Raters by weight", "moderation", response=items_of(obj(
+    position=INT, username=STR, weight=NUM, votes=INT, agreed=INT, disagreed=INT)))
 def rater_leaderboard():
     rows = (im.Rater.select(im.Rater, User.username).join(User).where(im.Rater.votes > 0)
             .order_by(im.Rater.weight.desc(), im.Rater.agreed.desc(), User.username).limit(100).dicts())
@@ -100,11 +108,9 @@ def rater_leaderboard():
 
 @bp.put("/api/v1/me/settings")
 @require_user("write")
+@doc("Set your browsing level", "accounts", response=obj(browsingLevel=STR, browsingMask=INT), body=BrowsingSetting)
 def settings_():
-    data = request.get_json(silent=True) or {}
-    level = data.get("browsingLevel")
-    if level not in im.BROWSING:
-        error(400, f"browsingLevel must be one of: {', '.join(im.BROWSING)}")
+    level = parsed(BrowsingSetting).browsingLevel
     user = current_api_user()
     User.update(browsing_level=im.BROWSING[level]).where(User.id == user.id).execute()
     return jsonify(browsingLevel=level, browsingMask=im.BROWSING[level])

@@ -1,22 +1,81 @@
-"""GET /api/v1/openapi.json: an OpenAPI 3 description of every API endpoint."""
+"""GET /api/v1/openapi.json: the OpenAPI 3.1 document, built from the app itself. Paths and path parameters
+come from the URL rules, auth from require_user, request bodies from the pydantic models the views validate
+with (web.bodies, gpu.request), and the standard error answers from what each operation takes. Each view
+says the rest with @doc: summary, query parameters, its success body (the response schemas below)."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+import re
+from dataclasses import dataclass, field
+
+from apispec import APISpec
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.routing import IntegerConverter, PathConverter, UnicodeConverter
 
 from models_db import catalog as c
 
 bp = Blueprint("openapi", __name__)
+DOCUMENTED = ("/api/", "/healthz")
+MAX_ID = 2**63 - 1
 
 
+@dataclass
+class Doc:
+    """What the document says of a view beyond its route, auth and body model."""
+    summary: str
+    tag: str
+    response: dict | None = None  # the success body's schema
+    status: int = 200
+    body: object = None  # a pydantic model, or a requestBody object for other media types
+    media: str = "application/json"  # of the success body
+    query: list = field(default_factory=list)
+    path: dict = field(default_factory=dict)  # path parameter schemas narrower than the rule's: {name: schema}
+    errors: dict = field(default_factory=dict)  # answers beyond the standard ones: {409: "why"}
+
+
+def doc(summary: str, tag: str, **details):
+    def decorator(view):
+        view.api_doc = Doc(summary, tag, **details)
+        return view
+    return decorator
+
+
+# ---- schema helpers --------------------------------------------------------------------------------
 def ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def param(name, where="query", schema=None, description="", required=False, many=False) -> dict:
-    schema = schema or {"type": "string"}
-    if many:
-        schema = {"type": "array", "items": schema}
-    out = {"name": name, "in": where, "schema": schema, "required": required or where == "path"}
+def nullable(schema: dict) -> dict:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def enum(values) -> dict:
+    return {"type": "string", "enum": list(values)}
+
+
+def array(items: dict) -> dict:
+    return {"type": "array", "items": items}
+
+
+def obj(required=(), **properties) -> dict:
+    out = {"type": "object", "properties": properties}
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+def paged(item: dict) -> dict:
+    return obj(("items", "metadata"), items=array(item), metadata=ref("PageMetadata"))
+
+
+def items_of(item: dict) -> dict:
+    return obj(("items",), items=array(item))
+
+
+def param(name: str, schema: dict | None = None, where="query", description="", required=False,
+          many=False) -> dict:
+    schema = schema or STR
+    out = {"name": name, "in": where, "required": required,
+           "schema": array(schema) if many else schema}
     if many:
         out.update(style="form", explode=True)
     if description:
@@ -24,398 +83,184 @@ def param(name, where="query", schema=None, description="", required=False, many
     return out
 
 
-def json_body(schema: dict) -> dict:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+STR, INT, NUM, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+DATE = {"type": "string", "format": "date-time"}
+URL = {"type": "string", "format": "uri"}
+COUNT = {"type": "integer", "minimum": 0}
+LIMIT = lambda hi: param("limit", {"type": "integer", "minimum": 1, "maximum": hi})  # noqa: E731
+PAGE = param("page", {"type": "integer", "minimum": 1})
+PERIOD = param("period", enum(("AllTime", "Year", "Month", "Week", "Day")))
+BINARY = {"type": "string", "format": "binary"}
 
 
-def answer(description: str, schema: dict | None = None, extra: dict | None = None) -> dict:
-    out: dict = {"200": {"description": description}}
-    if schema is not None:
-        out["200"]["content"] = {"application/json": {"schema": schema}}
-    for code, text in (extra or {}).items():
-        out[str(code)] = {"description": text, "content": {"application/json": {"schema": ref("Error")}}}
-    return out
+def multipart(required=(), **fields) -> dict:
+    return {"required": True, "content": {"multipart/form-data": {"schema": obj(required, **fields)}}}
 
 
-def op(summary: str, responses: dict, params=(), body=None, auth=None, tag="catalog") -> dict:
-    out = {"summary": summary, "tags": [tag], "parameters": list(params), "responses": responses}
-    if body:
-        out["requestBody"] = body
-    if auth:
-        out["security"] = [{"bearer": []}, {"token": []}]
-        out["description"] = f"Needs an API key with the `{auth}` scope."
-    return out
-
-
-INT = {"type": "integer"}
-BOOL = {"type": "boolean"}
-ENUM = lambda values: {"type": "string", "enum": list(values)}  # noqa: E731
-PAGED = lambda item: {"type": "object", "properties": {  # noqa: E731
-    "items": {"type": "array", "items": item}, "metadata": ref("PageMetadata")}}
-MODEL_ID = param("model_id", "path", INT)
-VERSION_ID = param("version_id", "path", INT)
-UPLOAD_ID = param("upload_id", "path")
-RUN_ID = param("run_id", "path", INT)
-REF = {"oneOf": [{"type": "integer"}, {"type": "string"}],
-       "description": "catalog version id, AIR (urn:air:…) or file hash (AutoV2/SHA256)"}
-
+# ---- response schemas: the Civitai v1 shapes (shared/reference) and Atelier's own -----------------
+STATS = {"type": "object", "additionalProperties": NUM}
 SCHEMAS = {
-    "GenerationRequest": {"type": "object", "required": ["model"], "additionalProperties": False, "properties": {
-        "model": REF, "prompt": {"type": "string"}, "prompts": {"type": "array", "items": {"type": "string"}},
-        "negative_prompt": {"type": "string"}, "style": {"type": "string"},
-        "width": {"type": "integer", "minimum": 64, "maximum": 4096},
-        "height": {"type": "integer", "minimum": 64, "maximum": 4096},
-        "steps": {"type": "integer", "minimum": 1, "maximum": 150}, "cfg_scale": {"type": "number"},
-        "sampler": {"type": "string", "description": "an A1111 sampler name (GET /sdapi/v1/samplers)"},
-        "seed": {"type": "integer", "minimum": -1}, "quantity": {"type": "integer", "minimum": 1, "maximum": 1000},
-        "clip_skip": {"type": "integer", "minimum": 1, "maximum": 12},
-        "resources": {"type": "array", "items": {"type": "object", "required": ["id"], "properties": {
-            "id": REF, "weight": {"type": "number"}}}},
-        "vae": REF, "init_image": {"type": "string", "format": "byte"}, "mask": {"type": "string", "format": "byte"},
-        "denoising_strength": {"type": "number", "minimum": 0, "maximum": 1},
-        "hires": {"type": "object", "properties": {"scale": {"type": "number"}, "steps": {"type": "integer"},
-                                                   "denoising_strength": {"type": "number"}}},
-        "controlnet": {"type": "object", "required": ["model", "image"], "properties": {
-            "model": REF, "image": {"type": "string", "format": "byte"}, "scale": {"type": "number"}}},
-        "combinatorial": {"type": "boolean"}, "wildcards": {"type": "array", "items": REF},
-        "grid": {"type": "object", "required": ["x"], "properties": {axis: {"type": "object", "properties": {
-            "field": {"type": "string"}, "values": {"oneOf": [{"type": "array", "items": {}}, {"type": "string"}]}}}
-            for axis in ("x", "y", "z")}}}},
-    "GenerationRun": {"type": "object", "properties": {
-        "id": {"type": "integer"},
-        "status": {"type": "string", "enum": ["Queued", "Running", "Done", "Failed", "Cancelled"]},
-        "total": {"type": "integer"}, "done": {"type": "integer"}, "failed": {"type": "integer"},
-        "progress": {"type": "number"}, "eventsUrl": {"type": "string"},
-        "grids": {"type": "array", "items": {"type": "string"}},
-        "jobs": {"type": "array", "items": {"type": "object", "properties": {
-            "id": {"type": "integer"}, "index": {"type": "integer"}, "state": {"type": "string"},
-            "prompt": {"type": "string"}, "seed": {"type": "integer"}, "imageUrl": {"type": "string", "nullable": True},
-            "error": {"type": "string", "nullable": True}}}}}},
-    "Review": {"type": "object", "properties": {
-        "id": INT, "modelId": INT, "modelVersionId": INT, "username": {"type": "string"}, "recommended": BOOL,
-        "rating": INT, "details": {"type": "string"}, "createdAt": {"type": "string", "format": "date-time"},
-        "updatedAt": {"type": "string", "format": "date-time"}}},
-    "Comment": {"type": "object", "properties": {
-        "id": INT, "modelId": INT, "username": {"type": "string"}, "content": {"type": "string"},
-        "createdAt": {"type": "string", "format": "date-time"}}},
-    "Error": {"type": "object", "required": ["error"], "properties": {
-        "error": {"type": "string"}, "message": {"type": "string"}}},
-    "PageMetadata": {"type": "object", "properties": {
-        "totalItems": INT, "currentPage": INT, "pageSize": INT, "totalPages": INT,
-        "nextPage": {"type": "string", "format": "uri"}, "prevPage": {"type": "string", "format": "uri"},
-        "nextCursor": {"type": "string"}}},
-    "File": {"type": "object", "properties": {
-        "id": INT, "sizeKB": {"type": "number"}, "name": {"type": "string"}, "type": ENUM(c.FILE_TYPES),
-        "pickleScanResult": ENUM(c.SCAN_RESULTS), "pickleScanMessage": {"type": "string", "nullable": True},
-        "virusScanResult": ENUM(c.SCAN_RESULTS), "virusScanMessage": {"type": "string", "nullable": True},
-        "scannedAt": {"type": "string", "format": "date-time", "nullable": True},
-        "metadata": {"type": "object", "properties": {"format": ENUM(c.FILE_FORMATS), "size": ENUM(c.FILE_SIZES),
-                                                      "fp": {"type": "string", "nullable": True}}},
-        "hashes": {"type": "object", "properties": {t: {"type": "string"} for t in c.HASH_TYPES}},
-        "downloadUrl": {"type": "string", "format": "uri"}, "primary": BOOL}},
-    "ModelVersion": {"type": "object", "properties": {
-        "id": INT, "modelId": INT, "index": INT, "name": {"type": "string"},
-        "description": {"type": "string", "nullable": True},
-        "baseModel": ENUM(c.BASE_MODELS), "baseModelType": {"type": "string"},
-        "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"},
-        "publishedAt": {"type": "string", "format": "date-time", "nullable": True}, "status": ENUM(c.MODEL_STATUSES),
-        "availability": {"type": "string"}, "nsfwLevel": INT,
-        "trainedWords": {"type": "array", "items": {"type": "string"}},
-        "earlyAccessTimeFrame": INT, "uploadType": {"type": "string"}, "air": {"type": "string"},
-        "stats": {"type": "object", "additionalProperties": {"type": "number"}},
-        "model": {"type": "object", "properties": {"name": {"type": "string"}, "type": ENUM(c.MODEL_TYPES),
-                                                   "nsfw": BOOL, "poi": BOOL}},
-        "files": {"type": "array", "items": ref("File")}, "images": {"type": "array", "items": {"type": "object"}},
-        "downloadUrl": {"type": "string", "format": "uri"}}},
-    "Model": {"type": "object", "properties": {
-        "id": INT, "name": {"type": "string"}, "description": {"type": "string"}, "type": ENUM(c.MODEL_TYPES),
-        "poi": BOOL, "nsfw": BOOL, "nsfwLevel": INT, "allowNoCredit": BOOL,
-        "allowCommercialUse": {"type": "array", "items": ENUM(c.COMMERCIAL_USES)}, "allowDerivatives": BOOL,
-        "allowDifferentLicense": BOOL, "minor": BOOL, "availability": {"type": "string"},
-        "status": ENUM(c.MODEL_STATUSES),
-        "stats": {"type": "object", "additionalProperties": {"type": "number"}},
-        "creator": {"type": "object", "properties": {"username": {"type": "string"},
-                                                     "image": {"type": "string", "nullable": True}}},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "modelVersions": {"type": "array", "items": ref("ModelVersion")}}},
-    "NewModel": {"type": "object", "required": ["name", "type"], "properties": {
-        "name": {"type": "string"}, "type": ENUM(c.MODEL_TYPES), "description": {"type": "string"},
-        "tags": {"type": "array", "items": {"type": "string"}}, "nsfw": BOOL, "poi": BOOL, "allowNoCredit": BOOL,
-        "allowDerivatives": BOOL, "allowDifferentLicense": BOOL,
-        "allowCommercialUse": {"type": "array", "items": ENUM(c.COMMERCIAL_USES)}}},
-    "NewVersion": {"type": "object", "required": ["modelId", "name", "baseModel"], "properties": {
-        "modelId": INT, "name": {"type": "string"}, "baseModel": ENUM(c.BASE_MODELS),
-        "description": {"type": "string"}, "trainedWords": {"type": "array", "items": {"type": "string"}},
-        "loginRequired": BOOL}},
-    "Upload": {"type": "object", "properties": {
-        "id": {"type": "string"}, "modelVersionId": INT, "filename": {"type": "string"}, "type": ENUM(c.FILE_TYPES),
-        "size": INT, "offset": INT, "processed": INT, "state": ENUM(("uploading", "processing", "done", "rejected")),
-        "error": {"type": "string", "nullable": True}, "fileId": {"type": "integer", "nullable": True},
-        "chunkSize": INT, "uploadUrl": {"type": "string", "format": "uri"}}},
-    "Image": {"type": "object", "properties": {
-        "id": INT, "url": {"type": "string", "format": "uri"}, "hash": {"type": "string"}, "width": INT,
-        "height": INT, "nsfwLevel": ENUM(("None", "Soft", "Mature", "X")), "nsfw": BOOL, "browsingLevel": INT,
-        "createdAt": {"type": "string", "format": "date-time"}, "postId": {"type": "integer", "nullable": True},
-        "stats": {"type": "object", "additionalProperties": INT},
-        "meta": {"type": "object", "nullable": True}, "username": {"type": "string"},
-        "baseModel": {"type": "string", "nullable": True}, "modelVersionIds": {"type": "array", "items": INT}}},
-    "Health": {"type": "object", "properties": {"status": ENUM(("ok", "unavailable")), "checks": {
-        "type": "object", "additionalProperties": {"type": "object", "properties": {
-            "ok": BOOL, "detail": {"type": "string"}}}}}},
-}
-
-LIST_PARAMS = [
-    param("limit", schema=INT, description="1-100 (default 100)"), param("page", schema=INT),
-    param("cursor", description="opaque; from metadata.nextCursor"), param("query"), param("tag"),
-    param("username"), param("types", schema=ENUM(c.MODEL_TYPES), many=True),
-    param("sort", schema=ENUM(("Highest Rated", "Most Downloaded", "Newest"))),
-    param("period", schema=ENUM(("AllTime", "Year", "Month", "Week", "Day"))),
-    param("rating", schema={"type": "number"}),
-    param("primaryFileOnly", schema=BOOL), param("allowNoCredit", schema=BOOL), param("allowDerivatives", schema=BOOL),
-    param("allowDifferentLicenses", schema=BOOL), param("allowCommercialUse", schema=ENUM(c.COMMERCIAL_USES)),
-    param("nsfw", schema=BOOL), param("baseModels", schema=ENUM(c.BASE_MODELS), many=True),
-    param("ids", schema=INT, many=True),
-]
-SIMPLE_PAGE = [param("limit", schema=INT), param("page", schema=INT), param("query")]
-NOT_FOUND = {404: "not found"}
-WRITE_ERRORS = {400: "invalid input", 401: "no API key", 403: "key lacks the write scope", 404: "not found"}
-
-PATHS = {
-    "/api/v1/models": {
-        "get": op("List published models", answer("A page of models", PAGED(ref("Model")), {400: "bad parameter"}),
-                  LIST_PARAMS),
-        "post": op("Create a model (Draft)", {"201": {"description": "created", "content": {
-            "application/json": {"schema": ref("Model")}}}, **answer("", None, WRITE_ERRORS)},
-            body=json_body(ref("NewModel")), auth="write", tag="creators")},
-    "/api/v1/models/{model_id}": {"get": op("One model", answer("The model", ref("Model"), NOT_FOUND), [MODEL_ID])},
-    "/api/v1/models/{model_id}/publish": {"post": op(
-        "Publish every version that has an accepted file", answer("The model", ref("Model"),
-                                                                  {**WRITE_ERRORS, 409: "nothing to publish"}),
-        [MODEL_ID], auth="write", tag="creators")},
-    "/api/v1/model-versions": {"post": op("Create a version of one of your models", {
-        "201": {"description": "created", "content": {"application/json": {"schema": ref("ModelVersion")}}},
-        **answer("", None, WRITE_ERRORS)}, body=json_body(ref("NewVersion")), auth="write", tag="creators")},
-    "/api/v1/model-versions/{version_id}": {"get": op(
-        "One model version", answer("The version", ref("ModelVersion"), NOT_FOUND), [VERSION_ID])},
-    "/api/v1/model-versions/{version_id}/publish": {"post": op(
-        "Publish a version", answer("The version", ref("ModelVersion"), {**WRITE_ERRORS, 409: "no accepted file"}),
-        [VERSION_ID], auth="write", tag="creators")},
-    "/api/v1/model-versions/{version_id}/files": {"post": op(
-        "Upload a file in one multipart request", {"202": {"description": "received; ingest queued", "content": {
-            "application/json": {"schema": ref("Upload")}}}, **answer("", None, {**WRITE_ERRORS, 413: "too large"})},
-        [VERSION_ID], body={"required": True, "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["file"], "properties": {
-                "file": {"type": "string", "format": "binary"}, "type": ENUM(c.FILE_TYPES)}}}}},
-        auth="write", tag="creators")},
-    "/api/v1/model-versions/by-hash/{file_hash}": {"get": op(
-        "The version holding a file with this SHA256, AutoV1, AutoV2, CRC32 or BLAKE3 (any case)",
-        answer("The version", ref("ModelVersion"), NOT_FOUND), [param("file_hash", "path")])},
-    "/api/v1/model-versions/by-hash": {"post": op(
-        "Versions for up to 100 hashes", answer("Versions found", {"type": "array", "items": ref("ModelVersion")},
-                                                {400: "not a list of at most 100 hashes"}),
-        body=json_body({"type": "array", "items": {"type": "string"}, "maxItems": 100}))},
-    "/api/v1/uploads": {"post": op("Start a resumable upload", {"201": {"description": "started", "content": {
-        "application/json": {"schema": ref("Upload")}}}, **answer("", None, {**WRITE_ERRORS, 413: "too large"})},
-        body=json_body({"type": "object", "required": ["modelVersionId", "filename", "size"], "properties": {
-            "modelVersionId": INT, "filename": {"type": "string"}, "size": INT, "type": ENUM(c.FILE_TYPES)}}),
-        auth="write", tag="creators")},
-    "/api/v1/uploads/{upload_id}": {
-        "get": op("State of an upload (offset to resume from, ingest progress, outcome)",
-                  answer("The upload", ref("Upload"), NOT_FOUND), [UPLOAD_ID], auth="read", tag="creators"),
-        "put": op("Send the next chunk: header Content-Range: bytes START-END/TOTAL; START must equal offset",
-                  answer("The upload", ref("Upload"), {**WRITE_ERRORS, 409: "wrong offset (body has it)"}),
-                  [UPLOAD_ID, param("Content-Range", "header", required=True)],
-                  body={"required": True, "content": {"application/octet-stream": {"schema": {
-                      "type": "string", "format": "binary"}}}}, auth="write", tag="creators"),
-        "delete": op("Cancel an unfinished upload", {"204": {"description": "cancelled"},
-                                                     **answer("", None, WRITE_ERRORS)},
-                     [UPLOAD_ID], auth="write", tag="creators")},
-    "/api/v1/tags": {"get": op(
-        "Tags with model counts", answer("A page of tags", PAGED({"type": "object"})), SIMPLE_PAGE)},
-    "/api/v1/creators": {"get": op(
-        "Creators with model counts", answer("A page of creators", PAGED({"type": "object"})), SIMPLE_PAGE)},
-    "/api/v1/enums": {"get": op("Enumerations", answer("Lists of values", {"type": "object"}))},
-    "/api/v1/me": {"get": op("The user of the API key", answer("The user", {"type": "object", "properties": {
-        "id": INT, "username": {"type": "string"}, "tier": {"type": "string"}, "status": {"type": "string"}}},
-        {401: "no or bad key"}), auth="read", tag="accounts")},
-    "/api/v1/notifications": {"get": op("Messages to the user of the API key, newest first", answer(
-        "Notifications", {"type": "object", "properties": {"items": {"type": "array", "items": {
-            "type": "object", "properties": {"id": INT, "kind": {"type": "string"}, "message": {"type": "string"},
-                                             "createdAt": {"type": "string", "format": "date-time"}}}}}},
-        {401: "no or bad key"}), [param("limit", schema=INT)], auth="read", tag="accounts")},
-    "/api/v1/leaderboards/{board}": {"get": op("Top creators by downloads in a period", answer(
-        "The board", {"type": "object", "properties": {"board": {"type": "string"}, "updatedAt": {
-            "type": "string", "nullable": True}, "items": {"type": "array", "items": {"type": "object", "properties": {
-                "position": INT, "username": {"type": "string"}, "score": {"type": "number"},
-                "link": {"type": "string"}}}}}}, NOT_FOUND),
-        [param("board", "path", ENUM(("creators-day", "creators-week", "creators-month", "creators-year",
-                                      "creators-alltime")))])},
-    "/api/v1/search": {"get": op(
-        "Search models: keyword (typo tolerant) fused with semantic similarity, with facets and highlights",
-        answer("Hits", {"type": "object", "properties": {
-            "items": {"type": "array", "items": ref("Model")},
-            "hits": {"type": "array", "items": {"type": "object", "properties": {
-                "id": INT, "score": {"type": "number"}, "highlights": {"type": "object"}}}},
-            "facets": {"type": "object", "additionalProperties": {"type": "object",
-                                                                  "additionalProperties": INT}},
-            "query": {"type": "object", "properties": {"text": {"type": "string"},
-                                                       "corrected": {"type": "string", "nullable": True}}},
-            "metadata": ref("PageMetadata")}}, {400: "bad parameter"}),
-        [param("q"), param("mode", schema=ENUM(("hybrid", "keyword"))),
-         param("sort", schema=ENUM(("Relevance", "Highest Rated", "Most Downloaded", "Newest"))),
-         param("types", schema=ENUM(c.MODEL_TYPES), many=True), param("baseModels", many=True),
-         param("tags", many=True), param("username"), param("nsfw", schema=BOOL), param("limit", schema=INT),
-         param("cursor")], tag="search")},
-    "/api/v1/search/suggest": {"get": op(
-        "Model names completing a prefix", answer("Suggestions", {
-            "type": "object", "properties": {"query": {"type": "string"},
-                                             "suggestions": {"type": "array", "items": {"type": "string"}}}}),
-        [param("q", required=True), param("limit", schema=INT)], tag="search")},
-    "/api/v1/images": {
-        "get": op("Images, as Civitai's images API", answer("A page of images", PAGED(ref("Image")),
-                                                            {400: "bad parameter"}),
-                  [param("limit", schema=INT), param("cursor"), param("page", schema=INT), param("postId", schema=INT),
-                   param("modelId", schema=INT), param("modelVersionId", schema=INT), param("username"),
-                   param("nsfw", description="None|Soft|Mature|X or true/false"),
-                   param("sort", schema=ENUM(("Most Reactions", "Most Comments", "Newest"))),
-                   param("period", schema=ENUM(("AllTime", "Year", "Month", "Week", "Day"))),
-                   param("withMeta", schema=BOOL)], tag="images"),
-        "post": op("Upload an image (processed and NSFW-scored by workers)", {
-            "202": {"description": "queued", "content": {"application/json": {"schema": {"type": "object"}}}},
-            **answer("", None, {**WRITE_ERRORS, 413: "too large"})},
-            body={"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object", "required": ["file"], "properties": {
-                    "file": {"type": "string", "format": "binary"}, "postId": INT, "modelVersionId": INT}}}}},
-            auth="write", tag="images")},
-    "/api/v1/images/{image_id}": {"get": op("One image (owners also see Pending/Rejected with the reason)",
-                                            answer("The image", ref("Image"), NOT_FOUND),
-                                            [param("image_id", "path", INT)], tag="images")},
-    "/api/v1/images/{image_id}/reactions/{kind}": {
-        method: op(f"{verb} a reaction (one per user and kind)", answer("Reaction counts", {"type": "object"},
-                                                                        {**WRITE_ERRORS}),
-                   [param("image_id", "path", INT), param("kind", "path", ENUM(("Like", "Heart", "Laugh", "Cry",
-                                                                                "Dislike")))],
-                   auth="write", tag="images") for method, verb in (("put", "Add"), ("delete", "Remove"))},
-    "/api/v1/images/{image_id}/report": {"post": op(
-        "Report an image to the moderators", {"202": {"description": "reported"}, **answer("", None, WRITE_ERRORS)},
-        [param("image_id", "path", INT)], body=json_body({"type": "object", "required": ["reason"], "properties": {
-            "reason": {"type": "string"}}}), auth="write", tag="images")},
-    "/api/v1/posts": {"post": op("Create a post (a group of images, optionally on a model version)", {
-        "201": {"description": "created"}, **answer("", None, WRITE_ERRORS)},
-        body=json_body({"type": "object", "properties": {"title": {"type": "string"}, "modelVersionId": INT}}),
-        auth="write", tag="images")},
-    "/api/v1/model-versions/{version_id}/review": {
-        "put": op("Review a published version: thumbs up or down, an optional 1-5 rating (default 5 up, 1 down) "
-                  "and text; one per user and version, replaced on the next call",
-                  answer("The review", ref("Review"), WRITE_ERRORS), [VERSION_ID], body=json_body({
-                      "type": "object", "required": ["recommended"], "properties": {
-                          "recommended": BOOL, "rating": {"type": "integer", "minimum": 1, "maximum": 5},
-                          "details": {"type": "string", "maxLength": 5000}}}), auth="write", tag="reviews"),
-        "delete": op("Withdraw your review", {"204": {"description": "removed"}, **answer("", None, WRITE_ERRORS)},
-                     [VERSION_ID], auth="write", tag="reviews")},
-    "/api/v1/models/{model_id}/reviews": {"get": op(
-        "The model's newest reviews", answer("Reviews", {"type": "object", "properties": {
-            "items": {"type": "array", "items": ref("Review")}}}, NOT_FOUND),
-        [MODEL_ID, param("limit", schema=INT)], tag="reviews")},
-    "/api/v1/models/{model_id}/comments": {
-        "get": op("The model's newest comments", answer("Comments", {"type": "object", "properties": {
-            "items": {"type": "array", "items": ref("Comment")}}}, NOT_FOUND),
-            [MODEL_ID, param("limit", schema=INT)], tag="reviews"),
-        "post": op("Comment on a published model", {"201": {"description": "The comment", "content": {
-            "application/json": {"schema": ref("Comment")}}}, **answer("", None, WRITE_ERRORS)}, [MODEL_ID],
-            body=json_body({"type": "object", "required": ["content"], "properties": {
-                "content": {"type": "string", "maxLength": 5000}}}), auth="write", tag="reviews")},
-    "/api/v1/comments/{comment_id}": {"delete": op(
-        "Remove your comment (staff: any comment)", {"204": {"description": "removed"},
-                                                     **answer("", None, WRITE_ERRORS)},
-        [param("comment_id", "path", INT)], auth="write", tag="reviews")},
-    "/api/v1/moderation/queue": {"get": op("Images waiting for review (moderators)", answer(
-        "The queue", {"type": "object"}, {401: "no key", 403: "not a moderator"}), [param("limit", schema=INT)],
-        auth="read", tag="moderation")},
-    "/api/v1/moderation/images/{image_id}": {"post": op(
-        "Decide on an image: approve, set-level, remove, block", answer("The decision", {"type": "object"},
-                                                                        {**WRITE_ERRORS}),
-        [param("image_id", "path", INT)], body=json_body({"type": "object", "required": ["action"], "properties": {
-            "action": ENUM(("approve", "set-level", "remove", "block")),
-            "level": ENUM(("PG", "PG13", "R", "X", "XXX", "Blocked"))}}), auth="write", tag="moderation")},
-    "/api/v1/rating-game/next": {"get": op("The next image for you to rate", answer("An image or null",
-                                                                                    {"type": "object"}),
-                                           auth="read", tag="moderation")},
-    "/api/v1/rating-game/{image_id}": {"post": op(
-        "Vote a level; weighted votes settle it", answer("Whether it settled", {"type": "object"}, WRITE_ERRORS),
-        [param("image_id", "path", INT)], body=json_body({"type": "object", "required": ["level"], "properties": {
-            "level": ENUM(("PG", "PG13", "R", "X", "XXX"))}}), auth="write", tag="moderation")},
-    "/api/v1/rating-game/leaderboard": {"get": op("Raters by weight", answer("Raters", {"type": "object"}),
-                                                  tag="moderation")},
-    "/api/v1/me/settings": {"put": op("Set your browsing level", answer("The setting", {"type": "object"},
-                                                                        WRITE_ERRORS),
-                                      body=json_body({"type": "object", "properties": {
-                                          "browsingLevel": ENUM(("None", "Soft", "Mature", "X"))}}),
-                                      auth="write", tag="accounts")},
-    "/api/v1/openapi.json": {"get": op("This document", answer("OpenAPI 3", {"type": "object"}), tag="meta")},
-    "/api/download/models/{version_id}": {"get": op(
-        "Download a file of a version: 307 to a signed storage URL that needs no key",
-        {"307": {"description": "redirect to the file", "headers": {"Location": {"schema": {"type": "string"}}}},
-         **answer("", None, {401: "login required", 403: "file failed its scan", 404: "no such version/file"})},
-        [VERSION_ID, param("type", schema=ENUM(c.FILE_TYPES)), param("format", schema=ENUM(c.FILE_FORMATS)),
-         param("size", schema=ENUM(c.FILE_SIZES)), param("fp", schema=ENUM(c.FILE_FPS)), param("fileId", schema=INT),
-         param("token")], tag="downloads")},
-    "/api/download/files/{file_id}/{filename}": {"get": op(
-        "The file bytes (signed link); honours Range with 206/416",
-        {"200": {"description": "the bytes", "content": {"application/octet-stream": {}}},
-         "206": {"description": "a range of the bytes"}, "416": {"description": "range not satisfiable"},
-         "403": {"description": "bad or expired link", "content": {"application/json": {"schema": ref("Error")}}}},
-        [param("file_id", "path", INT), param("filename", "path"), param("expires", schema=INT, required=True),
-         param("sig", required=True), param("Range", "header")], tag="downloads")},
-    "/api/v1/generation": {"post": op(
-        "Queue a generation run: one prompt × quantity, a prompts list, {a|b}/__wildcard__ templates or an XYZ grid",
-        {"202": {"description": "queued", "content": {"application/json": {"schema": ref("GenerationRun")}}},
-         "400": {"description": "bad request: `field` names the field", "content": {
-             "application/json": {"schema": ref("Error")}}}},
-        body=json_body(ref("GenerationRequest")), auth="write", tag="generation")},
-    "/api/v1/generation/runs": {"get": op("Your latest runs (without their jobs)", answer(
-        "runs", {"type": "object", "properties": {"items": {"type": "array", "items": ref("GenerationRun")}}}),
-        [param("limit", schema=INT)], auth="read", tag="generation")},
-    "/api/v1/generation/runs/{run_id}": {
-        "get": op("A run: status, progress, jobs and image URLs",
-                  answer("the run", ref("GenerationRun"), {404: "no such run"}),
-                  [RUN_ID], auth="read", tag="generation"),
-        "delete": op("Cancel: queued jobs are dropped, a running batch stops at its next step",
-                     answer("the run", ref("GenerationRun"), {404: "no such run"}), [RUN_ID], auth="write",
-                     tag="generation")},
-    "/api/v1/generation/runs/{run_id}/events": {"get": op(
-        "Server-Sent Events until the run ends: queued, started, step, image, grid, done, failed, cancelled",
-        {"200": {"description": "text/event-stream; each kept event has an id for Last-Event-ID",
-                 "content": {"text/event-stream": {}}}},
-        [RUN_ID, param("Last-Event-ID", "header"), param("after", schema=INT)], auth="read", tag="generation")},
-    "/api/v1/generation/runs/{run_id}/grid/{n}.png": {"get": op(
-        "The n-th XYZ grid image of a run", {"200": {"description": "PNG", "content": {"image/png": {}}}},
-        [RUN_ID, param("n", "path", INT)], auth="read", tag="generation")},
-    "/api/v1/generation/jobs/{job_id}/image.png": {"get": op(
-        "A job's PNG (with its A1111 parameters chunk)", {"200": {"description": "PNG", "content": {"image/png": {}}}},
-        [param("job_id", "path", INT)], auth="read", tag="generation")},
-    "/healthz": {"get": op("Health of database, Redis and storage",
-                           {"200": {"description": "all up", "content": {
-                               "application/json": {"schema": ref("Health")}}},
-                            "503": {"description": "something is down", "content": {
-                                "application/json": {"schema": ref("Health")}}}}, tag="meta")},
+    "Error": obj(("error",), error=STR, message=STR, field=nullable(STR), offset=INT),
+    "PageMetadata": obj(totalItems=COUNT, currentPage=INT, pageSize=INT, totalPages=INT, nextPage=URL,
+                        prevPage=URL, nextCursor=STR),
+    "File": obj(
+        ("id", "sizeKB", "name", "type", "hashes", "downloadUrl", "primary", "metadata"),
+        id=INT, sizeKB=NUM, name=STR, type=enum(c.FILE_TYPES), pickleScanResult=enum(c.SCAN_RESULTS),
+        pickleScanMessage=nullable(STR), virusScanResult=enum(c.SCAN_RESULTS), virusScanMessage=nullable(STR),
+        scannedAt=nullable(DATE),
+        metadata=obj(format=enum(c.FILE_FORMATS), size=enum(c.FILE_SIZES), fp=nullable(STR)),
+        hashes=obj(**{t: STR for t in c.HASH_TYPES}), downloadUrl=URL, primary=BOOL),
+    "ShowcaseImage": obj(("id", "url", "nsfwLevel", "hash", "type", "hasMeta"), id=INT, url=URL, nsfwLevel=INT,
+                         width=nullable(INT), height=nullable(INT), hash=nullable(STR), type=enum(("image", "video")),
+                         hasMeta=BOOL, meta={"type": "object"}),
+    "ModelVersion": obj(
+        ("id", "name", "baseModel", "createdAt", "updatedAt", "publishedAt", "trainedWords", "files", "images",
+         "downloadUrl", "stats"),
+        id=INT, modelId=INT, index=INT, name=STR, description=nullable(STR), baseModel=enum(c.BASE_MODELS),
+        baseModelType=STR, createdAt=DATE, updatedAt=DATE, publishedAt=nullable(DATE),
+        status=enum(c.MODEL_STATUSES), availability=STR, nsfwLevel=INT, trainedWords=array(STR),
+        earlyAccessTimeFrame=INT, uploadType=STR, air=STR, stats=STATS,
+        model=obj(name=STR, type=enum(c.MODEL_TYPES), nsfw=BOOL, poi=BOOL),
+        files=array(ref("File")), images=array(ref("ShowcaseImage")), downloadUrl=URL),
+    "Model": obj(
+        ("id", "name", "type", "creator", "tags", "stats", "modelVersions"),
+        id=INT, name=STR, description=STR, type=enum(c.MODEL_TYPES), poi=BOOL, nsfw=BOOL, nsfwLevel=INT,
+        allowNoCredit=BOOL, allowCommercialUse=array(enum(c.COMMERCIAL_USES)), allowDerivatives=BOOL,
+        allowDifferentLicense=BOOL, minor=BOOL, availability=STR, cosmetic={"type": "null"},
+        status=enum(c.MODEL_STATUSES), createdAt=DATE, publishedAt=nullable(DATE), stats=STATS,
+        creator=obj(("username",), username=STR, image=nullable(STR)), tags=array(STR),
+        modelVersions=array(ref("ModelVersion"))),
+    "Upload": obj(
+        ("id", "state", "offset", "size"),
+        id=STR, modelVersionId=INT, filename=STR, type=enum(c.FILE_TYPES), size=INT, offset=INT, processed=INT,
+        state=enum(("uploading", "processing", "done", "rejected")), error=nullable(STR), fileId=nullable(INT),
+        chunkSize=INT, uploadUrl=URL),
+    "Image": obj(
+        ("id", "status"), id=INT, status=enum(("Pending", "Ready", "Rejected", "Removed")), error=nullable(STR),
+        url=URL, hash=nullable(STR), width=nullable(INT), height=nullable(INT),
+        nsfwLevel=enum(("None", "Soft", "Mature", "X")), nsfw=BOOL, browsingLevel=INT, createdAt=DATE,
+        postId=nullable(INT), stats={"type": "object", "additionalProperties": INT},
+        meta=nullable({"type": "object"}), username=STR, baseModel=nullable(STR), modelVersionIds=array(INT)),
+    "Review": obj(
+        ("id", "modelId", "modelVersionId", "recommended"), id=INT, modelId=INT, modelVersionId=INT, username=STR,
+        recommended=BOOL, rating=INT, details=STR, createdAt=DATE, updatedAt=DATE),
+    "Comment": obj(("id", "modelId", "content"), id=INT, modelId=INT, username=STR, content=STR, createdAt=DATE),
+    "GenerationJob": obj(
+        ("id", "index", "state"), id=INT, index=INT, state=STR, prompt=STR, negativePrompt=STR, seed=INT,
+        error=nullable(STR), cell=nullable(array({})), imageId=nullable(INT), imageUrl=nullable(URL)),
+    "GenerationRun": obj(
+        ("id", "status", "total", "done", "failed", "progress"),
+        id=INT, status=enum(("Queued", "Running", "Done", "Failed", "Cancelled")), source=STR, total=INT,
+        done=INT, failed=INT, progress=NUM, createdAt=DATE, finishedAt=nullable(DATE),
+        request={"type": ["object", "string", "null"]}, grids=array(URL), eventsUrl=URL,
+        jobs=array(ref("GenerationJob"))),
+    "ModerationItem": obj(
+        ("id", "nsfwLevel"), id=INT, url=URL, nsfwLevel=INT, nsfwLevelName=STR, source=nullable(STR),
+        reports=array(STR), votes={"type": "object", "additionalProperties": NUM}, status=STR),
+    "Health": obj(("status", "checks"), status=enum(("ok", "unavailable")), checks={
+        "type": "object", "additionalProperties": obj(ok=BOOL, detail=STR)}),
 }
 
 
-def document(server_url: str) -> dict:
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "Atelier API", "version": "1", "description":
-                 "Civitai-compatible REST API v1 plus creator uploads. Auth: `Authorization: Bearer <key>` "
-                 "or `?token=<key>` on any path."},
-        "servers": [{"url": server_url}],
-        "paths": PATHS,
-        "components": {"schemas": SCHEMAS, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"},
-            "token": {"type": "apiKey", "in": "query", "name": "token"}}},
-    }
+# ---- the document -----------------------------------------------------------------------------------
+CONVERTERS = {IntegerConverter: {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+              UnicodeConverter: {"type": "string", "minLength": 1}, PathConverter: {"type": "string", "minLength": 1}}
+STANDARD = {400: "a parameter or the body is invalid (`error` says which)",
+            401: "no API key where one is needed, or an invalid one",
+            403: "the API key lacks the scope this operation needs",
+            404: "no such object, or not visible to you",
+            413: "the request body is too large",
+            429: "too many requests: wait for Retry-After seconds"}
+
+
+def path_of(rule, narrower: dict) -> tuple[str, list[dict]]:
+    """The OpenAPI path of a URL rule and its path parameters, typed by the rule's converters."""
+    params = []
+    for name, converter in rule._converters.items():
+        schema = next((s for t, s in CONVERTERS.items() if isinstance(converter, t)), STR)
+        params.append(param(name, narrower.get(name, schema), where="path", required=True))
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), params
+
+
+def body_of(spec: APISpec, body) -> dict | None:
+    """A requestBody: a pydantic model's schema (its nested models as components), or as given."""
+    if body is None or isinstance(body, dict):
+        return body
+    name = body.__name__
+    if name not in spec.components.schemas:
+        schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
+        for sub, definition in schema.pop("$defs", {}).items():
+            if sub not in spec.components.schemas:
+                spec.components.schema(sub, definition)
+        spec.components.schema(name, schema)
+    return {"required": True, "content": {"application/json": {"schema": ref(name)}}}
+
+
+def answers(d: Doc, scope: str | None, has_path: bool, body: dict | None, api: bool) -> dict:
+    """The success answer, then the errors this kind of operation can give, then its own."""
+    ok: dict = {"description": d.summary}
+    if d.response is not None:
+        ok["content"] = {d.media: {"schema": d.response}}
+    codes = {d.status: ok}
+    standard = {400: bool(d.query or body), 401: api, 403: scope == "write", 404: has_path, 413: body is not None,
+                429: api}
+    for code, wanted in standard.items():
+        if wanted:
+            codes[code] = STANDARD[code]
+    codes.update(d.errors)
+    error = {"application/json": {"schema": ref("Error")}}
+    out = {}
+    for code, value in codes.items():
+        if isinstance(value, str):
+            value = {"description": value, "content": error}
+            if code == 429:
+                value["headers"] = {"Retry-After": {"schema": INT}}
+        out[str(code)] = value
+    return out
+
+
+def operation(spec: APISpec, view, has_path_params: bool, path_params: list, api: bool) -> dict:
+    d: Doc = view.api_doc
+    scope = getattr(view, "api_scope", None)
+    body = body_of(spec, d.body)
+    out = {"summary": d.summary, "tags": [d.tag], "parameters": path_params + d.query,
+           "responses": answers(d, scope, has_path_params, body, api)}
+    if body is not None:
+        out["requestBody"] = body
+    if scope:
+        out["security"] = [{"bearer": []}, {"token": []}]
+        out["description"] = f"Needs an API key with the `{scope}` scope."
+    elif api:
+        out["security"] = [{}, {"bearer": []}, {"token": []}]
+    return out
+
+
+def document(app, server_url: str) -> dict:
+    spec = APISpec(
+        "Atelier API", "1", "3.1.0", servers=[{"url": server_url}],
+        info={"description": "Civitai-compatible REST API v1 plus creator uploads and generation. Auth: "
+                             "`Authorization: Bearer <key>` or `?token=<key>` on any path."})
+    for name, schema in SCHEMAS.items():
+        spec.components.schema(name, schema)
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme("token", {"type": "apiKey", "in": "query", "name": "token"})
+    paths: dict[str, dict] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if not rule.rule.startswith(DOCUMENTED):
+            continue
+        view = app.view_functions[rule.endpoint]
+        if not hasattr(view, "api_doc"):
+            raise LookupError(f"{rule.endpoint} ({rule.rule}) has no @doc for the OpenAPI document")
+        path, params = path_of(rule, view.api_doc.path)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = operation(
+                spec, view, bool(params), params, rule.rule.startswith("/api/"))
+    for path, operations in paths.items():
+        spec.path(path, operations=operations)
+    return spec.to_dict()
 
 
 @bp.get("/api/v1/openapi.json")
+@doc("This document", "meta", response={"type": "object"})
 def openapi():
-    return jsonify(document(request.host_url.rstrip("/")))
+    return jsonify(document(current_app, request.host_url.rstrip("/")))

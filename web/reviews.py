@@ -2,15 +2,16 @@
 Each change is one raw event row; the model's stats are recomputed from the events by a job."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from jobs.stats import refresh_model_stats
 from models_db import reviews as rv
 from models_db.catalog import Model, ModelVersion
 from models_db.db import on_commit, transaction
-from web.api import current_api_user, error, integer, require_user
+from web.api import current_api_user, error, integer, require_user, validated
+from web.bodies import CommentIn, ReviewIn
 from web.catalog import iso
-from web.creators import body, flag, text
+from web.openapi import LIMIT, doc, items_of, ref
 
 bp = Blueprint("reviews", __name__)
 
@@ -48,13 +49,9 @@ def comment_json(c: dict) -> dict:
 
 def save_review(version_id: int, data: dict) -> rv.Review:
     version = public_version(version_id)
-    recommended = flag(data, "recommended", None)
-    rating = data.get("rating")
-    if rating is not None and (not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5):
-        error(400, "rating must be an integer from 1 to 5")
-    details = text(data, "details", max_len=rv.MAX_TEXT) or ""
+    data = validated(ReviewIn, data)
     with transaction():
-        review = rv.review(current_api_user().id, version, recommended, rating, details)
+        review = rv.review(current_api_user().id, version, data.recommended, data.rating, data.details)
         refresh_after_commit(version.model_id)
     return review
 
@@ -70,22 +67,25 @@ def remove_review(version_id: int) -> bool:
 
 def add_comment(model_id: int, data: dict) -> rv.Comment:
     model = public_model(model_id)
-    content = text(data, "content", required=True, max_len=rv.MAX_TEXT)
+    data = validated(CommentIn, data)
     with transaction():
-        comment = rv.comment(current_api_user().id, model.id, content)
+        comment = rv.comment(current_api_user().id, model.id, data.content)
         refresh_after_commit(model.id)
     return comment
 
 
 @bp.put("/api/v1/model-versions/<int:version_id>/review")
 @require_user("write")
+@doc("Review a published version: thumbs up or down, an optional 1-5 rating and text; one per user and version, "
+     "replaced on the next call", "reviews", response=ref("Review"), body=ReviewIn)
 def put_review(version_id: int):
-    review = save_review(version_id, body())
+    review = save_review(version_id, request.get_json(silent=True))
     return jsonify(review_json({**review.__data__, "username": current_api_user().username}))
 
 
 @bp.delete("/api/v1/model-versions/<int:version_id>/review")
 @require_user("write")
+@doc("Withdraw your review", "reviews", status=204)
 def delete_review(version_id: int):
     if not remove_review(version_id):
         error(404, "You have not reviewed this version")
@@ -93,12 +93,14 @@ def delete_review(version_id: int):
 
 
 @bp.get("/api/v1/models/<int:model_id>/reviews")
+@doc("The model's newest reviews", "reviews", response=items_of(ref("Review")), query=[LIMIT(100)])
 def list_reviews(model_id: int):
     reviews = rv.recent_reviews(public_model(model_id).id, integer("limit", 20, 1, 100))
     return jsonify(items=[review_json(r) for r in reviews])
 
 
 @bp.get("/api/v1/models/<int:model_id>/comments")
+@doc("The model's newest comments", "reviews", response=items_of(ref("Comment")), query=[LIMIT(100)])
 def list_comments(model_id: int):
     comments = rv.recent_comments(public_model(model_id).id, integer("limit", 20, 1, 100))
     return jsonify(items=[comment_json(c) for c in comments])
@@ -106,13 +108,15 @@ def list_comments(model_id: int):
 
 @bp.post("/api/v1/models/<int:model_id>/comments")
 @require_user("write")
+@doc("Comment on a published model", "reviews", status=201, response=ref("Comment"), body=CommentIn)
 def post_comment(model_id: int):
-    comment = add_comment(model_id, body())
+    comment = add_comment(model_id, request.get_json(silent=True))
     return jsonify(comment_json({**comment.__data__, "username": current_api_user().username})), 201
 
 
 @bp.delete("/api/v1/comments/<int:comment_id>")
 @require_user("write")
+@doc("Remove your comment (staff: any comment)", "reviews", status=204)
 def delete_comment(comment_id: int):
     row = rv.Comment.get_or_none(rv.Comment.id == comment_id, rv.Comment.hidden == False)  # noqa: E712
     user = current_api_user()

@@ -7,6 +7,7 @@ from models_db import catalog as c
 from models_db import catalog_queries, search
 from models_db.search.base import SORTS, BadSearchCursor, SearchQuery, encode_cursor
 from web.api import boolean, current_api_user, error, integer, multi, page_url
+from web.openapi import BOOL, INT, LIMIT, NUM, STR, array, doc, enum, obj, param, ref
 
 bp = Blueprint("search", __name__)
 MODES = ("hybrid", "keyword")
@@ -44,6 +45,15 @@ def ordered_rows(ids: list[int]) -> list[dict]:
 
 
 @bp.get("/api/v1/search")
+@doc("Search models: keyword (typo tolerant) fused with semantic similarity, with facets and highlights", "search",
+     response=obj(
+         ("items", "hits", "metadata"), items=array(ref("Model")),
+         hits=array(obj(id=INT, score=NUM, highlights={"type": "object"})),
+         facets={"type": "object", "additionalProperties": {"type": "object", "additionalProperties": INT}},
+         query=obj(text=STR, corrected={"type": ["string", "null"]}), metadata=ref("PageMetadata")),
+     query=[param("q"), param("mode", enum(MODES)), param("sort", enum(SORTS)),
+            param("types", enum(c.MODEL_TYPES), many=True), param("baseModels", many=True), param("tags", many=True),
+            param("username"), param("nsfw", BOOL), LIMIT(100), param("cursor")])
 def search_models():
     from web.catalog import models_json
     text = request.args.get("q", request.args.get("query", "")).strip()
@@ -62,6 +72,8 @@ def search_models():
 
 
 @bp.get("/api/v1/search/suggest")
+@doc("Model names completing a prefix", "search", response=obj(query=STR, suggestions=array(STR)),
+     query=[param("q", required=True), LIMIT(20)])
 def suggest():
     text = request.args.get("q", "").strip()
     limit = integer("limit", 8, 1, 20)

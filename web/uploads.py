@@ -13,8 +13,10 @@ from models_db.catalog import FILE_TYPES
 from models_db.db import on_commit, transaction, utcnow
 from models_db.names import strip_bidi_controls
 from models_db.uploads import Upload, part_path
-from web.api import FORM_OVERHEAD, absolute, body_limit, current_api_user, error, require_user
+from web.api import FORM_OVERHEAD, absolute, body_limit, current_api_user, error, parsed, require_user
+from web.bodies import NewUpload
 from web.creators import owned_version
+from web.openapi import BINARY, doc, enum, multipart, param, ref
 
 bp = Blueprint("uploads", __name__)
 RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)$")
@@ -60,6 +62,8 @@ def new_upload(version_id: int, filename, size: int, file_type) -> Upload:
 @bp.post("/api/v1/model-versions/<int:version_id>/files")
 @body_limit(lambda s: s.max_upload_bytes + FORM_OVERHEAD)
 @require_user("write")
+@doc("Upload a file in one multipart request", "creators", status=202, response=ref("Upload"),
+     body=multipart(("file",), file=BINARY, type=enum(FILE_TYPES)))
 def post_file(version_id: int):
     """multipart/form-data with a `file` field (and optional `type`)."""
     sent = request.files.get("file")
@@ -82,13 +86,12 @@ def post_file(version_id: int):
 
 @bp.post("/api/v1/uploads")
 @require_user("write")
+@doc("Start a resumable upload", "creators", status=201, response=ref("Upload"), body=NewUpload,
+     errors={404: "no such model version of yours"})
 def start_upload():
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict) or not isinstance(data.get("modelVersionId"), int):
-        error(400, "send a JSON object with modelVersionId, filename, size (bytes) and optional type")
+    data = parsed(NewUpload)
     with transaction():
-        upload = new_upload(data["modelVersionId"], data.get("filename"), data.get("size"),
-                            data.get("type", "Model"))
+        upload = new_upload(data.modelVersionId, data.filename, data.size, data.type)
     part_path(upload.id).touch()
     return jsonify(upload_json(upload)), 201
 
@@ -103,6 +106,7 @@ def my_upload(upload_id: str) -> Upload:
 
 @bp.get("/api/v1/uploads/<upload_id>")
 @require_user("read")
+@doc("State of an upload (offset to resume from, ingest progress, outcome)", "creators", response=ref("Upload"))
 def get_upload(upload_id: str):
     return jsonify(upload_json(my_upload(upload_id)))
 
@@ -110,6 +114,10 @@ def get_upload(upload_id: str):
 @bp.put("/api/v1/uploads/<upload_id>")
 @body_limit(lambda s: s.max_upload_bytes)
 @require_user("write")
+@doc("Send the next chunk: header Content-Range: bytes START-END/TOTAL; START must equal offset", "creators",
+     response=ref("Upload"), query=[param("Content-Range", where="header", required=True)],
+     body={"required": True, "content": {"application/octet-stream": {"schema": BINARY}}},
+     errors={409: "wrong offset, or the upload is no longer receiving (`offset` says where to resume)"})
 def put_chunk(upload_id: str):
     """Body: the bytes; header Content-Range: bytes START-END/TOTAL. START must equal the current offset."""
     upload = my_upload(upload_id)
@@ -148,6 +156,7 @@ def put_chunk(upload_id: str):
 
 @bp.delete("/api/v1/uploads/<upload_id>")
 @require_user("write")
+@doc("Cancel an unfinished upload", "creators", status=204, errors={409: "the upload is no longer receiving"})
 def cancel_upload(upload_id: str):
     upload = my_upload(upload_id)
     if upload.state != "uploading":
