@@ -123,7 +123,9 @@ def grid_image(run_id: int, n: int):
      "kept event has an id for Last-Event-ID", "generation", media="text/event-stream",
      response=obj(("event", "data"), id=STR, event=STR,
                   data={"type": "string", "contentMediaType": "application/json"}),
-     query=[param("Last-Event-ID", INT, where="header"), param("after", INT)])
+     query=[param("Last-Event-ID", INT, where="header"), param("after", INT)],
+     errors={204: {"description": "nothing left to send: the run ended and its event log expired"},
+             429: "too many of your event streams are open"})
 def events(run_id: int):
     """Server-Sent Events: every kept event since Last-Event-ID (or the start), then live ones, until
     the run ends (web/streams.py). Under the ASGI server the stream holds no request thread."""
