@@ -123,7 +123,7 @@ SIMPLE_QUERY = [LIMIT(200), PAGE, param("cursor", description="the next page num
 
 
 @bp.get("/api/v1/models")
-@doc("List published models", "catalog", response=paged(ref("Model")), query=MODEL_QUERY)
+@doc("List published models", "catalog", response=paged(ref("Model")), params=MODEL_QUERY)
 def list_models():
     limit = integer("limit", 100, 1, 100)
     page = integer("page", None, 1)
@@ -250,14 +250,14 @@ def _simple_page(fetch, make):
 
 @bp.get("/api/v1/tags")
 @doc("Tags with model counts", "catalog", response=paged(obj(name=STR, modelCount=INT, link=URL)),
-     query=SIMPLE_QUERY)
+     params=SIMPLE_QUERY)
 def list_tags():
     return _simple_page(q.tag_page, lambda r: {
         "name": r[0], "modelCount": r[1], "link": absolute("catalog.list_models", tag=r[0])})
 
 
 @bp.get("/api/v1/creators")
-@doc("Creators with model counts", "catalog", query=SIMPLE_QUERY,
+@doc("Creators with model counts", "catalog", params=SIMPLE_QUERY,
      response=paged(obj(username=STR, modelCount=INT, link=URL, image={"type": ["string", "null"]})))
 def list_creators():
     return _simple_page(q.creator_page, lambda r: {

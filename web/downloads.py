@@ -44,8 +44,8 @@ def sign(file_id: int, expires: int) -> str:
 
 @bp.get("/api/download/models/<int:version_id>")
 @doc("Download a file of a version: 307 to a signed storage URL that needs no key", "downloads", status=307,
-     query=[param("type", enum(FILE_TYPES)), param("format", enum(FILE_FORMATS)), param("size", enum(FILE_SIZES)),
-            param("fp", enum(FILE_FPS)), param("fileId", INT)],
+     params=[param("type", enum(FILE_TYPES)), param("format", enum(FILE_FORMATS)),
+             param("size", enum(FILE_SIZES)), param("fp", enum(FILE_FPS)), param("fileId", INT)],
      errors={401: "the creator requires a logged-in download", 403: "the file failed its scan"})
 def download_version(version_id: int):
     user = current_api_user()
@@ -82,7 +82,7 @@ def download_version(version_id: int):
 @bp.get("/api/download/files/<int:file_id>/<path:filename>")
 @doc("The file bytes (signed link); honours Range with 206/416", "downloads", response=BINARY,
      media="application/octet-stream",
-     query=[param("expires", INT, required=True), param("sig", required=True), param("Range", where="header")],
+     params=[param("expires", INT, required=True), param("sig", required=True), param("Range", where="header")],
      errors={206: {"description": "a range of the bytes",
                    "content": {"application/octet-stream": {"schema": BINARY}}},
              403: "bad or expired link", 416: "range not satisfiable"})

@@ -68,7 +68,7 @@ def create():
 @bp.get("/api/v1/generation/runs")
 @require_user("read")
 @doc("Your latest runs (without their jobs)", "generation", response=items_of(ref("GenerationRun")),
-     query=[LIMIT(100)])
+     params=[LIMIT(100)])
 def runs():
     limit = integer("limit", 20, 1, 100)
     query = (gen.GenerationRun.select().where(gen.GenerationRun.user == current_api_user())
@@ -123,7 +123,7 @@ def grid_image(run_id: int, n: int):
      "kept event has an id for Last-Event-ID", "generation", media="text/event-stream",
      response=obj(("event", "data"), id=STR, event=STR,
                   data={"type": "string", "contentMediaType": "application/json"}),
-     query=[param("Last-Event-ID", INT, where="header"), param("after", INT)],
+     params=[param("Last-Event-ID", INT, where="header"), param("after", INT)],
      errors={204: {"description": "nothing left to send: the run ended and its event log expired"},
              429: "too many of your event streams are open"})
 def events(run_id: int):

@@ -87,7 +87,7 @@ COUNTS = obj(**{f"{k.lower()}Count": INT for k in im.REACTIONS})
 
 
 @bp.get("/api/v1/images")
-@doc("Images, as Civitai's images API", "images", response=paged(ref("Image")), query=IMAGE_QUERY)
+@doc("Images, as Civitai's images API", "images", response=paged(ref("Image")), params=IMAGE_QUERY)
 def list_images():
     limit = integer("limit", 100, 1, 200)
     sort = request.args.get("sort") or "Newest"

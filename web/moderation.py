@@ -35,7 +35,7 @@ def level_bit(value: str | int) -> int:
 @bp.get("/api/v1/moderation/queue")
 @require_user("read")
 @doc("Images waiting for review (moderators)", "moderation", response=items_of(ref("ModerationItem")),
-     query=[LIMIT(200)], errors={403: "moderators only"})
+     params=[LIMIT(200)], errors={403: "moderators only"})
 def review_queue():
     require_staff()
     limit = integer("limit", 50, 1, 200)

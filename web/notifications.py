@@ -12,7 +12,7 @@ bp = Blueprint("notifications", __name__)
 
 @bp.get("/api/v1/notifications")
 @require_user("read")
-@doc("Messages to the user of the API key, newest first", "accounts", query=[LIMIT(200)],
+@doc("Messages to the user of the API key, newest first", "accounts", params=[LIMIT(200)],
      response=items_of(obj(id=INT, kind=STR, message=STR, createdAt=DATE)))
 def list_notifications():
     limit = integer("limit", 50, 1, 200)

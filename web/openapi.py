@@ -27,7 +27,7 @@ class Doc:
     status: int = 200
     body: object = None  # a pydantic model, or a requestBody object for other media types
     media: str = "application/json"  # of the success body
-    query: list = field(default_factory=list)
+    params: list = field(default_factory=list)  # query and header parameters
     path: dict = field(default_factory=dict)  # path parameter schemas narrower than the rule's: {name: schema}
     errors: dict = field(default_factory=dict)  # answers beyond the standard ones: {409: "why"}
 
@@ -202,7 +202,7 @@ def answers(d: Doc, scope: str | None, has_path: bool, body: dict | None, api: b
     if d.response is not None:
         ok["content"] = {d.media: {"schema": d.response}}
     codes = {d.status: ok}
-    standard = {400: bool(d.query or body), 401: api, 403: scope == "write", 404: has_path, 413: body is not None,
+    standard = {400: bool(d.params or body), 401: api, 403: scope == "write", 404: has_path, 413: body is not None,
                 429: api}
     for code, wanted in standard.items():
         if wanted:
@@ -223,7 +223,7 @@ def operation(spec: APISpec, view, has_path_params: bool, path_params: list, api
     d: Doc = view.api_doc
     scope = getattr(view, "api_scope", None)
     body = body_of(spec, d.body)
-    out = {"summary": d.summary, "tags": [d.tag], "parameters": path_params + d.query,
+    out = {"summary": d.summary, "tags": [d.tag], "parameters": path_params + d.params,
            "responses": answers(d, scope, has_path_params, body, api)}
     if body is not None:
         out["requestBody"] = body

@@ -93,14 +93,14 @@ def delete_review(version_id: int):
 
 
 @bp.get("/api/v1/models/<int:model_id>/reviews")
-@doc("The model's newest reviews", "reviews", response=items_of(ref("Review")), query=[LIMIT(100)])
+@doc("The model's newest reviews", "reviews", response=items_of(ref("Review")), params=[LIMIT(100)])
 def list_reviews(model_id: int):
     reviews = rv.recent_reviews(public_model(model_id).id, integer("limit", 20, 1, 100))
     return jsonify(items=[review_json(r) for r in reviews])
 
 
 @bp.get("/api/v1/models/<int:model_id>/comments")
-@doc("The model's newest comments", "reviews", response=items_of(ref("Comment")), query=[LIMIT(100)])
+@doc("The model's newest comments", "reviews", response=items_of(ref("Comment")), params=[LIMIT(100)])
 def list_comments(model_id: int):
     comments = rv.recent_comments(public_model(model_id).id, integer("limit", 20, 1, 100))
     return jsonify(items=[comment_json(c) for c in comments])

@@ -51,9 +51,9 @@ def ordered_rows(ids: list[int]) -> list[dict]:
          hits=array(obj(id=INT, score=NUM, highlights={"type": "object"})),
          facets={"type": "object", "additionalProperties": {"type": "object", "additionalProperties": INT}},
          query=obj(text=STR, corrected={"type": ["string", "null"]}), metadata=ref("PageMetadata")),
-     query=[param("q"), param("mode", enum(MODES)), param("sort", enum(SORTS)),
-            param("types", enum(c.MODEL_TYPES), many=True), param("baseModels", many=True), param("tags", many=True),
-            param("username"), param("nsfw", BOOL), LIMIT(100), param("cursor")])
+     params=[param("q"), param("mode", enum(MODES)), param("sort", enum(SORTS)),
+             param("types", enum(c.MODEL_TYPES), many=True), param("baseModels", many=True),
+             param("tags", many=True), param("username"), param("nsfw", BOOL), LIMIT(100), param("cursor")])
 def search_models():
     from web.catalog import models_json
     text = request.args.get("q", request.args.get("query", "")).strip()
@@ -73,7 +73,7 @@ def search_models():
 
 @bp.get("/api/v1/search/suggest")
 @doc("Model names completing a prefix", "search", response=obj(query=STR, suggestions=array(STR)),
-     query=[param("q", required=True), LIMIT(20)])
+     params=[param("q", required=True), LIMIT(20)])
 def suggest():
     text = request.args.get("q", "").strip()
     limit = integer("limit", 8, 1, 20)

@@ -115,7 +115,7 @@ def get_upload(upload_id: str):
 @body_limit(lambda s: s.max_upload_bytes)
 @require_user("write")
 @doc("Send the next chunk: header Content-Range: bytes START-END/TOTAL; START must equal offset", "creators",
-     response=ref("Upload"), query=[param("Content-Range", where="header", required=True)],
+     response=ref("Upload"), params=[param("Content-Range", where="header", required=True)],
      body={"required": True, "content": {"application/octet-stream": {"schema": BINARY}}},
      errors={409: "wrong offset, or the upload is no longer receiving (`offset` says where to resume)"})
 def put_chunk(upload_id: str):
