@@ -143,6 +143,50 @@ def test_failed_authentication_is_rate_limited_per_username(client, configure):
                       environ_base={"REMOTE_ADDR": "10.0.1.1"}).status_code == 200
 
 
+def test_others_failures_cannot_lock_the_owners_browser_out(app, configure):
+    """Failing on purpose for someone's username from many addresses throttles everyone guessing it, but
+    not the browser its owner signed in from before (a signed known-device cookie, as OWASP suggests)."""
+    from models_db.accounts import create_user
+    configure(RATE_LIMIT_AUTH_FAILURES="3/minute", RATE_LIMIT_LOGIN="100/minute")
+    create_user("sam", password=PASSWORD)
+    create_user("mal", password=PASSWORD)
+
+    def login(browser, username, password, address):
+        with browser.session_transaction() as session:
+            session.clear()  # signed out (the session ended), only the cookies the browser kept
+        page = browser.get("/login", environ_base={"REMOTE_ADDR": address}).get_data(as_text=True)
+        return browser.post("/login", data={"username": username, "password": password, "csrf_token": token(page)},
+                            environ_base={"REMOTE_ADDR": address}).status_code
+
+    owner, attacker = app.test_client(), app.test_client()
+    assert login(owner, "sam", PASSWORD, "10.0.0.1") == 302
+    assert login(attacker, "mal", PASSWORD, "10.9.9.9") == 302  # a known browser, but for its own account
+    assert [login(attacker, "sam", "wrong-password", f"10.9.0.{i}") for i in range(3)] == [400] * 3
+    assert login(owner, "sam", PASSWORD, "10.0.0.2") == 302  # the owner's browser, even from a new network
+    assert login(owner, "sam", "wrong-password", "10.0.0.3") == 400  # it still only gets in with the password
+    assert login(attacker, "sam", PASSWORD, "10.9.1.1") == 429  # guessing stays throttled per username
+    stranger = app.test_client()
+    assert login(stranger, "sam", PASSWORD, "10.9.1.2") == 429
+    forged = owner.get_cookie("known_device").value
+    stranger.set_cookie("known_device", forged[:-2] + ("AA" if forged[-2:] != "AA" else "BB"))
+    assert login(stranger, "sam", PASSWORD, "10.9.1.3") == 429
+    assert [login(owner, "sam", "wrong-password", "10.0.0.9") for _ in range(3)] == [400] * 3
+    assert login(owner, "sam", PASSWORD, "10.0.0.9") == 429  # the per-address limit holds for it too
+
+
+def test_a_resting_username_still_takes_its_api_keys(client, configure):
+    """An API key cannot be guessed: failures for a username rest that username's wrong keys, not its real one."""
+    configure(RATE_LIMIT_AUTH_FAILURES="3/minute")
+    _, key = make_user("una")
+    for i in range(3):
+        assert client.get("/sdapi/v1/options", headers=basic("una", "atl_wrong"),
+                          environ_base={"REMOTE_ADDR": f"10.8.0.{i}"}).status_code == 401
+    assert client.get("/sdapi/v1/options", headers=basic("una", "atl_wrong"),
+                      environ_base={"REMOTE_ADDR": "10.8.1.1"}).status_code == 429
+    assert client.get("/sdapi/v1/options", headers=basic("una", key),
+                      environ_base={"REMOTE_ADDR": "10.8.1.2"}).status_code == 200
+
+
 def test_usernames_are_nfkc_and_look_alikes_of_existing_ones_are_refused(client):
     import pytest
 
