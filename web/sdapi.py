@@ -54,9 +54,10 @@ def authenticate() -> None:
 
 
 def basic_auth_user(username: str | None, password: str | None) -> User | None:
-    auth_attempt(username)
+    auth_attempt()  # an API key cannot be guessed: a resting username rests only its wrong ones
     found = user_for_key(password or "")
     if found is None or found[0].username != normal_username(username):
+        auth_attempt(username)
         auth_failed(username)
         return None
     g.api_key = found[1]

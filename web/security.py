@@ -6,11 +6,12 @@ import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from flask import Flask, request
+from flask import Flask, after_this_request, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from flask_wtf.csrf import CSRFProtect
+from itsdangerous import BadData, URLSafeTimedSerializer
 from limits import parse_many
 from werkzeug.exceptions import TooManyRequests
 
@@ -47,6 +48,40 @@ def register_limit():
     return limiter.limit(lambda: settings.get().rate_limit_register, methods=["POST"], key_func=get_remote_address)
 
 
+KNOWN_DEVICE = "known_device"  # cookie: the users who signed in from this browser, signed
+KNOWN_DEVICE_DAYS = 365
+KNOWN_DEVICE_USERS = 5
+
+
+def _devices() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt="known-device")
+
+
+def _known_device_users() -> list[int]:
+    try:
+        ids = _devices().loads(request.cookies.get(KNOWN_DEVICE, ""), max_age=KNOWN_DEVICE_DAYS * 86400)
+    except BadData:
+        return []
+    return [i for i in ids if type(i) is int] if isinstance(ids, list) else []
+
+
+def known_device(user) -> bool:
+    """Whether this browser has signed in as `user` before (the cookie remember_device set)."""
+    return user is not None and user.id in _known_device_users()
+
+
+def remember_device(user) -> None:
+    """After a successful log-in: this browser is one of `user`'s known devices from now on."""
+    ids = [user.id, *(i for i in _known_device_users() if i != user.id)][:KNOWN_DEVICE_USERS]
+    value = _devices().dumps(ids)
+
+    @after_this_request
+    def set_cookie(response):
+        response.set_cookie(KNOWN_DEVICE, value, max_age=KNOWN_DEVICE_DAYS * 86400, httponly=True, samesite="Lax",
+                            secure=current_app.config["SESSION_COOKIE_SECURE"])
+        return response
+
+
 def _failure_keys(username: str | None) -> list[str]:
     from models_db.accounts import normal_username
     keys = [f"addr:{get_remote_address()}"]
@@ -55,7 +90,8 @@ def _failure_keys(username: str | None) -> list[str]:
 
 def auth_attempt(username: str | None = None) -> None:
     """Call before checking a credential: 429 while this client address, or this username, has failed
-    RATE_LIMIT_AUTH_FAILURES times (a right guess is refused as well while it rests)."""
+    RATE_LIMIT_AUTH_FAILURES times (a right guess is refused as well while it rests). Leave the username
+    out for a browser known_device() for it, so that others failing on purpose cannot lock its owner out."""
     for limit in parse_many(settings.get().rate_limit_auth_failures):
         for key in _failure_keys(username):
             if not limiter.limiter.test(limit, "auth-failures", key):

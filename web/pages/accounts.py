@@ -13,7 +13,7 @@ from models_db import accounts as a
 from models_db.db import transaction
 from models_db.images import BROWSING
 from web.pages import safe_next
-from web.security import auth_attempt, auth_failed, login_limit, register_limit
+from web.security import auth_attempt, auth_failed, known_device, login_limit, register_limit, remember_device
 
 bp = Blueprint("site_accounts", __name__)
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -77,8 +77,8 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         username = a.normal_username(form.username.data)
-        auth_attempt(username)
         user = a.User.get_or_none(a.User.username == username, a.User.is_active == True)  # noqa: E712
+        auth_attempt(None if known_device(user) else username)
         if user is not None and user.check_password(form.password.data):
             sign_in(user, remember=form.remember.data)
             return redirect(safe_next(request.args.get("next"), url_for("site_catalog.home")))
@@ -88,9 +88,11 @@ def login():
 
 
 def sign_in(user, remember: bool) -> None:
-    """A new LoginSession for this browser: its token goes into the session (and remember-me) cookie."""
+    """A new LoginSession for this browser: its token goes into the session (and remember-me) cookie; the
+    browser becomes a known device of the user."""
     a.start_session(user, settings.get().session_days)
     login_user(user, remember=remember)
+    remember_device(user)
 
 
 @bp.post("/logout")
@@ -139,7 +141,7 @@ def change_password():
     form = PasswordForm()
     if form.validate_on_submit():
         user = current_user._get_current_object()
-        auth_attempt(user.username)
+        auth_attempt(None if known_device(user) else user.username)
         if user.check_password(form.current.data):
             with transaction():
                 a.change_password(user, form.password.data)
