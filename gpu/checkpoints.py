@@ -97,6 +97,21 @@ def _validate_with_safetensors(path: Path) -> None:
         raise InvalidModelFile(f"corrupt safetensors file: {reason}") from None
 
 
+def header_shapes(stream) -> dict | None:
+    """Tensor name -> shape from the start of a safetensors stream (only the header is read), for a file
+    already checked on ingest; None when it is not one."""
+    raw = stream.read(8)
+    if len(raw) < 8 or struct.unpack("<Q", raw)[0] > MAX_HEADER:
+        return None
+    try:
+        header = json.loads(stream.read(struct.unpack("<Q", raw)[0]))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    return {name: t["shape"] for name, t in header.items() if isinstance(t, dict) and isinstance(t.get("shape"), list)}
+
+
 def _precision(dtype_bytes: dict) -> str | None:
     floats = {FP_NAMES[d]: b for d, b in dtype_bytes.items() if d in FP_NAMES and d != "U8"}
     return max(floats, key=floats.get) if floats else None

@@ -30,8 +30,9 @@ def bytes_to_unicode() -> dict[int, str]:
 def bpe_source() -> Path:
     spec = importlib.util.find_spec("open_clip")  # located, never imported (it would import torchvision)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the CLIP vocabulary comes from the open-clip-torch package; install it "
-                           "(pip install --no-deps open-clip-torch)")
+        from gpu.pipelines import CannotGenerate
+        raise CannotGenerate("CLIP tokenizer", "the CLIP vocabulary comes from the open-clip-torch package; "
+                                               "install it (pip install --no-deps open-clip-torch)")
     return Path(next(iter(spec.submodule_search_locations))) / BPE_FILE
 
 

@@ -15,7 +15,7 @@ import uuid
 
 import dramatiq
 
-from gpu.pipelines import Cancelled, Item, ModelRef, Params, Resource
+from gpu.pipelines import Cancelled, Item, ModelRef, Params, Resource, one_line
 from gpu.png_meta import format_a1111
 from jobs.broker import PermanentError, logs_result
 from jobs.images import process_image
@@ -150,7 +150,7 @@ def run_job(job_id: int) -> str:
         return run_batch(jobs, token, model, params)
     except Exception as exc:
         released = gen.release([j.id for j in jobs], token)
-        gen.GenerationJob.update(error=f"{type(exc).__name__}: {exc}").where(
+        gen.GenerationJob.update(error=f"{type(exc).__name__}: {one_line(exc)}").where(
             gen.GenerationJob.id.in_(released)).execute()
         send_jobs([j for j in released if j != job.id])  # the leader comes back by the actor's retry
         raise
@@ -174,9 +174,9 @@ def run_batch(jobs: list, token: str, model: ModelRef, params: Params) -> str:
             return "failed: out of memory"
         half = len(jobs) // 2
         return "; ".join(run_batch(part, token, model, params) for part in (jobs[:half], jobs[half:]))
-    except (ValueError, PermanentError) as exc:
-        finish_failed([j.id for j in jobs], token, str(exc))
-        return f"failed: {exc}"
+    except (ValueError, PermanentError) as exc:  # gpu.pipelines.CannotGenerate among them
+        finish_failed([j.id for j in jobs], token, one_line(exc))
+        return f"failed: {one_line(exc)}"
     record_speed(model.family, len(jobs), params, time.monotonic() - started)
     stored = sum(store_output(job, image, token, model, params) for job, image in zip(jobs, images))
     return f"{stored} images from a batch of {len(jobs)}"

@@ -231,7 +231,7 @@ def describe(version: ModelVersion) -> dict:
     file = primary_file(version)
     return {"version_id": version.id, "type": model.type, "kind": RESOURCE_KINDS.get(model.type, "other"),
             "name": file.name.rsplit(".", 1)[0], "file": file.name, "blob": file.blob,
-            "family": file.architecture, "base_model": version.base_model,
+            "family": file.architecture, "base_model": version.base_model, "format": file.format,
             "variant": FLUX_VARIANTS.get(version.base_model), "autov2": file.blob[:10],
             "ecosystem": ecosystem(version.base_model)}
 
@@ -284,8 +284,23 @@ def _decode_image(field: str, data: str) -> str:
     return get_store().put_stream(io.BytesIO(raw))[0]
 
 
-def _gpu_params(fields: dict, lookup) -> dict:
-    """The batch-shared part of a job: gpu.pipelines.Params fields with catalog files described."""
+def tensor_shapes(described: dict) -> dict | None:
+    """A catalog safetensors file's tensor shapes, from its header (the first bytes of its blob); None for
+    other formats."""
+    import contextlib
+
+    from gpu.checkpoints import header_shapes
+    from models_db.storage import get_store
+    if described.get("format") != "SafeTensor":
+        return None
+    with contextlib.closing(get_store().open(described["blob"])) as stream:
+        return header_shapes(stream)
+
+
+def _gpu_params(fields: dict, lookup, shapes_of) -> dict:
+    """The batch-shared part of a job: gpu.pipelines.Params fields with catalog files described. LoRAs and
+    embeddings must fit the checkpoint: its ecosystem, and their tensor shapes where headers show them."""
+    from gpu.architectures import misfit
     from gpu.request import RequestError
     model = lookup(fields["model"])
     params = {"model": model, "vae": None, "loras": [], "embeddings": [], "controlnet": None,
@@ -307,6 +322,10 @@ def _gpu_params(fields: dict, lookup) -> dict:
         res = lookup(ref, field=field, kinds=("lora", "embedding", "vae", "controlnet"))
         if res["kind"] != "vae" and not compatible(res["ecosystem"], model["ecosystem"]):
             raise RequestError(field, f"{res['name']} is for {res['base_model']}, the model is {model['base_model']}")
+        problem = misfit(res["kind"], shapes_of(res) or {}, shapes_of(model) or {}) \
+            if res["kind"] in ("lora", "embedding") else None
+        if problem:
+            raise RequestError(field, f"{res['name']} does not fit {model['name']}: {problem}")
         res = dict(res, weight=weight)
         if res["kind"] in ("vae", "controlnet"):
             params[res["kind"]] = res
@@ -357,12 +376,19 @@ def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]
                            if getattr(req.grid, axis) is not None})
     run = GenerationRun.create(user=user, source=source, request_json=req.model_dump_json(exclude_none=True),
                                total=len(specs), grid_json=grid)
+    shapes: dict = {}
+
+    def shapes_of(described: dict) -> dict | None:
+        if described["blob"] not in shapes:
+            shapes[described["blob"]] = tensor_shapes(described)
+        return shapes[described["blob"]]
+
     rows, param_sets, per_cell = [], {}, {}
     inputs_json = json.dumps(inputs)
     for index, spec in enumerate(specs):
         key = id(spec["params"])  # a grid cell's jobs share its fields
         if key not in per_cell:
-            params = _gpu_params(spec["params"], lookup)
+            params = _gpu_params(spec["params"], lookup, shapes_of)
             per_cell[key] = (signature(params), params["model"]["version_id"])
             param_sets.setdefault(per_cell[key][0], json.dumps(params, sort_keys=True))
         sig, version_id = per_cell[key]

@@ -9,6 +9,7 @@ The job layer turns database rows into these plain values; nothing here imports 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,6 +18,29 @@ FAMILIES = ("SD1", "SD2", "SDXL", "FLUX1")
 
 class Cancelled(Exception):
     """Raised from an on_step callback to stop a batch at the next step."""
+
+
+class CannotGenerate(ValueError):
+    """This batch can never be made as asked (a resource whose tensors do not fit the checkpoint, an unreadable
+    file, a missing tokenizer): trying again will not help. Its message is one short line."""
+
+    MAX_CHARS = 300
+
+    def __init__(self, what: str, cause: BaseException | str):
+        super().__init__(f"{what}: {one_line(cause)}"[:self.MAX_CHARS])
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error's gist on one line: PyTorch's state-dict errors list every mismatched tensor on a line of its
+    own (hundreds of lines), so the first mismatch is kept and the others counted."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__ if isinstance(error, BaseException) else "failed"
+    mismatches = [line for line in lines if line.startswith(("size mismatch", "Missing key", "Unexpected key"))]
+    if mismatches:
+        more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
+        return re.sub(r"torch\.Size\((\[[^\]]*\])\)", r"\1", mismatches[0]) + more
+    return lines[0] + (" …" if len(lines) > 1 else "")
 
 
 @dataclass(frozen=True)

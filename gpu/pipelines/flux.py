@@ -25,23 +25,26 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 def load(model: ModelRef, device, dtype):
     """A FluxPipeline (txt2img) on `device` for a diffusers folder or a .safetensors FLUX file."""
+    from gpu.pipelines.loading import unusable
     dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     path = Path(model.path)
-    if path.is_dir():
-        pipe = _load_folder(path, dtype)
-    else:
-        from gpu.checkpoints import read_safetensors_header
-        if not path.name.endswith(".safetensors"):
-            raise ValueError(f"{path.name}: FLUX checkpoints are read from .safetensors files only")
-        header, metadata = read_safetensors_header(path)
-        if metadata.get("atelier.config") or any(k.startswith("transformer.") for k in header):
-            pipe = _load_all_in_one(path, set(header), metadata, dtype)
-        else:
-            pipe = _load_transformer_file(path, set(header), dtype)
+    with unusable(f"checkpoint {model.name}"):
+        pipe = _load_folder(path, dtype) if path.is_dir() else _load_file(path, dtype)
     if model.vae is not None:
-        pipe.vae = _load_vae(Path(model.vae.path), dtype)
+        with unusable(f"VAE {model.vae.name}"):
+            pipe.vae = _load_vae(Path(model.vae.path), dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def _load_file(path: Path, dtype):
+    from gpu.checkpoints import read_safetensors_header
+    if not path.name.endswith(".safetensors"):
+        raise ValueError(f"{path.name}: FLUX checkpoints are read from .safetensors files only")
+    header, metadata = read_safetensors_header(path)
+    if metadata.get("atelier.config") or any(k.startswith("transformer.") for k in header):
+        return _load_all_in_one(path, set(header), metadata, dtype)
+    return _load_transformer_file(path, set(header), dtype)
 
 
 def t5_tokenizer(folder: Path | None = None):
@@ -152,7 +155,9 @@ def apply_loras(pipe, loras) -> None:
     for lora in loras:
         name = adapter_name(lora)
         if name not in loaded:
-            pipe.load_lora_weights(lora.path, adapter_name=name)
+            from gpu.pipelines.loading import unusable
+            with unusable(f"LoRA {lora.name}"):
+                pipe.load_lora_weights(lora.path, adapter_name=name)
             loaded.add(name)
         weights[name] = weights.get(name, 0.0) + lora.weight
     pipe.enable_lora()

@@ -5,6 +5,8 @@ folder with tokenizers), never from a model hub. Pickled .ckpt files are only ev
 """
 from __future__ import annotations
 
+import contextlib
+import pickle
 import re
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 from gpu import configs
 from gpu.architectures import detect_architecture
 from gpu.checkpoints import read_safetensors_header
-from gpu.pipelines import ModelRef, Params, Resource
+from gpu.pipelines import CannotGenerate, ModelRef, Params, Resource
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -61,8 +63,41 @@ def _prediction_type(metadata: dict) -> str | None:
     return {"epsilon": "epsilon", "eps": "epsilon", "v": "v_prediction", "v_prediction": "v_prediction"}.get(value)
 
 
+def _state_dict_error(error: BaseException) -> bool:
+    text = str(error)
+    return "Error(s) in loading state_dict" in text or "size mismatch for" in text
+
+
+@contextlib.contextmanager
+def unusable(what: str):
+    """Loading `what` (a file, a tokenizer) failed in a way no retry can mend: CannotGenerate with a one-line
+    reason. Out-of-memory and other runtime errors pass unchanged (a smaller batch or another try may work)."""
+    from safetensors import SafetensorError
+    try:
+        yield
+    except (CannotGenerate, torch.cuda.OutOfMemoryError):
+        raise
+    except (ValueError, KeyError, OSError, EOFError, pickle.UnpicklingError, SafetensorError) as error:
+        raise CannotGenerate(f"{what} does not fit the checkpoint" if _state_dict_error(error) else what,
+                             error) from error
+    except RuntimeError as error:
+        if not _state_dict_error(error):
+            raise
+        raise CannotGenerate(f"{what} does not fit the checkpoint", error) from error
+
+
 def load_pipeline(model: ModelRef, device, dtype):
     """The base txt2img diffusers pipeline of a single-file checkpoint or a diffusers folder."""
+    with unusable(f"checkpoint {model.name}"):
+        pipe = _load_base(model, dtype)
+    if model.vae is not None:
+        with unusable(f"VAE {model.vae.name}"):
+            pipe.vae = load_vae(model.vae, shipped_config_of(pipe), dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _load_base(model: ModelRef, dtype):
     cls = _pipeline_class(model.family)
     path = Path(model.path)
     extra = {} if model.family == "SDXL" else {"safety_checker": None, "requires_safety_checker": False}
@@ -76,10 +111,7 @@ def load_pipeline(model: ModelRef, device, dtype):
         prediction = _prediction_type(metadata)
         if prediction:
             pipe.scheduler.register_to_config(prediction_type=prediction)
-    if model.vae is not None:
-        pipe.vae = load_vae(model.vae, shipped_config_of(pipe), dtype)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return pipe
 
 
 def shipped_config_of(pipe) -> str:
@@ -114,15 +146,16 @@ def load_controlnet(res: Resource, family: str, device, dtype, config_name: str 
     (original `control_model.*` keys or diffusers keys)."""
     from diffusers import ControlNetModel
     path = Path(res.path)
-    if path.is_dir():
-        model = ControlNetModel.from_pretrained(str(path), dtype=dtype, local_files_only=True)
-    else:
-        _, metadata = read_header(path)
-        name = metadata.get("atelier.config")
-        if name not in configs.NAMES:
-            name = config_name or configs.config_name(family, "full")
-        model = ControlNetModel.from_single_file(str(path), config=str(configs.prepared_dir(name)),
-                                                 subfolder="controlnet", dtype=dtype, local_files_only=True)
+    with unusable(f"ControlNet {res.name}"):
+        if path.is_dir():
+            model = ControlNetModel.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+        else:
+            _, metadata = read_header(path)
+            name = metadata.get("atelier.config")
+            if name not in configs.NAMES:
+                name = config_name or configs.config_name(family, "full")
+            model = ControlNetModel.from_single_file(str(path), config=str(configs.prepared_dir(name)),
+                                                     subfolder="controlnet", dtype=dtype, local_files_only=True)
     return model.to(device)
 
 
@@ -140,7 +173,8 @@ def apply_loras(pipe, loras: tuple[Resource, ...]) -> None:
         pipe.delete_adapters(stale)
     for name, res in wanted.items():
         if name not in loaded:  # read here, weights-only, whatever the file format
-            pipe.load_lora_weights(_read_tensors(Path(res.path)), adapter_name=name)
+            with unusable(f"LoRA {res.name}"):
+                pipe.load_lora_weights(_read_tensors(Path(res.path)), adapter_name=name)
     if wanted:
         pipe.set_adapters(list(wanted), adapter_weights=[float(r.weight) for r in wanted.values()])
 
@@ -189,7 +223,9 @@ def apply_embeddings(pipe, embeddings: tuple[Resource, ...]) -> None:
             continue
         token = loaded[res.name][1] if res.name in loaded else \
             (f"<{res.name}>" if res.name in pipe.tokenizer.get_vocab() else res.name)
-        for vectors, encoder in _embedding_parts(_read_tensors(Path(res.path)), sdxl):
+        with unusable(f"embedding {res.name}"):
+            parts = _embedding_parts(_read_tensors(Path(res.path)), sdxl)
+        for vectors, encoder in parts:
             text_encoder = getattr(pipe, encoder)
             tokenizer = getattr(pipe, "tokenizer" if encoder == "text_encoder" else "tokenizer_2")
             if res.name in loaded:  # same name, new file: replace it (with its extra vectors token_1, token_2…)

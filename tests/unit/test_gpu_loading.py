@@ -218,3 +218,35 @@ def test_full_configs_are_the_published_architectures(family, unet_millions, key
     back = sfu.convert_ldm_unet_checkpoint(state, dict(pipe.unet.config))
     assert back.keys() == pipe.unet.state_dict().keys()
     assert sfu.convert_ldm_vae_checkpoint(state, dict(pipe.vae.config)).keys() == pipe.vae.state_dict().keys()
+
+
+def test_resource_fit_is_read_from_tensor_shapes():
+    from gpu.architectures import misfit
+    block = "model.diffusion_model.input_blocks.{}.1.transformer_blocks.0.{}.weight"
+    sd15 = {block.format(1, "attn2.to_k"): [320, 768], block.format(1, "attn1.to_q"): [320, 320],
+            block.format(4, "attn1.to_q"): [640, 640],
+            "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight": [768, 768]}
+    kohya = {"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": [4, 768],
+             "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight": [4, 640],
+             "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": [4, 768]}
+    assert misfit("lora", kohya, sd15) is None
+    sdxl_lora = {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": [4, 2048],
+                 "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": [4, 1280]}
+    assert misfit("lora", sdxl_lora, sd15) == "cross-attention text width 2048, the checkpoint's 768"
+    peft = {"unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": [8, 1280]}
+    assert misfit("lora", peft, sd15) == "attention width 1280, the checkpoint's 320/640"
+    assert misfit("embedding", {"emb_params": [2, 1024]}, sd15) == "text encoder width 1024, the checkpoint's 768"
+    assert misfit("embedding", {"clip_l": [2, 768], "clip_g": [2, 1280]}, sd15) is None  # no second encoder to compare
+    assert misfit("lora", kohya, {}) is None  # a checkpoint without a header: nothing to tell
+
+
+def test_unusable_files_fail_with_one_line(tmp_path):
+    from gpu.pipelines import CannotGenerate
+    bad = tmp_path / "ink.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    pipe = demo.build_pipeline("SD1", "tiny")
+    with pytest.raises(CannotGenerate, match=r"^LoRA ink: ") as caught:
+        loading.apply_loras(pipe, (Resource("lora", str(bad), "0" * 64, "ink"),))
+    assert "\n" not in str(caught.value) and len(str(caught.value)) <= CannotGenerate.MAX_CHARS
+    with pytest.raises(CannotGenerate, match=r"^checkpoint gone: "):
+        loading.load_pipeline(ModelRef("SD1", str(tmp_path / "gone.safetensors"), "1" * 64, "gone"), CPU, F32)

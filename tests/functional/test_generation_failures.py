@@ -1,0 +1,98 @@
+"""Generation that can never work: refused at submission where the catalog and the file headers can tell,
+otherwise failed at once on the GPU worker with a one-line reason, and counted as a failed job everywhere
+operators look (Prometheus, `atelier jobs failed`, the Operations page)."""
+import pytest
+import torch
+
+from jobs import generation as jobs
+from models_db import generation as gen
+from models_db.redis_store import client as redis
+from tests.conftest import run_jobs
+from tests.helpers import auth, import_model
+
+SMALL = {"width": 64, "height": 64, "steps": 2, "sampler": "Euler"}
+
+
+@pytest.fixture(scope="module")
+def sd1_file(tmp_path_factory):
+    from gpu.demo import write_checkpoint
+    return write_checkpoint("SD1", tmp_path_factory.mktemp("models") / "tiny-sd15.safetensors", size="tiny")
+
+
+@pytest.fixture
+def sd1(sd1_file):
+    return import_model(sd1_file, "--publish")
+
+
+def wide_lora(folder, suffix: str):
+    """An SD 1.5 LoRA for a model twice as wide as the tiny checkpoint (as a real SD 1.5 LoRA is for it)."""
+    from safetensors.torch import load_file, save_file
+
+    from gpu.demo import write_lora
+    state = load_file(str(write_lora(folder / "narrow.safetensors", "SD1")))
+    g = torch.Generator().manual_seed(5)
+    for key, value in state.items():
+        if key.endswith(".lora_down.weight"):
+            state[key] = torch.randn(value.shape[0], value.shape[1] * 2, generator=g)
+        elif key.endswith(".lora_up.weight"):
+            state[key] = torch.randn(value.shape[0] * 2, value.shape[1], generator=g)
+    path = folder / f"wide{suffix}"
+    if suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+def submit(client, key, **body):
+    return client.post("/api/v1/generation", json=body, headers=auth(key))
+
+
+def test_loras_whose_tensors_do_not_fit_the_checkpoint_are_refused_at_submission(client, alice, sd1, tmp_path):
+    from gpu.demo import write_lora
+    _, key = alice
+    wide = import_model(wide_lora(tmp_path, ".safetensors"), "--publish", "--type", "LORA", "--base-model", "SD 1.5")
+    xl = import_model(write_lora(tmp_path / "xl.safetensors", "SDXL"), "--publish", "--type", "LORA",
+                      "--base-model", "SD 1.5")  # mislabelled: an SDXL LoRA
+    for lora, name in ((wide, "wide"), (xl, "xl")):
+        response = submit(client, key, model=sd1["versionId"], prompt="a cat", **SMALL,
+                          resources=[{"id": lora["versionId"], "weight": 1}])
+        answer = response.get_json()
+        assert response.status_code == 400 and answer["field"] == "resources", answer
+        assert name in answer["error"] and "does not fit" in answer["error"], answer
+    assert gen.GenerationRun.select().count() == 0
+    narrow = import_model(write_lora(tmp_path / "narrow.safetensors", "SD1"), "--publish", "--type", "LORA",
+                          "--base-model", "SD 1.5")
+    assert submit(client, key, model=sd1["versionId"], prompt="a cat", **SMALL,
+                  resources=[{"id": narrow["versionId"], "weight": 1}]).status_code == 202
+
+
+@pytest.fixture
+def doomed_run(client, alice, sd1, tmp_path):
+    """A run of two images with a LoRA whose shapes cannot be read before the GPU worker loads it (a
+    pickled .pt file has no header to look at)."""
+    _, key = alice
+    lora = import_model(wide_lora(tmp_path, ".pt"), "--publish", "--type", "LORA", "--base-model", "SD 1.5")
+    response = submit(client, key, model=sd1["versionId"], prompt="a cat", quantity=2, seed=1, **SMALL,
+                      resources=[{"id": lora["versionId"], "weight": 1}])
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()
+
+
+def test_a_generation_that_can_never_work_fails_at_once_with_a_one_line_reason(client, alice, doomed_run, worker):
+    _, key = alice
+    run_jobs(worker)
+    run = client.get(f"/api/v1/generation/runs/{doomed_run['id']}", headers=auth(key)).get_json()
+    assert (run["status"], run["done"], run["failed"]) == ("Failed", 0, 2)
+    for job in run["jobs"]:
+        assert job["state"] == "failed"
+        assert "\n" not in job["error"] and len(job["error"]) <= 300, job["error"]
+        assert "LoRA wide does not fit the checkpoint" in job["error"] and "size mismatch" in job["error"], job
+    assert [j.attempts for j in gen.GenerationJob.select()] == [1, 1]  # never retried
+    events = [e["event"] for e in jobs_events(doomed_run["id"])]
+    assert events[-1] == "failed" and "image" not in events
+
+
+def jobs_events(run_id):
+    import json
+    return [json.loads(e) for e in redis().lrange(jobs.channel(run_id) + ":log", 0, -1)]
