@@ -120,19 +120,29 @@ def backend():
     return _backend
 
 
-@dramatiq.actor(queue_name="gpu", max_retries=3, time_limit=6 * 3600 * 1000, min_backoff=2000)
+class ImageFailed(PermanentError):
+    """The job's image failed for good (it is marked failed and its event sent): the message fails too, so
+    that metrics, `atelier jobs failed` and the Operations page count it, and is not retried."""
+
+
+@dramatiq.actor(queue_name="gpu", max_retries=3, time_limit=6 * 3600 * 1000, min_backoff=2000,
+                throws=(PermanentError,))
 @logs_result
 def generate(job_id: int) -> str:
     return run_job(job_id)
 
 
 def run_job(job_id: int) -> str:
+    """Runs the job (and the compatible queued ones it can take along) unless it has finished; raises
+    ImageFailed when the job ends failed, also for a redelivered message of a failed job."""
     job = gen.GenerationJob.get_or_none(gen.GenerationJob.id == job_id)
+    if job is not None and job.state == "failed":
+        raise ImageFailed(job.error or "failed")
     if job is None or job.state in gen.FINISHED:
         return "already finished"
     if job.attempts >= MAX_ATTEMPTS and job.state == "queued":
         finish_failed([job.id], None, job.error or "failed too many times")
-        return "failed: attempts exhausted"
+        raise ImageFailed(job.error or "failed too many times")
     token = uuid.uuid4().hex
     claimed = gen.claim([job.id], token, lease_s())
     if not claimed:  # in a live batch elsewhere: look again soon (done by then, or its claim went stale)
@@ -147,13 +157,17 @@ def run_job(job_id: int) -> str:
         claimed += gen.claim(gen.compatible_queued(job, room, lease_s()), token, lease_s())
     jobs = list(gen.GenerationJob.select().where(gen.GenerationJob.id.in_(claimed)).order_by(gen.GenerationJob.id))
     try:
-        return run_batch(jobs, token, model, params)
+        summary = run_batch(jobs, token, model, params)
     except Exception as exc:
         released = gen.release([j.id for j in jobs], token)
         gen.GenerationJob.update(error=f"{type(exc).__name__}: {one_line(exc)}").where(
             gen.GenerationJob.id.in_(released)).execute()
         send_jobs([j for j in released if j != job.id])  # the leader comes back by the actor's retry
         raise
+    leader = gen.GenerationJob.get_by_id(job.id)
+    if leader.state == "failed":
+        raise ImageFailed(leader.error or summary)
+    return summary
 
 
 def run_batch(jobs: list, token: str, model: ModelRef, params: Params) -> str:

@@ -1,14 +1,18 @@
 """Generation that can never work: refused at submission where the catalog and the file headers can tell,
 otherwise failed at once on the GPU worker with a one-line reason, and counted as a failed job everywhere
 operators look (Prometheus, `atelier jobs failed`, the Operations page)."""
+import re
+import time
+
 import pytest
 import torch
 
 from jobs import generation as jobs
 from models_db import generation as gen
 from models_db.redis_store import client as redis
-from tests.conftest import run_jobs
-from tests.helpers import auth, import_model
+from tests.conftest import make_user, run_jobs
+from tests.functional.test_web_pages import log_in
+from tests.helpers import auth, cli, import_model
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler": "Euler"}
 
@@ -96,3 +100,27 @@ def test_a_generation_that_can_never_work_fails_at_once_with_a_one_line_reason(c
 def jobs_events(run_id):
     import json
     return [json.loads(e) for e in redis().lrange(jobs.channel(run_id) + ":log", 0, -1)]
+
+
+def job_counter(client, outcome: str) -> float:
+    pattern = re.compile(r'^atelier_job_messages_total\{(?=[^}]*actor="generate")(?=[^}]*outcome="%s")[^}]*\} (\S+)$'
+                         % outcome, re.M)
+    return sum(float(v) for v in pattern.findall(client.get("/metrics").get_data(as_text=True)))
+
+
+def test_a_failed_image_is_a_failed_job_for_operators(client, doomed_run, worker):
+    before = {outcome: job_counter(client, outcome) for outcome in ("failed", "retried", "dead")}
+    run_jobs(worker)
+    deadline = time.monotonic() + 5  # the worker's metrics buffer writes a few times a second
+    while job_counter(client, "dead") < before["dead"] + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job_counter(client, "failed") == before["failed"] + 2  # one per image, as the failure-ratio alert reads
+    assert job_counter(client, "dead") == before["dead"] + 2
+    assert job_counter(client, "retried") == before["retried"]
+    listing = [line for line in cli("jobs", "failed").stdout.splitlines() if " generate " in line]
+    assert len(listing) == 2 and all("LoRA wide does not fit the checkpoint" in line for line in listing), listing
+    admin, _ = make_user("olga", role="admin")
+    log_in(client, admin)
+    html = client.get("/operations").get_data(as_text=True)
+    assert html.count("LoRA wide does not fit the checkpoint") == 2
+    assert gen.GenerationRun.get_by_id(doomed_run["id"]).status == "Failed"
