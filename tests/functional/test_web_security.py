@@ -248,3 +248,29 @@ def test_digit_and_letter_look_alikes_collide_whichever_came_first():
         create_user(first)
         with pytest.raises(ValueError, match="looks like"):
             create_user(later)
+
+
+def test_tags_trigger_words_titles_and_key_names_carry_no_bidi_controls(client, live_server, alice):
+    from models_db.accounts import ApiKey
+    from models_db.catalog import Model, Tag
+    from models_db.images import Post
+    from tests.helpers import cli
+    _, key = alice
+    r = client.post("/api/v1/models", headers=auth(key),
+                    json={"name": "Cat", "type": "LORA", "tags": ["cat", "x\u202e"]})
+    assert r.status_code == 400 and "bidirectional" in r.get_json()["error"]
+    assert not Model.select().exists() and not Tag.select().exists()
+    model = client.post("/api/v1/models", headers=auth(key), json={"name": "Cat", "type": "LORA"}).get_json()
+    r = client.post("/api/v1/model-versions", headers=auth(key), json={
+        "modelId": model["id"], "name": "v1", "baseModel": "SD 1.5", "trainedWords": ["\u2066trigger"]})
+    assert r.status_code == 400 and "bidirectional" in r.get_json()["error"]
+    r = client.post("/api/v1/posts", headers=auth(key), json={"title": "my \u202egnp.exe"})
+    assert r.status_code == 400 and "bidirectional" in r.get_json()["error"] and not Post.select().exists()
+    browser = logged_in(live_server, "kay")
+    page = browser.get(f"{live_server}/account").text
+    r = browser.post(f"{live_server}/account/api-keys", data={"name": "laptop\u200f", "scope": "read",
+                                                              "csrf_token": token(page)})
+    assert r.status_code in (200, 400) and "bidirectional" in r.text and "atl_" not in r.text
+    made = cli("api-key", "create", "kay", "--name", "\u202ecli")
+    assert made.exit_code == 1 and "bidirectional" in made.output
+    assert not ApiKey.select().where(ApiKey.name.contains("\u202e") | ApiKey.name.contains("\u200f")).exists()
