@@ -77,7 +77,10 @@ def create_key(username, scope, name):
     user = User.get_or_none(User.username == username)
     if user is None:
         raise click.ClickException(f"no user named {username!r}")
-    _, key = create_api_key(user, name, scope)
+    try:
+        _, key = create_api_key(user, name, scope)
+    except ValueError as exc:
+        raise click.ClickException(str(exc))
     click.echo(f"{scope} key for {username} (shown once, keep it):", err=True)
     click.echo(key)
 

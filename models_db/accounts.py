@@ -150,6 +150,7 @@ def create_api_key(user: User, name: str, scope: str = "read") -> tuple[ApiKey, 
     """Returns the row and the plain key; only the key's hash is stored."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    names.refuse_bidi_controls(name, "a key name")
     key = KEY_PREFIX + secrets.token_urlsafe(30)
     row = ApiKey.create(user=user, name=name, key_hash=hash_key(key), prefix=key[:10], scope=scope)
     return row, key

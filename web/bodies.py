@@ -11,9 +11,15 @@ from models_db import images as im
 from models_db import names
 from models_db.reviews import MAX_TEXT
 
+
+def shown(what: str) -> AfterValidator:
+    """For text shown to others as a name, title or label: no bidirectional controls."""
+    return AfterValidator(lambda text: names.refuse_bidi_controls(text, what))
+
+
 Name = Annotated[str, Field(min_length=1, max_length=255)]
-# a name shown to others (models, versions)
-DisplayName = Annotated[Name, AfterValidator(lambda text: names.refuse_bidi_controls(text, "a name"))]
+DisplayName = Annotated[Name, shown("a name")]  # models, versions
+Label = Annotated[str, Field(max_length=255)]
 Description = Annotated[str, Field(max_length=100_000)]
 Id = Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
 Level = Literal[tuple(im.LEVELS)] | Literal[tuple(im.LEVELS.values())]  # a name or its bit
@@ -29,7 +35,7 @@ class NewModel(Body):
     name: DisplayName
     type: Literal[c.MODEL_TYPES]
     description: Description = ""
-    tags: list[Annotated[str, Field(max_length=255)]] = Field(default_factory=list, max_length=100)
+    tags: list[Annotated[Label, shown("a tag")]] = Field(default_factory=list, max_length=100)
     nsfw: StrictBool = False
     poi: StrictBool = False
     allowNoCredit: StrictBool = True
@@ -43,7 +49,8 @@ class NewVersion(Body):
     name: DisplayName
     baseModel: Literal[c.BASE_MODELS]
     description: Description = ""
-    trainedWords: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=100)
+    trainedWords: list[Annotated[str, Field(max_length=1000), shown("a trigger word")]] = Field(
+        default_factory=list, max_length=100)
     loginRequired: StrictBool = False
 
 
@@ -69,7 +76,7 @@ class ReportIn(Body):
 
 
 class PostIn(Body):
-    title: Annotated[str, Field(max_length=255)] | None = ""
+    title: Annotated[Label, shown("a title")] | None = ""
     modelVersionId: Id | None = None
 
 

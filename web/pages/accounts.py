@@ -160,7 +160,11 @@ def create_key():
     if not form.validate_on_submit():
         flash("A key needs a name.", "error")
         return redirect(url_for(".settings_page"))
-    row, key = a.create_api_key(current_user._get_current_object(), form.name.data, form.scope.data)
+    try:
+        row, key = a.create_api_key(current_user._get_current_object(), form.name.data, form.scope.data)
+    except ValueError as exc:
+        flash(f"{exc}.", "error")
+        return redirect(url_for(".settings_page"))
     return settings_html(new_key=key, new_row=row)  # the plain key is shown on this one response, never again
 
 
