@@ -2,6 +2,7 @@
 threads (checked against the real `atelier web` process), capped per user, and they end; A1111's
 synchronous waits are bounded and capped; request bodies have limits; API keys never reach the access log."""
 import io
+import json
 import socket
 import threading
 import time
@@ -13,6 +14,7 @@ import requests
 import settings
 from jobs import generation as jobs
 from models_db import generation as gen
+from models_db.accounts import User
 from models_db.redis_store import client as redis
 from tests.conftest import make_user
 from tests.helpers import atelier_processes, auth, import_model
@@ -58,14 +60,16 @@ def queued_run(base: str, key: str, sd1: dict, **body) -> int:
     return answer.json()["id"]
 
 
-class Stream:
-    """GET .../events on a socket of its own: sent at once, its answer read later."""
+class Call:
+    """An HTTP request on a socket of its own: sent at once, its answer read later."""
 
-    def __init__(self, base: str, run_id: int, key: str):
+    def __init__(self, base: str, method: str, path: str, key: str, body: dict | None = None):
         url = urlsplit(base)
+        data = json.dumps(body).encode() if body is not None else b""
         self.sock = socket.create_connection((url.hostname, url.port), timeout=10)
-        self.sock.sendall(f"GET /api/v1/generation/runs/{run_id}/events HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                          f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n".encode())
+        self.sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {key}\r\n"
+                          f"Accept: text/event-stream, application/json\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
         self.data = b""
 
     def read_until(self, marker: bytes) -> bytes:
@@ -82,6 +86,13 @@ class Stream:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Stream(Call):
+    """GET .../events on a socket of its own."""
+
+    def __init__(self, base: str, run_id: int, key: str):
+        super().__init__(base, "GET", f"/api/v1/generation/runs/{run_id}/events", key)
 
 
 def answers_within_a_second(url: str) -> None:
@@ -247,6 +258,35 @@ def test_a1111_waits_are_bounded_and_capped_per_user(live_server, alice, sd1, en
     waiting.join(20)
     assert first and first[0].status_code == 504 and "run" in first[0].json()["detail"]
     assert 3 <= time.monotonic() - started < 10
+
+
+def test_a1111_waits_of_several_users_leave_the_request_threads_free(tmp_path, sd1):
+    """Each user stays within SDAPI_MAX_WAITS, but together they wait more calls than the web has threads."""
+    users, per_user = 3, settings.get().sdapi_max_waits
+    with atelier_processes(tmp_path, env={"WEB_THREADS": str(users * per_user - 2), "SDAPI_WAIT_S": "120"}) as web:
+        calls, keys = [], []
+        for n in range(users):
+            _, key = make_user(f"painter{n}")
+            keys.append(key)
+            calls += [Call(web, "POST", "/sdapi/v1/txt2img", key, {"prompt": f"a kite {i}", "steps": 2,
+                                                                   "width": 64, "height": 64})
+                      for i in range(per_user)]
+        try:
+            deadline = time.monotonic() + 10
+            while gen.GenerationRun.select().count() < len(calls) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for path in ("/healthz", "/api/v1/models", "/healthz"):
+                answers_within_a_second(web + path)
+            assert gen.GenerationRun.select().count() == len(calls)  # every call is waiting for its run
+            # a waiting call answers as soon as its run ends: here the first user cancels theirs
+            first = gen.GenerationRun.select().join(User).where(User.username == "painter0")
+            for run in first:
+                assert requests.delete(f"{web}/api/v1/generation/runs/{run.id}", headers=auth(keys[0])).ok
+            for call in calls[:per_user]:
+                assert call.status == 409 and b"generation cancelled" in call.read_until(b"}"), call.data
+        finally:
+            for call in calls:
+                call.close()
 
 
 def test_request_bodies_have_limits_by_kind(client, alice, sd1):
