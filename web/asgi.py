@@ -1,6 +1,7 @@
 """The web process's app (gunicorn with uvicorn workers, `atelier web`): every request runs in the Flask
-app on a bounded pool of request threads (a2wsgi), and a run's event stream, once its Flask view has
-authorised it, is served on the event loop (web/streams.py) so that it holds no thread."""
+app on a bounded pool of request threads (a2wsgi), and what waits long (event streams, /sdapi calls
+waiting for their images), once its Flask view has authorised it, is served on the event loop
+(web/handoff.py) so that it holds no thread."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,7 @@ import re
 from a2wsgi import WSGIMiddleware
 from uvicorn_worker import UvicornWorker
 
-from web import streams
+from web.handoff import HANDOFF
 
 TOKEN = re.compile(r"([?&]token=)[^&#\s\"]*")
 
@@ -21,16 +22,17 @@ class App:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.wsgi(scope, receive, send)
-        handoff = scope[streams.HANDOFF] = []
+        handoff, start = [], {}
+        scope[HANDOFF] = handoff
 
         async def forward(message):
             if not handoff:
                 await send(message)
-            elif message["type"] == "http.response.start":  # the view's headers; the body is the stream's
-                await send({**message, "headers": [h for h in message["headers"] if h[0] != b"content-length"]})
+            elif message["type"] == "http.response.start":  # the view's status and headers, for the work
+                start.update(message)
         await self.wsgi(scope, receive, forward)
         if handoff:
-            await streams.serve(handoff[0], receive, send)
+            await handoff[0].serve(start, receive, send, self.wsgi.executor)
 
 
 class RedactTokens(logging.Filter):

@@ -14,6 +14,7 @@ from models_db.redis_store import give_back_place, take_place
 from web import streams
 from web.api import absolute, body_limit, current_api_user, error, integer, require_user, send_blob
 from web.catalog import iso
+from web.handoff import hand_off
 from web.openapi import INT, LIMIT, STR, doc, items_of, obj, param, ref
 
 PNG = {"type": "string", "format": "binary"}
@@ -141,12 +142,10 @@ def events(run_id: int):
     token = take_place(place, s.stream_max_per_user, s.stream_max_lifetime_s + 60)
     if token is None:
         error(429, f"at most {s.stream_max_per_user} event streams may be open at once; close one")
-    stream = streams.Stream(run_id, after, place, token)
+    stream = streams.Stream(streams.RunFeed(run_id, after), place, token)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    handoff = request.environ.get("asgi.scope", {}).get(streams.HANDOFF)
-    if handoff is not None:  # web/asgi.py serves the body on its event loop
-        handoff.append(stream)
+    if hand_off(stream):  # web/asgi.py serves the body on its event loop
         return Response(mimetype="text/event-stream", headers=headers)
-    response = Response(streams.blocking(stream), mimetype="text/event-stream", headers=headers)
+    response = Response(stream.blocking(), mimetype="text/event-stream", headers=headers)
     response.call_on_close(lambda: give_back_place(place, token))  # also when the body was never read
     return response

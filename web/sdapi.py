@@ -2,12 +2,15 @@
 same queue as /api/v1/generation. A txt2img call waits for its run and answers as A1111 does."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import re
-import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
 
+import orjson
 from flask import Blueprint, abort, g, jsonify, make_response, request
 from PIL import Image as PILImage
 
@@ -20,21 +23,27 @@ from models_db import generation as gen
 from models_db.accounts import User, normal_username, user_for_key
 from models_db.catalog import Model, ModelFile, ModelVersion
 from models_db.catalog_queries import visible_versions
-from models_db.redis_store import client, give_back_place, redis_key, take_place
+from models_db import db as database
+from models_db.redis_store import client, give_back_place, places_key, redis_key, take_place
 from models_db.storage import get_store
+from web import streams
 from web.api import body_limit, current_api_user
+from web.handoff import hand_off, loop_client, private_loop, while_connected, without
 from web.security import SAFE_METHODS, auth_attempt, auth_failed
 
 bp = Blueprint("sdapi", __name__, url_prefix="/sdapi/v1")
-RECHECK_S = 10.0
 LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([-\d.]+))?[^>]*>")
 SCHEDULE_TYPES = {"Karras": " Karras"}
 TYPE_LISTS = {"loras": ("LORA", "LoCon", "DoRA"), "sd-vae": ("VAE",), "embeddings": ("TextualInversion",)}
 
 
-def fail(status: int, message: str):
+def problem(message: str) -> dict:
     """FastAPI's shape ({"detail": …}), which A1111 clients read, plus our {"error": …}."""
-    abort(make_response(jsonify(error=message, detail=message), status))
+    return {"error": message, "detail": message}
+
+
+def fail(status: int, message: str):
+    abort(make_response(jsonify(problem(message)), status))
 
 
 @bp.before_request
@@ -153,6 +162,8 @@ def to_request(body: dict, user, img2img: bool) -> dict:
 
 
 def generate(img2img: bool):
+    """Validates and queues the run (committed), then waits for its end on the event loop (Wait), holding
+    no request thread and no database connection."""
     user = sdapi_user()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -167,38 +178,60 @@ def generate(img2img: bool):
         except (RequestError, ValueError, TypeError) as exc:
             fail(422, str(exc))
         client().set(redis_key(f"sdapi:current:{user.id}"), run.id, ex=s.sdapi_wait_s)
-        finished = wait(run.id, s.sdapi_wait_s)
+    except BaseException:
+        give_back_place(place, token)
+        raise
+    wait = Wait(run.id, body, place, token)
+    if hand_off(wait):  # web/asgi.py answers on its event loop
+        return jsonify({})
+    database.db.close()  # under a WSGI server: this thread waits, without its database connection
+    try:
+        with private_loop() as loop:
+            loop.run_until_complete(wait.run_ends())
     finally:
         give_back_place(place, token)
-    if finished is None:
-        fail(504, f"generation run {run.id} did not finish within {s.sdapi_wait_s} s; it goes on "
-                  "(GET /sdapi/v1/progress)")
-    return jsonify(answer(finished, body))
+    status, answer_json = outcome(run.id, body)
+    return jsonify(answer_json), status
 
 
-def wait(run_id: int, timeout_s: float) -> gen.GenerationRun | None:
-    """The run once it has ended, or None after timeout_s: woken by the run's end event, and the run is
-    read again every RECHECK_S in case an event was missed."""
-    pubsub = client().pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(jobs.channel(run_id))
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            run = gen.GenerationRun.get_by_id(run_id)
-            if run.status in gen.RUN_FINISHED:
-                return run
-            if time.monotonic() >= deadline:
-                return None
-            recheck = min(deadline, time.monotonic() + RECHECK_S)
-            while (left := recheck - time.monotonic()) > 0:
-                message = pubsub.get_message(timeout=left)
-                if message is not None and jobs.ends_run(json.loads(message["data"])):
-                    break
-    finally:
-        pubsub.close()
+@dataclass(frozen=True)
+class Wait:
+    """An A1111 call waiting for its run: the run's end event, or SDAPI_WAIT_S, then the answer."""
+    run_id: int
+    body: dict
+    place: str  # the user's SDAPI_MAX_WAITS places, and the one this call holds
+    token: str
+
+    async def run_ends(self) -> None:
+        async for _ in streams.events(streams.RunFeed(self.run_id, -1), settings.get().sdapi_wait_s):
+            pass
+
+    async def serve(self, start: dict, receive, send, threads: Executor) -> None:
+        try:
+            if not await while_connected(receive, self.run_ends()):
+                return  # the client went away; its run goes on
+            status, answer_json = await asyncio.get_running_loop().run_in_executor(
+                threads, outcome, self.run_id, self.body)
+        finally:
+            await loop_client().zrem(places_key(self.place), self.token)
+        data = orjson.dumps(answer_json)
+        headers = without(start["headers"], b"content-length", b"content-type")
+        await send({"type": "http.response.start", "status": status, "headers": [
+            *headers, (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
 
 
-def answer(run: gen.GenerationRun, body: dict) -> dict:
+def outcome(run_id: int, body: dict) -> tuple[int, dict]:
+    """The answer to a call whose wait is over (status, JSON), read on a database connection of its own."""
+    with database.db.connection_context():
+        run = gen.GenerationRun.get_by_id(run_id)
+        if run.status not in gen.RUN_FINISHED:
+            return 504, problem(f"generation run {run.id} did not finish within {settings.get().sdapi_wait_s} s; "
+                                "it goes on (GET /sdapi/v1/progress)")
+        return answer(run, body)
+
+
+def answer(run: gen.GenerationRun, body: dict) -> tuple[int, dict]:
     store, images, infotexts, jobs_done = get_store(), [], [], []
     for job in run.jobs.where(gen.GenerationJob.state == "done").order_by(gen.GenerationJob.index):
         with store.open(job.output_blob) as f:
@@ -208,7 +241,8 @@ def answer(run: gen.GenerationRun, body: dict) -> dict:
         jobs_done.append(job)
     if run.status != "Done" and not images:
         errors = [j.error for j in run.jobs if j.error]
-        fail(500 if run.status == "Failed" else 409, errors[0] if errors else f"generation {run.status.lower()}")
+        return 500 if run.status == "Failed" else 409, problem(
+            errors[0] if errors else f"generation {run.status.lower()}")
     first = jobs_done[0] if jobs_done else None
     params = first.params if first else {}
     info = {"prompt": first.prompt if first else "", "all_prompts": [j.prompt for j in jobs_done],
@@ -225,7 +259,7 @@ def answer(run: gen.GenerationRun, body: dict) -> dict:
             "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": infotexts, "styles": [],
             "job_timestamp": run.created_at.strftime("%Y%m%d%H%M%S"), "clip_skip": params.get("clip_skip", 1),
             "is_using_inpainting_conditioning": False, "version": jobs.VERSION}
-    return {"images": images, "parameters": body, "info": json.dumps(info)}
+    return 200, {"images": images, "parameters": body, "info": json.dumps(info)}
 
 
 # ---- endpoints ---------------------------------------------------------------------------------------
