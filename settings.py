@@ -22,7 +22,8 @@ VARIABLES = {
     "SOLR_URL": ("", "Solr collection URL for the scale-out search backend."),
     "QUEUE_NAMESPACE": ("atelier", "Prefix of the Dramatiq queues in Redis (lets several installs share one Redis)."),
     "WEB_WORKERS": ("2", "gunicorn worker processes."),
-    "WEB_THREADS": ("8", "Request threads per web worker process (event streams do not take one)."),
+    "WEB_THREADS": ("8", ("Request threads per web worker process (event streams and waiting /sdapi calls do not "
+                          "take one).")),
     "STREAM_MAX_PER_USER": ("10", "Event streams one user may hold open at once (over it: 429)."),
     "STREAM_MAX_LIFETIME_S": ("1800", "Seconds an event stream stays open; clients reconnect with Last-Event-ID."),
     "STREAM_KEEPALIVE_S": ("15", "Seconds between keep-alive comments on a quiet event stream."),
