@@ -503,9 +503,9 @@ class Requests:
             return "/api/v1/models?limit=100&types=LORA&baseModels=" + quote("SDXL 1.0"), None, None
         if key == "cursor":
             if not self.walk_url or self.walk_left <= 0:
-                from models_db.catalog_queries import encode_cursor
+                from models_db.cursors import encode_keyset
                 published, mid = self.rng.choice(self.points)  # start a walk somewhere in the Newest order
-                self.walk_url = "/api/v1/models?limit=100&cursor=" + encode_cursor(published, mid)
+                self.walk_url = "/api/v1/models?limit=100&cursor=" + encode_keyset(published, mid)
                 self.walk_left = self.walk_pages
             return self.walk_url, None, None
         htype, value, version_id = self.rng.choice(self.hashes)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 
 from peewee import (
     BigIntegerField,
@@ -17,6 +19,7 @@ from peewee import (
 
 from models_db.accounts import User
 from models_db.db import BaseModel, utcnow
+from models_db.ids import INT64_MAX, parse_id
 
 MODEL_TYPES = ("Checkpoint", "TextualInversion", "Hypernetwork", "AestheticGradient", "LORA", "LoCon",
                "DoRA", "Controlnet", "Upscaler", "MotionModule", "VAE", "Poses", "Wildcards", "Workflows",
@@ -192,9 +195,39 @@ AIR_TYPES = {"Checkpoint": "checkpoint", "LORA": "lora", "LoCon": "lora", "DoRA"
              "Workflows": "workflow", "MotionModule": "motion"}
 
 
+AIR = re.compile(r"urn:air:([\w.-]+):([\w-]+):([\w-]+):([^:@]+?)(?:@([^:@]+?))?(?:\.(\w+))?", re.ASCII)
+
+
+class BadAir(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ParsedAir:
+    ecosystem: str
+    type: str
+    model_id: int
+    version_id: int | None
+
+
 def air(model_type: str, base_model: str, model_id: int, version_id: int) -> str:
     kind = AIR_TYPES.get(model_type, model_type.lower())
     return f"urn:air:{ecosystem(base_model)}:{kind}:civitai:{model_id}@{version_id}"
+
+
+def parse_air(text: str) -> ParsedAir:
+    """urn:air:ECOSYSTEM:TYPE:civitai:MODEL[@VERSION][.FORMAT]; BadAir says what is wrong."""
+    match = AIR.fullmatch(text.strip())
+    if match is None:
+        raise BadAir(f"{text[:100]!r} is not an AIR (urn:air:ECOSYSTEM:TYPE:civitai:MODEL[@VERSION])")
+    eco, kind, source, model, version, _ = match.groups()
+    if source != "civitai":
+        raise BadAir(f"AIR source {source!r}: only civitai AIRs name catalog models")
+    ids = [parse_id(model), parse_id(version) if version is not None else 0]
+    if None in ids:
+        bad = model if ids[0] is None else version
+        raise BadAir(f"AIR id {bad[:40]!r} is not a number from 1 to {INT64_MAX}")
+    return ParsedAir(eco, kind, ids[0], ids[1] or None)
 
 
 def refresh_published(model: Model) -> None:

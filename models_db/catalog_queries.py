@@ -2,24 +2,19 @@
 few set-based queries so a page of 100 models with versions, files and tags costs five round trips."""
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from peewee import JOIN, Case, Tuple, fn
 
 from models_db.accounts import User
 from models_db.catalog import Model, ModelFile, ModelFileHash, ModelTag, ModelVersion, Tag
+from models_db.cursors import decode_keyset, encode_keyset
 from models_db.db import compiled_dicts, id_set, utcnow
 from models_db.stats import PERIOD_DAYS, ModelStat
 
 SORTS = {"Highest Rated": Model.rating, "Most Downloaded": Model.download_count, "Newest": Model.published_at}
 PERIOD_SORTS = {"Highest Rated": ModelStat.rating, "Most Downloaded": ModelStat.download_count}
-
-
-class BadCursor(ValueError):
-    pass
 
 
 @dataclass
@@ -73,22 +68,6 @@ def _where(f: ModelFilter):
     return conds
 
 
-def encode_cursor(value, model_id: int) -> str:
-    if isinstance(value, datetime):
-        value = {"t": value.isoformat()}
-    return base64.urlsafe_b64encode(json.dumps([value, model_id]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str):
-    try:
-        value, model_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(value, dict):
-            value = datetime.fromisoformat(value["t"])
-        return value, int(model_id)
-    except (ValueError, TypeError, KeyError):
-        raise BadCursor("invalid cursor") from None
-
-
 def list_models(f: ModelFilter, sort: str, limit: int, cursor: str | None = None,
                 page: int | None = None) -> tuple[list[dict], str | None, int | None]:
     """Returns (model rows as dicts, next cursor or None, total when paging by page).
@@ -106,7 +85,7 @@ def list_models(f: ModelFilter, sort: str, limit: int, cursor: str | None = None
     query = query.select_extend(key.alias("sort_key")).where(*conds)
     total = None
     if cursor:
-        value, last_id = decode_cursor(cursor)
+        value, last_id = decode_keyset(cursor, dated=key is Model.published_at)
         query = query.where(Tuple(key, Model.id) < Tuple(value, last_id))
     elif page:
         total = Model.select(fn.COUNT(Model.id)).where(*conds).scalar()
@@ -115,7 +94,7 @@ def list_models(f: ModelFilter, sort: str, limit: int, cursor: str | None = None
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["sort_key"], rows[-1]["id"])
+        next_cursor = encode_keyset(rows[-1]["sort_key"], rows[-1]["id"])
     return rows, next_cursor, total
 
 

@@ -20,6 +20,7 @@ from peewee import (
 from models_db.accounts import User
 from models_db.catalog import ModelVersion
 from models_db.db import BaseModel, id_set, utcnow
+from models_db.ids import parse_id
 from models_db.images import Image
 
 RUN_STATES = ("Queued", "Running", "Done", "Failed", "Cancelled")
@@ -193,19 +194,23 @@ class UnknownResource(LookupError):
 
 def resolve_version(ref, viewer) -> ModelVersion:
     """A version by id, AIR (urn:air:…:civitai:MODEL[@VERSION]) or file hash, if the viewer may use it."""
-    from models_db.catalog import visible_to
+    from models_db.catalog import BadAir, parse_air, visible_to
     from models_db.catalog_queries import version_ids_by_hash
     text = str(ref).strip()
     version = None
-    if isinstance(ref, int) or text.isdigit():
-        version = ModelVersion.get_or_none(ModelVersion.id == int(text))
+    if isinstance(ref, int) or (text.isascii() and text.isdigit()):
+        version_id = parse_id(ref) if not isinstance(ref, bool) else None
+        version = ModelVersion.get_or_none(ModelVersion.id == version_id) if version_id else None
     elif text.startswith("urn:air:"):
-        ident = text.rsplit(":", 1)[-1].split(".")[0]
-        model_id, _, version_id = ident.partition("@")
-        if version_id.isdigit():
-            version = ModelVersion.get_or_none(ModelVersion.id == int(version_id), ModelVersion.model == int(model_id))
-        elif model_id.isdigit():
-            version = (ModelVersion.select().where(ModelVersion.model == int(model_id))
+        try:
+            parsed = parse_air(text)
+        except BadAir as exc:
+            raise UnknownResource(str(exc)) from None
+        if parsed.version_id:
+            version = ModelVersion.get_or_none(ModelVersion.id == parsed.version_id,
+                                               ModelVersion.model == parsed.model_id)
+        else:
+            version = (ModelVersion.select().where(ModelVersion.model == parsed.model_id)
                        .order_by((ModelVersion.status == "Published").desc(), ModelVersion.id.desc()).first())
     else:
         ids = version_ids_by_hash([text], viewer.id if viewer else None, getattr(viewer, "is_staff", False))

@@ -6,9 +6,10 @@ import logging
 import orjson
 from flask import Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound, RequestEntityTooLarge
 
 import settings
+from models_db.cursors import BadCursor
 
 
 def create_app(env: dict | None = None) -> Flask:
@@ -21,6 +22,8 @@ def create_app(env: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(SECRET_KEY=s.secret_key)
     app.json = OrjsonProvider(app)
+    from web.api import CONVERTERS
+    app.url_map.converters.update(CONVERTERS)  # before the blueprints: their rules compile with them
 
     @app.before_request
     def _body_limit():  # first: before anything reads a body
@@ -59,6 +62,9 @@ def create_app(env: dict | None = None) -> Flask:
     def _connect():
         database.db.connect(reuse_if_open=True)
 
+    from web.api import refuse_nul
+    app.before_request(refuse_nul)
+
     from web import pages, security
     security.init_app(app)  # after _connect: its rate-limit key may look up an API key
     pages.init_app(app)
@@ -75,10 +81,14 @@ def create_app(env: dict | None = None) -> Flask:
         message = "Not found" if exc.description == NotFound.description else exc.description
         response = jsonify(error=message)
         response.status_code = exc.code
-        for header in ("Retry-After", "Allow", "WWW-Authenticate"):
+        for header in ("Retry-After", "Allow", "WWW-Authenticate", "Content-Range"):
             if header in exc.get_response().headers:
                 response.headers[header] = exc.get_response().headers[header]
         return response
+
+    @app.errorhandler(BadCursor)
+    def _bad_cursor(exc: BadCursor):
+        return _http_error(BadRequest(str(exc)))
 
     @app.errorhandler(Exception)
     def _crash(exc: Exception):
@@ -107,7 +117,12 @@ class OrjsonProvider(DefaultJSONProvider):
         return orjson.dumps(obj, default=self.default, option=orjson.OPT_NON_STR_KEYS).decode()
 
     def loads(self, s, **kwargs):
-        return orjson.loads(s)
+        data = orjson.loads(s)
+        if (b"\\u0000" if isinstance(s, bytes) else "\\u0000") in s:
+            from web.api import has_nul
+            if has_nul(data):
+                raise BadRequest("NUL characters are not allowed in JSON strings")
+        return data
 
 
 def wants_json() -> bool:

@@ -5,13 +5,34 @@ from functools import wraps
 from urllib.parse import quote, urlencode
 
 from flask import abort, g, jsonify, make_response, request, url_for
+from werkzeug.routing import IntegerConverter
 
 import settings
 from models_db.accounts import user_for_key
 from models_db.db import utcnow
+from models_db.ids import INT64_MAX, parse_id, parse_int
 
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 FORM_OVERHEAD = 1 << 20  # a multipart body's fields and boundaries beside its file
+MAX_PAGE = 1_000_000_000  # page × limit stays a valid OFFSET
+
+
+class IdConverter(IntegerConverter):
+    """`<id:name>`: a row id, 1..2**63-1 in ASCII digits; anything else is a 404 like an unknown id."""
+    regex = r"[0-9]{1,19}"
+
+    def __init__(self, map, min: int = 1):
+        super().__init__(map, min=min, max=INT64_MAX)
+
+
+class IndexConverter(IdConverter):
+    """`<index:name>`: 0..2**63-1 (positions, sizes)."""
+
+    def __init__(self, map):
+        super().__init__(map, min=0)
+
+
+CONVERTERS = {"id": IdConverter, "index": IndexConverter}
 
 
 def error(status: int, reason: str, **extra):
@@ -69,17 +90,46 @@ def boolean(name: str) -> bool | None:
     error(400, f"{name} must be true or false")
 
 
-def integer(name: str, default: int | None, lo: int, hi: int | None = None) -> int | None:
-    value = request.args.get(name, "").strip()
+def integer(name: str, default: int | None, lo: int, hi: int = INT64_MAX, value: str | None = None) -> int | None:
+    """The query parameter `name` (or the given text) as an integer in lo..hi; 400 otherwise."""
+    value = (request.args.get(name, "") if value is None else value).strip()
     if not value:
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        error(400, f"{name} must be an integer")
-    if number < lo or (hi is not None and number > hi):
-        error(400, f"{name} must be between {lo} and {hi}" if hi else f"{name} must be at least {lo}")
+    number = parse_int(value, lo, hi)
+    if number is None:
+        error(400, f"{name} must be an integer from {lo} to {hi}")
     return number
+
+
+def page_number(value: str | None = None) -> int | None:
+    return integer("page", None, 1, MAX_PAGE, value)
+
+
+def ids(name: str) -> list[int]:
+    """A list of ids (repeated or comma-separated)."""
+    out = [parse_id(v) for v in multi(name)]
+    if None in out:
+        error(400, f"{name} must be ids (integers from 1 to {INT64_MAX})")
+    return out
+
+
+def refuse_nul() -> None:
+    """Before every request: NUL is never valid text in a path, query or form field (PostgreSQL cannot store
+    it), so it is a 400 here rather than a database error later."""
+    fields = [request.path, *request.args.keys(), *(v for vs in request.args.listvalues() for v in vs)]
+    if request.mimetype == "application/x-www-form-urlencoded":  # multipart: large files, read by their views
+        fields += [*request.form.keys(), *(v for vs in request.form.listvalues() for v in vs)]
+    if any("\x00" in field for field in fields):
+        error(400, "NUL characters are not allowed")
+
+
+def has_nul(data) -> bool:
+    """True if a parsed JSON value holds a NUL character in any string."""
+    if isinstance(data, str):
+        return "\x00" in data
+    if isinstance(data, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in data.items())
+    return isinstance(data, list) and any(has_nul(v) for v in data)
 
 
 def base_url() -> str:
@@ -166,12 +216,20 @@ def require_user(scope: str = "read"):
 
 def send_blob(blob: str, mime: str, name: str):
     """A stored file: a signed redirect where the store has them (S3), else the bytes, cacheable forever."""
-    from flask import redirect, send_file
+    from flask import redirect
 
     from models_db.storage import LocalBlobStore, get_store
     store = get_store()
     url = store.signed_url(blob, name, settings.get().download_link_ttl)
     if url:
         return redirect(url, code=302)
-    source = store.path(blob) if isinstance(store, LocalBlobStore) else store.open(blob)
-    return send_file(source, mimetype=mime, conditional=True, etag=blob, max_age=86400)
+    return serve_file(store.path(blob) if isinstance(store, LocalBlobStore) else store.open(blob), mime, blob, 86400)
+
+
+def serve_file(source, mime: str, etag: str, max_age: int):
+    """send_file with one byte range at most: a multi-range request gets the whole file (200), which
+    RFC 9110 allows (a server may ignore Range) and every client handles."""
+    from flask import send_file
+    if "," in request.headers.get("Range", ""):
+        request.environ.pop("HTTP_RANGE", None)
+    return send_file(source, mimetype=mime, conditional=True, etag=etag, max_age=max_age)

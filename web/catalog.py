@@ -8,7 +8,22 @@ from flask import Blueprint, jsonify, request
 from models_db import catalog as c
 from models_db import catalog_queries as q
 from models_db.images import browsing_mask, showcase
-from web.api import absolute, boolean, current_api_user, download_url, error, integer, multi, page_url, parsed
+from models_db.cursors import BadCursor
+from models_db.ids import parse_int
+from web.api import (
+    MAX_PAGE,
+    absolute,
+    boolean,
+    current_api_user,
+    download_url,
+    error,
+    ids,
+    integer,
+    multi,
+    page_number,
+    page_url,
+    parsed,
+)
 from web.bodies import Hashes
 from web.openapi import BOOL, INT, LIMIT, NUM, PAGE, PERIOD, STR, URL, array, doc, enum, obj, paged, param, ref
 
@@ -126,7 +141,7 @@ SIMPLE_QUERY = [LIMIT(200), PAGE, param("cursor", description="the next page num
 @doc("List published models", "catalog", response=paged(ref("Model")), params=MODEL_QUERY)
 def list_models():
     limit = integer("limit", 100, 1, 100)
-    page = integer("page", None, 1)
+    page = page_number()
     cursor = request.args.get("cursor") or None
     sort = request.args.get("sort") or "Newest"
     if sort not in q.SORTS:
@@ -141,15 +156,17 @@ def list_models():
     commercial = request.args.get("allowCommercialUse", "")
     if commercial and commercial not in c.COMMERCIAL_USES:
         error(400, "allowCommercialUse must be one of: None, Image, Rent, Sell")
+    rating = request.args.get("rating", "").strip()
     try:
-        ids = [int(i) for i in multi("ids")]
-        rating = float(request.args["rating"]) if request.args.get("rating") else None
+        rating = float(rating) if rating else None
     except ValueError:
-        error(400, "ids must be integers and rating a number")
+        rating = -1.0
+    if rating is not None and not 0 <= rating <= 5:
+        error(400, "rating must be a number from 0 to 5")
     f = q.ModelFilter(
         query=request.args.get("query", "").strip(), tag=request.args.get("tag", "").strip(),
         username=request.args.get("username", "").strip(), types=types, base_models=multi("baseModels"),
-        ids=ids, nsfw=boolean("nsfw"), period=period, rating=rating,
+        ids=ids("ids"), nsfw=boolean("nsfw"), period=period, rating=rating,
         allow_no_credit=boolean("allowNoCredit"), allow_derivatives=boolean("allowDerivatives"),
         allow_different_license=boolean("allowDifferentLicenses"), allow_commercial_use=commercial)
     from web import search
@@ -157,10 +174,7 @@ def list_models():
         rows, next_cursor, total = search.models_page(f, sort, limit, cursor, page)
         total = total if page else None
     else:
-        try:
-            rows, next_cursor, total = q.list_models(f, sort, limit, cursor=cursor, page=None if cursor else page)
-        except q.BadCursor:
-            error(400, "invalid cursor")
+        rows, next_cursor, total = q.list_models(f, sort, limit, cursor=cursor, page=None if cursor else page)
     items = models_json(rows, primary_only=bool(boolean("primaryFileOnly")))
     metadata: dict = {"pageSize": limit}
     if total is not None:
@@ -176,7 +190,7 @@ def list_models():
     return jsonify(items=items, metadata=metadata)
 
 
-@bp.get("/api/v1/models/<int:model_id>")
+@bp.get("/api/v1/models/<id:model_id>")
 @doc("One model", "catalog", response=ref("Model"))
 def get_model(model_id: int):
     rows = q.model_rows([model_id])
@@ -205,7 +219,7 @@ def versions_json(version_ids: list[int]) -> list[dict]:
     return out
 
 
-@bp.get("/api/v1/model-versions/<int:version_id>")
+@bp.get("/api/v1/model-versions/<id:version_id>")
 @doc("One model version", "catalog", response=ref("ModelVersion"))
 def get_version(version_id: int):
     found = versions_json([version_id])
@@ -234,9 +248,9 @@ def _simple_page(fetch, make):
     """Offset paging; the cursor is the next page number, for clients that only follow nextCursor."""
     limit = integer("limit", 20, 1, 200)
     cursor = request.args.get("cursor", "")
-    if cursor and not cursor.isdigit():
-        error(400, "invalid cursor")
-    page = int(cursor) if cursor else integer("page", 1, 1)
+    page = parse_int(cursor, 1, MAX_PAGE) if cursor else page_number() or 1
+    if page is None:
+        raise BadCursor()
     rows, total = fetch(request.args.get("query", "").strip(), limit, page)
     pages = max(1, -(-total // limit))
     metadata = {"totalItems": total, "currentPage": page, "pageSize": limit, "totalPages": pages}

@@ -73,7 +73,7 @@ def post_version():
     return jsonify(versions_json([version.id])[0]), 201
 
 
-@bp.post("/api/v1/model-versions/<int:version_id>/publish")
+@bp.post("/api/v1/model-versions/<id:version_id>/publish")
 @require_user("write")
 @doc("Publish a version", "creators", response=ref("ModelVersion"), errors={409: "no accepted file"})
 def post_publish_version(version_id: int):
@@ -83,7 +83,7 @@ def post_publish_version(version_id: int):
     return jsonify(versions_json([version.id])[0])
 
 
-@bp.post("/api/v1/models/<int:model_id>/publish")
+@bp.post("/api/v1/models/<id:model_id>/publish")
 @require_user("write")
 @doc("Publish every version that has an accepted file", "creators", response=ref("Model"),
      errors={409: "nothing to publish"})

@@ -7,14 +7,15 @@ import hmac
 import time
 import uuid
 
-from flask import Blueprint, redirect, request, send_file
+from flask import Blueprint, redirect, request
 
 import settings
 from metrics import definitions as m
 from models_db.catalog import FILE_FORMATS, FILE_FPS, FILE_SIZES, FILE_TYPES, Model, ModelFile, ModelVersion
 from models_db.db import on_commit
+from models_db.ids import parse_id, parse_int
 from models_db.storage import LocalBlobStore, content_disposition, get_store
-from web.api import absolute, current_api_user, error
+from web.api import absolute, current_api_user, error, serve_file
 from web.openapi import BINARY, INT, doc, enum, param
 
 bp = Blueprint("downloads", __name__)
@@ -24,8 +25,8 @@ PREFERENCE = {"format": "SafeTensor", "size_kind": "pruned", "fp": "fp16"}
 
 
 def pick_file(files: list[ModelFile], args) -> ModelFile | None:
-    if args.get("fileId", "").isdigit():
-        return next((f for f in files if f.id == int(args["fileId"])), None)
+    if args.get("fileId"):
+        return next((f for f in files if f.id == parse_id(args["fileId"])), None)
     wanted = {"type": args.get("type"), "format": args.get("format"), "size_kind": args.get("size"),
               "fp": args.get("fp")}
     matching = [f for f in files if all(not v or (getattr(f, k) or "").lower() == v.lower()
@@ -42,7 +43,7 @@ def sign(file_id: int, expires: int) -> str:
     return hmac.new(key, f"download:{file_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
-@bp.get("/api/download/models/<int:version_id>")
+@bp.get("/api/download/models/<id:version_id>")
 @doc("Download a file of a version: 307 to a signed storage URL that needs no key", "downloads", status=307,
      params=[param("type", enum(FILE_TYPES)), param("format", enum(FILE_FORMATS)),
              param("size", enum(FILE_SIZES)), param("fp", enum(FILE_FPS)), param("fileId", INT)],
@@ -79,7 +80,7 @@ def download_version(version_id: int):
     return response
 
 
-@bp.get("/api/download/files/<int:file_id>/<path:filename>")
+@bp.get("/api/download/files/<id:file_id>/<path:filename>")
 @doc("The file bytes (signed link); honours Range with 206/416", "downloads", response=BINARY,
      media="application/octet-stream",
      params=[param("expires", INT, required=True), param("sig", required=True), param("Range", where="header")],
@@ -87,17 +88,17 @@ def download_version(version_id: int):
                    "content": {"application/octet-stream": {"schema": BINARY}}},
              403: "bad or expired link", 416: "range not satisfiable"})
 def blob(file_id: int, filename: str):
-    expires = request.args.get("expires", "")
-    if not expires.isdigit() or not hmac.compare_digest(request.args.get("sig", ""), sign(file_id, int(expires))):
+    expires = parse_int(request.args.get("expires", ""), 0)
+    given = request.args.get("sig", "").encode()  # bytes: compare_digest refuses non-ASCII text
+    if expires is None or not hmac.compare_digest(given, sign(file_id, expires).encode()):
         error(403, "invalid download link")
-    if int(expires) < time.time():
+    if expires < time.time():
         error(403, "this download link has expired; ask /api/download/models/:id for a new one")
     file = ModelFile.get_or_none(ModelFile.id == file_id)
     if file is None or not file.downloadable:
         error(404, "No such file")
     store = get_store()
     source = store.path(file.blob) if isinstance(store, LocalBlobStore) else store.open(file.blob)
-    response = send_file(source, mimetype="application/octet-stream", conditional=True,
-                         etag=file.blob, max_age=3600)
+    response = serve_file(source, "application/octet-stream", file.blob, 3600)
     response.headers["Content-Disposition"] = content_disposition(file.name)
     return response

@@ -10,6 +10,7 @@ import settings
 from gpu.request import GenerationRequest, RequestError, parse
 from jobs import generation as jobs
 from models_db import generation as gen
+from models_db.ids import INT64_MAX
 from models_db.redis_store import give_back_place, take_place
 from web import streams
 from web.api import absolute, body_limit, current_api_user, error, integer, require_user, send_blob
@@ -77,14 +78,14 @@ def runs():
     return jsonify(items=[run_json(r, with_jobs=False) for r in query])
 
 
-@bp.get("/api/v1/generation/runs/<int:run_id>")
+@bp.get("/api/v1/generation/runs/<id:run_id>")
 @require_user("read")
 @doc("A run: status, progress, jobs and image URLs", "generation", response=ref("GenerationRun"))
 def run_status(run_id: int):
     return jsonify(run_json(own_run(run_id)))
 
 
-@bp.delete("/api/v1/generation/runs/<int:run_id>")
+@bp.delete("/api/v1/generation/runs/<id:run_id>")
 @require_user("write")
 @doc("Cancel: queued jobs are dropped, a running batch stops at its next step", "generation",
      response=ref("GenerationRun"))
@@ -95,7 +96,7 @@ def cancel(run_id: int):
     return jsonify(run_json(gen.GenerationRun.get_by_id(run_id)))
 
 
-@bp.get("/api/v1/generation/jobs/<int:job_id>/image.png")
+@bp.get("/api/v1/generation/jobs/<id:job_id>/image.png")
 @require_user("read")
 @doc("A job's PNG (with its A1111 parameters chunk)", "generation", response=PNG, media="image/png",
      errors={302: {"description": "redirect to the stored file (S3 storage)"}})
@@ -107,7 +108,7 @@ def job_image(job_id: int):
     return send_blob(job.output_blob, "image/png", f"{job.run_id}-{job.index}.png")
 
 
-@bp.get("/api/v1/generation/runs/<int:run_id>/grid/<int:n>.png")
+@bp.get("/api/v1/generation/runs/<id:run_id>/grid/<index:n>.png")
 @require_user("read")
 @doc("The n-th XYZ grid image of a run", "generation", response=PNG, media="image/png",
      errors={302: {"description": "redirect to the stored file (S3 storage)"}})
@@ -118,7 +119,7 @@ def grid_image(run_id: int, n: int):
     return send_blob(blobs[n], "image/png", f"grid-{run_id}-{n}.png")
 
 
-@bp.get("/api/v1/generation/runs/<int:run_id>/events")
+@bp.get("/api/v1/generation/runs/<id:run_id>/events")
 @require_user("read")
 @doc("Server-Sent Events until the run ends: queued, started, step, image, grid, done, failed, cancelled; each "
      "kept event has an id for Last-Event-ID", "generation", media="text/event-stream",
@@ -131,11 +132,8 @@ def events(run_id: int):
     """Server-Sent Events: every kept event since Last-Event-ID (or the start), then live ones, until
     the run ends (web/streams.py). Under the ASGI server the stream holds no request thread."""
     run = own_run(run_id)
-    after = request.headers.get("Last-Event-ID") or request.args.get("after") or "-1"
-    try:
-        after = int(after)
-    except ValueError:
-        error(400, "Last-Event-ID must be an integer")
+    header = request.headers.get("Last-Event-ID")
+    after = integer("Last-Event-ID" if header else "after", -1, -1, INT64_MAX - 1, value=header)
     if streams.nothing_more(run_id, after, run.status in gen.RUN_FINISHED):
         return Response(status=204)  # EventSource clients do not reconnect after a 204
     s, place = settings.get(), f"streams:{current_api_user().id}"

@@ -13,7 +13,9 @@ from models_db import images as im
 from models_db.accounts import User
 from models_db.catalog import Model, ModelVersion, may_manage, visible_to
 from models_db.catalog_queries import visible_versions
+from models_db.cursors import decode_keyset, encode_keyset
 from models_db.db import on_commit, transaction, utcnow
+from models_db.ids import parse_id
 from models_db.names import strip_bidi_controls
 from models_db.stats import PERIOD_DAYS
 from web.api import (
@@ -24,6 +26,7 @@ from web.api import (
     current_api_user,
     error,
     integer,
+    page_number,
     page_url,
     parsed,
     require_user,
@@ -120,14 +123,10 @@ def list_images():
         query = query.where(Img.meta_json.is_null(False))
     cursor = request.args.get("cursor", "")
     if cursor:
-        try:
-            value, last = (int(x) for x in cursor.split("-", 1)) if "-" in cursor else (None, int(cursor))
-        except ValueError:
-            error(400, "invalid cursor")
-        query = (query.where(Tuple(key, Img.id) < Tuple(value, last)) if value is not None
-                 else query.where(Img.id < last))
+        value, last = decode_keyset(cursor, dated=False)
+        query = query.where(Tuple(key, Img.id) < Tuple(value, last))
     else:
-        page = integer("page", None, 1)
+        page = page_number()
         if page:
             query = query.offset((page - 1) * limit)
     rows = list(query.order_by(key.desc(), Img.id.desc()).limit(limit + 1).dicts())
@@ -142,8 +141,7 @@ def list_images():
     hide_unseen_versions(rows)
     metadata = {"pageSize": limit}
     if more:
-        last = rows[-1]
-        next_cursor = str(last["id"]) if sort == "Newest" else f"{last['sort_key']}-{last['id']}"
+        next_cursor = encode_keyset(rows[-1]["sort_key"], rows[-1]["id"])
         metadata.update(nextCursor=next_cursor, nextPage=page_url(cursor=next_cursor, page=None))
     return jsonify(items=[image_json(r) for r in rows], metadata=metadata)
 
@@ -181,7 +179,7 @@ def upload_image():
     if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
         error(400, f"image too large: {width}x{height} (at most {MAX_PIXELS} pixels, {MAX_SIDE} per side)")
     post_id, version_id = request.form.get("postId"), request.form.get("modelVersionId")
-    post = im.Post.get_or_none(im.Post.id == int(post_id)) if (post_id or "").isdigit() else None
+    post = im.Post.get_or_none(im.Post.id == parse_id(post_id)) if parse_id(post_id) else None
     if post_id and (post is None or post.user_id != user.id):
         error(404, f"No post with id {post_id}")
     version = visible_version(version_id) if version_id else (post.model_version if post else None)
@@ -194,7 +192,7 @@ def upload_image():
     return jsonify(id=image.id, status=image.status, statusUrl=absolute("images.get_image", image_id=image.id)), 202
 
 
-@bp.get("/api/v1/images/<int:image_id>")
+@bp.get("/api/v1/images/<id:image_id>")
 @doc("One image (owners also see Pending/Rejected with the reason)", "images", response=ref("Image"))
 def get_image(image_id: int):
     Img = im.Image
@@ -230,7 +228,7 @@ def hide_unseen_versions(rows: list[dict]) -> None:
             r["base_model"] = None
 
 
-@bp.get("/images/<int:image_id>/width=<int:width>/<name>")
+@bp.get("/images/<id:image_id>/width=<index:width>/<name>")
 def image_file(image_id: int, width: int, name: str):
     image = im.Image.get_or_none(im.Image.id == image_id)
     if image is None or image.status != "Ready":
@@ -244,7 +242,7 @@ def image_file(image_id: int, width: int, name: str):
     return send_blob(blob, mime, name)
 
 
-@bp.route("/api/v1/images/<int:image_id>/reactions/<kind>", methods=["PUT", "DELETE"])
+@bp.route("/api/v1/images/<id:image_id>/reactions/<kind>", methods=["PUT", "DELETE"])
 @require_user("write")
 @doc("Add (PUT) or remove (DELETE) a reaction: one per user and kind", "images", response=COUNTS,
      path={"kind": enum(im.REACTIONS)}, errors={400: "unknown reaction"})
@@ -258,7 +256,7 @@ def reaction(image_id: int, kind: str):
     return jsonify({f"{k.lower()}Count": getattr(image, f"{k.lower()}_count") for k in im.REACTIONS})
 
 
-@bp.post("/api/v1/images/<int:image_id>/report")
+@bp.post("/api/v1/images/<id:image_id>/report")
 @require_user("write")
 @doc("Report an image to the moderators", "images", status=202, response=obj(status=STR), body=ReportIn)
 def report(image_id: int):
@@ -283,12 +281,8 @@ def create_post():
 def visible_version(version_id) -> ModelVersion:
     """The version a post or image names: 404 when missing or not visible to this user (a draft of
     someone else's answers exactly as a missing version does)."""
-    number = None
-    if isinstance(version_id, str) and version_id.isdigit():
-        number = int(version_id)
-    elif isinstance(version_id, int) and not isinstance(version_id, bool):
-        number = version_id
-    version = ModelVersion.get_or_none(ModelVersion.id == number) if number and number < 2 ** 63 else None
+    number = parse_id(version_id)
+    version = ModelVersion.get_or_none(ModelVersion.id == number) if number else None
     if version is None or not visible_to(version, current_api_user()):
         error(404, f"No model version with id {version_id}")
     return version

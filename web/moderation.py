@@ -42,7 +42,7 @@ def review_queue():
     return jsonify(items=[queue_item(i) for i in im.review_queue(limit)])
 
 
-@bp.post("/api/v1/moderation/images/<int:image_id>")
+@bp.post("/api/v1/moderation/images/<id:image_id>")
 @require_user("write")
 @doc("Decide on an image: approve, set-level, remove, block (moderators)", "moderation",
      response=ref("ModerationItem"), body=Decision)
@@ -73,7 +73,7 @@ def next_to_rate():
     return jsonify(item={"id": image.id, "url": image_url(image, 450), "levels": list(im.LEVELS)[:5]})
 
 
-@bp.post("/api/v1/rating-game/<int:image_id>")
+@bp.post("/api/v1/rating-game/<id:image_id>")
 @require_user("write")
 @doc("Vote a level; weighted votes settle it", "moderation", response=obj(settled=BOOL, nsfwLevel=INT), body=Vote,
      errors={403: "your own image, or Blocked (moderators only)"})

@@ -74,7 +74,7 @@ def add_comment(model_id: int, data: dict) -> rv.Comment:
     return comment
 
 
-@bp.put("/api/v1/model-versions/<int:version_id>/review")
+@bp.put("/api/v1/model-versions/<id:version_id>/review")
 @require_user("write")
 @doc("Review a published version: thumbs up or down, an optional 1-5 rating and text; one per user and version, "
      "replaced on the next call", "reviews", response=ref("Review"), body=ReviewIn)
@@ -83,7 +83,7 @@ def put_review(version_id: int):
     return jsonify(review_json({**review.__data__, "username": current_api_user().username}))
 
 
-@bp.delete("/api/v1/model-versions/<int:version_id>/review")
+@bp.delete("/api/v1/model-versions/<id:version_id>/review")
 @require_user("write")
 @doc("Withdraw your review", "reviews", status=204)
 def delete_review(version_id: int):
@@ -92,21 +92,21 @@ def delete_review(version_id: int):
     return "", 204
 
 
-@bp.get("/api/v1/models/<int:model_id>/reviews")
+@bp.get("/api/v1/models/<id:model_id>/reviews")
 @doc("The model's newest reviews", "reviews", response=items_of(ref("Review")), params=[LIMIT(100)])
 def list_reviews(model_id: int):
     reviews = rv.recent_reviews(public_model(model_id).id, integer("limit", 20, 1, 100))
     return jsonify(items=[review_json(r) for r in reviews])
 
 
-@bp.get("/api/v1/models/<int:model_id>/comments")
+@bp.get("/api/v1/models/<id:model_id>/comments")
 @doc("The model's newest comments", "reviews", response=items_of(ref("Comment")), params=[LIMIT(100)])
 def list_comments(model_id: int):
     comments = rv.recent_comments(public_model(model_id).id, integer("limit", 20, 1, 100))
     return jsonify(items=[comment_json(c) for c in comments])
 
 
-@bp.post("/api/v1/models/<int:model_id>/comments")
+@bp.post("/api/v1/models/<id:model_id>/comments")
 @require_user("write")
 @doc("Comment on a published model", "reviews", status=201, response=ref("Comment"), body=CommentIn)
 def post_comment(model_id: int):
@@ -114,7 +114,7 @@ def post_comment(model_id: int):
     return jsonify(comment_json({**comment.__data__, "username": current_api_user().username})), 201
 
 
-@bp.delete("/api/v1/comments/<int:comment_id>")
+@bp.delete("/api/v1/comments/<id:comment_id>")
 @require_user("write")
 @doc("Remove your comment (staff: any comment)", "reviews", status=204)
 def delete_comment(comment_id: int):

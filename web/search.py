@@ -5,7 +5,8 @@ from flask import Blueprint, jsonify, request
 
 from models_db import catalog as c
 from models_db import catalog_queries, search
-from models_db.search.base import SORTS, BadSearchCursor, SearchQuery, encode_cursor
+from models_db.cursors import encode_offset
+from models_db.search.base import SORTS, SearchQuery
 from web.api import boolean, current_api_user, error, integer, multi, page_url
 from web.openapi import BOOL, INT, LIMIT, NUM, STR, array, doc, enum, obj, param, ref
 
@@ -32,13 +33,6 @@ def query_from_request(text: str, *, sort_default: str, limit: int, cursor: str 
                        hybrid=mode == "hybrid")
 
 
-def run(q: SearchQuery):
-    try:
-        return search.search(q)
-    except BadSearchCursor:
-        error(400, "invalid cursor")
-
-
 def ordered_rows(ids: list[int]) -> list[dict]:
     rows = {r["id"]: r for r in catalog_queries.model_rows(ids)}
     return [rows[i] for i in ids if i in rows]
@@ -60,7 +54,7 @@ def search_models():
     limit = integer("limit", 20, 1, 100)
     q = query_from_request(text, sort_default="Relevance" if text else "Newest", limit=limit,
                            cursor=request.args.get("cursor") or None)
-    result = run(q)
+    result = search.search(q)
     items = models_json(ordered_rows([h.id for h in result.hits]), require_versions=False)
     metadata = {"pageSize": limit, "totalItems": result.total}
     if result.next_cursor:
@@ -84,11 +78,11 @@ def suggest():
 def models_page(f, sort: str, limit: int, cursor: str | None, page: int | None):
     """/api/v1/models?query=… through the search engine: (rows, next cursor, total)."""
     if page and not cursor:
-        cursor = encode_cursor({"o": (page - 1) * limit})
+        cursor = encode_offset((page - 1) * limit)
     sort = "Relevance" if not request.args.get("sort") else sort
     q = query_from_request(f.query, sort_default=sort, limit=limit, cursor=cursor)
     q.facets = q.highlight = False
-    result = run(q)
+    result = search.search(q)
     return ordered_rows([h.id for h in result.hits]), result.next_cursor, result.total
 
 

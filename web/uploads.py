@@ -59,7 +59,7 @@ def new_upload(version_id: int, filename, size: int, file_type) -> Upload:
                          file_type=file_type, total_size=size)
 
 
-@bp.post("/api/v1/model-versions/<int:version_id>/files")
+@bp.post("/api/v1/model-versions/<id:version_id>/files")
 @body_limit(lambda s: s.max_upload_bytes + FORM_OVERHEAD)
 @require_user("write")
 @doc("Upload a file in one multipart request", "creators", status=202, response=ref("Upload"),

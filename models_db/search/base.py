@@ -1,9 +1,9 @@
 """What every search backend takes and returns, and the parts they share (fusion, cursors)."""
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, field
+
+from models_db.cursors import decode_offset, encode_offset
 
 SORTS = ("Relevance", "Highest Rated", "Most Downloaded", "Newest")
 SORT_COLUMNS = {"Highest Rated": "rating", "Most Downloaded": "download_count", "Newest": "published_at"}
@@ -45,21 +45,6 @@ class SearchResult:
     corrected: str | None = None  # the query actually run after typo correction
 
 
-class BadSearchCursor(ValueError):
-    pass
-
-
-def encode_cursor(data) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str):
-    try:
-        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except ValueError:
-        raise BadSearchCursor("invalid cursor") from None
-
-
 def rrf(*rankings: list[int], k: int = RRF_K) -> list[tuple[int, float]]:
     """Reciprocal rank fusion of ranked id lists."""
     scores: dict[int, float] = {}
@@ -71,10 +56,10 @@ def rrf(*rankings: list[int], k: int = RRF_K) -> list[tuple[int, float]]:
 
 def page(ranked: list[tuple[int, float]], q: SearchQuery) -> tuple[list[tuple[int, float]], str | None]:
     """Offset paging over a ranked list (relevance order has no stable key)."""
-    offset = int(decode_cursor(q.cursor).get("o", 0)) if q.cursor else 0
+    offset = decode_offset(q.cursor) if q.cursor else 0
     chunk = ranked[offset:offset + q.limit]
     more = offset + q.limit < len(ranked)
-    return chunk, encode_cursor({"o": offset + q.limit}) if more else None
+    return chunk, encode_offset(offset + q.limit) if more else None
 
 
 class Backend:

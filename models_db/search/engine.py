@@ -18,17 +18,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from peewee import SQL, chunked, fn
 
+from models_db.cursors import decode_keyset, encode_keyset
 from models_db.db import compiled_tuples, db, id_set
 from models_db.search import vectors
 from models_db.search.base import (
     SORT_COLUMNS,
     Backend,
-    BadSearchCursor,
     Hit,
     SearchQuery,
     SearchResult,
-    decode_cursor,
-    encode_cursor,
     page,
     rrf,
 )
@@ -325,20 +323,14 @@ class DatabaseBackend(Backend):
         column = getattr(SearchDoc, SORT_COLUMNS.get(q.sort, "published_at"))
         query = SearchDoc.select(SearchDoc.id, column).where(SearchDoc.id.in_(allowed))
         if q.cursor:
-            value, last = decode_cursor(q.cursor).get("k", (None, None))
-            if last is None:
-                raise BadSearchCursor("invalid cursor")
-            if column is SearchDoc.published_at and value is not None:
-                from datetime import datetime
-                value = datetime.fromisoformat(value)
+            value, last = decode_keyset(q.cursor, dated=column is SearchDoc.published_at)
             query = query.where((column < value) | ((column == value) & (SearchDoc.id < last)))
         rows = list(query.order_by(column.desc(), SearchDoc.id.desc()).limit(q.limit + 1).tuples())
         more = len(rows) > q.limit
         rows = rows[:q.limit]
         cursor = None
         if more:
-            value = rows[-1][1]
-            cursor = encode_cursor({"k": [value.isoformat() if hasattr(value, "isoformat") else value, rows[-1][0]]})
+            cursor = encode_keyset(rows[-1][1], rows[-1][0])
         return [(i, 0.0) for i, _ in rows], cursor
 
     def facets(self, ids: list[int] | None, allowed) -> dict:

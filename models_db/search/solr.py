@@ -2,14 +2,13 @@
 models_db/search/solr_conf (same fields and weights, a dense vector field for the semantic half)."""
 from __future__ import annotations
 
+from models_db.cursors import decode_mark, encode_mark
 from models_db.search.base import (
     SORT_COLUMNS,
     Backend,
     Hit,
     SearchQuery,
     SearchResult,
-    decode_cursor,
-    encode_cursor,
     page,
     rrf,
 )
@@ -129,13 +128,13 @@ class SolrBackend(Backend):
 
     def browse(self, q: SearchQuery, fq: list[str]) -> SearchResult:
         column = SORT_COLUMNS.get(q.sort, "published_at")
-        mark = decode_cursor(q.cursor).get("m", "*") if q.cursor else "*"
+        mark = decode_mark(q.cursor) if q.cursor else "*"
         result = self.solr.search("*:*", fq=fq, fl="id", sort=f"{column} desc,id desc", rows=q.limit,
                                   cursorMark=mark)
         following = result.nextCursorMark if len(result.docs) == q.limit and result.nextCursorMark != mark else None
         facets = self.facets(fq) if q.facets else {}
         return SearchResult([Hit(int(d["id"]), 0.0) for d in result.docs], result.hits, facets,
-                            encode_cursor({"m": following}) if following else None)
+                            encode_mark(following) if following else None)
 
     def facets(self, fq: list[str]) -> dict:
         result = self.solr.search("*:*", fq=fq, rows=0, facet="true", **{

@@ -168,7 +168,7 @@ def create_key():
     return settings_html(new_key=key, new_row=row)  # the plain key is shown on this one response, never again
 
 
-@bp.post("/account/api-keys/<int:key_id>/revoke")
+@bp.post("/account/api-keys/<id:key_id>/revoke")
 @login_required
 def revoke_key(key_id: int):
     deleted = a.ApiKey.delete().where(a.ApiKey.id == key_id, a.ApiKey.user == current_user.id).execute()

@@ -10,6 +10,7 @@ from flask_login import login_required
 from models_db import catalog as c
 from models_db import catalog_queries as q
 from models_db.accounts import User
+from models_db.ids import parse_id
 from models_db.images import Image, ImageResource, showcase
 from models_db.reviews import recent_comments, recent_reviews
 from web import reviews as review_api
@@ -50,21 +51,15 @@ def grid_rows(f: q.ModelFilter, sort: str, cursor: str | None):
     """(rows, next cursor): the search engine for text queries, the catalog's keyset paging otherwise."""
     if f.query:
         from models_db import search
-        from models_db.search.base import BadSearchCursor, SearchQuery
+        from models_db.search.base import SearchQuery
         user = viewer()
         sq = SearchQuery(text=f.query, types=f.types, base_models=f.base_models, tags=[f.tag] if f.tag else [],
                          viewer_id=user.id if user else None, sort=sort,
                          limit=PAGE_SIZE, cursor=cursor, facets=False, highlight=False)
-        try:
-            result = search.search(sq)
-        except BadSearchCursor:
-            abort(400, "invalid cursor")
+        result = search.search(sq)
         by_id = {r["id"]: r for r in q.model_rows([h.id for h in result.hits])}
         return [by_id[h.id] for h in result.hits if h.id in by_id], result.next_cursor
-    try:
-        rows, next_cursor, _ = q.list_models(f, sort, PAGE_SIZE, cursor=cursor)
-    except q.BadCursor:
-        abort(400, "invalid cursor")
+    rows, next_cursor, _ = q.list_models(f, sort, PAGE_SIZE, cursor=cursor)
     return rows, next_cursor
 
 
@@ -102,15 +97,15 @@ def licence(m: dict) -> list[tuple[str, bool]]:
             ("Share merges", m["allow_derivatives"]), ("Other permissions", m["allow_different_license"])]
 
 
-@bp.get("/models/<int:model_id>")
-@bp.get("/models/<int:model_id>/<name>")
+@bp.get("/models/<id:model_id>")
+@bp.get("/models/<id:model_id>/<name>")
 def model_page(model_id: int, name: str | None = None):
     m = visible_model(model_id)
     user = viewer()
     versions = q.versions_for([model_id], user.id if user else None, bool(user and user.is_staff)).get(model_id, [])
     if not versions:
         abort(404)
-    wanted = request.args.get("modelVersionId", type=int)
+    wanted = parse_id(request.args.get("modelVersionId"))
     version = next((v for v in versions if v["id"] == wanted), versions[0])
     files = q.files_for([version["id"]]).get(version["id"], [])
     gallery = [thumb(i, 450) for i in showcase([version["id"]], ALL_LEVELS, per_version=40).get(version["id"], [])]
@@ -123,7 +118,7 @@ def model_page(model_id: int, name: str | None = None):
         owner=bool(user and user.id == m["owner"]), hash_types=c.HASH_TYPES)
 
 
-@bp.post("/models/<int:model_id>/review")
+@bp.post("/models/<id:model_id>/review")
 @login_required
 def review(model_id: int):
     version_id = request.form.get("modelVersionId", type=int) or 0
@@ -134,7 +129,7 @@ def review(model_id: int):
     return redirect(url_for(".model_page", model_id=model_id, modelVersionId=version_id, _anchor="reviews"))
 
 
-@bp.post("/models/<int:model_id>/comments")
+@bp.post("/models/<id:model_id>/comments")
 @login_required
 def comment(model_id: int):
     if api_call(review_api.add_comment, model_id, {"content": request.form.get("content", "")}):
@@ -142,7 +137,7 @@ def comment(model_id: int):
     return redirect(url_for(".model_page", model_id=model_id, _anchor="comments"))
 
 
-@bp.get("/images/<int:image_id>")
+@bp.get("/images/<id:image_id>")
 def image_page(image_id: int):
     from gpu.png_meta import meta_to_a1111
     image = Image.get_or_none(Image.id == image_id)

@@ -58,7 +58,7 @@ def new_model():
         400 if request.method == "POST" else 200
 
 
-@bp.get("/models/<int:model_id>/manage")
+@bp.get("/models/<id:model_id>/manage")
 @login_required
 def manage(model_id: int):
     model = owned(model_id)
@@ -71,7 +71,7 @@ def manage(model_id: int):
                            images=images, file_types=c.FILE_TYPES, **choices())
 
 
-@bp.post("/models/<int:model_id>/versions")
+@bp.post("/models/<id:model_id>/versions")
 @login_required
 def add_version(model_id: int):
     model = owned(model_id)
@@ -82,7 +82,7 @@ def add_version(model_id: int):
     return redirect(url_for(".manage", model_id=model.id))
 
 
-@bp.post("/model-versions/<int:version_id>/publish")
+@bp.post("/model-versions/<id:version_id>/publish")
 @login_required
 def publish(version_id: int):
     version = api_call(api.owned_version, version_id) or abort(404)
