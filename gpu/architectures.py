@@ -107,10 +107,19 @@ _WHAT = {"context": "cross-attention text width", "unet": "attention width", 1: 
          2: "second text encoder width"}
 
 
+def _controlnet_needs(shapes: dict) -> dict:
+    """A ControlNet copies the UNet's encoder: the same attention and cross-attention widths."""
+    return {key: value if isinstance(value, set) else {value}
+            for key, value in checkpoint_widths(shapes).items() if key in ("context", "unet")}
+
+
+_NEEDS = {"lora": _lora_needs, "embedding": _embedding_needs, "controlnet": _controlnet_needs}
+
+
 def misfit(kind: str, resource_shapes: dict, checkpoint_shapes: dict) -> str | None:
-    """Why a LoRA or embedding cannot be loaded on a checkpoint, from their tensor shapes alone; None when it
-    fits or when the shapes cannot tell."""
-    needs = (_lora_needs if kind == "lora" else _embedding_needs if kind == "embedding" else dict)(resource_shapes)
+    """Why a LoRA, embedding or ControlNet cannot be loaded on a checkpoint, from their tensor shapes alone;
+    None when it fits or when the shapes cannot tell."""
+    needs = _NEEDS[kind](resource_shapes) if kind in _NEEDS else {}
     has = checkpoint_widths(checkpoint_shapes)
     for key, widths in needs.items():
         if key not in has:

@@ -303,8 +303,9 @@ def tensor_shapes(described: dict) -> dict | None:
 
 
 def _gpu_params(fields: dict, lookup, shapes_of) -> dict:
-    """The batch-shared part of a job: gpu.pipelines.Params fields with catalog files described. LoRAs and
-    embeddings must fit the checkpoint: its ecosystem, and their tensor shapes where headers show them."""
+    """The batch-shared part of a job: gpu.pipelines.Params fields with catalog files described. LoRAs,
+    embeddings and ControlNets must fit the checkpoint: its ecosystem, and their tensor shapes where headers
+    show them."""
     from gpu.architectures import misfit
     from gpu.request import RequestError
     model = lookup(fields["model"])
@@ -327,8 +328,7 @@ def _gpu_params(fields: dict, lookup, shapes_of) -> dict:
         res = lookup(ref, field=field, kinds=("lora", "embedding", "vae", "controlnet"))
         if res["kind"] != "vae" and not compatible(res["ecosystem"], model["ecosystem"]):
             raise RequestError(field, f"{res['name']} is for {res['base_model']}, the model is {model['base_model']}")
-        problem = misfit(res["kind"], shapes_of(res) or {}, shapes_of(model) or {}) \
-            if res["kind"] in ("lora", "embedding") else None
+        problem = misfit(res["kind"], shapes_of(res) or {}, shapes_of(model) or {}) if res["kind"] != "vae" else None
         if problem:
             raise RequestError(field, f"{res['name']} does not fit {model['name']}: {problem}")
         res = dict(res, weight=weight)

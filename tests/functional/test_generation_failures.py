@@ -11,6 +11,8 @@ from jobs import generation as jobs
 from models_db import generation as gen
 from models_db.redis_store import client as redis
 from tests.conftest import make_user, run_jobs
+from tests.factories import picture
+from tests.functional.test_generation import b64_png
 from tests.functional.test_web_pages import log_in
 from tests.helpers import auth, cli, import_model
 
@@ -53,7 +55,7 @@ def submit(client, key, **body):
 
 
 def test_loras_whose_tensors_do_not_fit_the_checkpoint_are_refused_at_submission(client, alice, sd1, tmp_path):
-    from gpu.demo import write_lora
+    from gpu.demo import write_controlnet, write_lora
     _, key = alice
     wide = import_model(wide_lora(tmp_path, ".safetensors"), "--publish", "--type", "LORA", "--base-model", "SD 1.5")
     xl = import_model(write_lora(tmp_path / "xl.safetensors", "SDXL"), "--publish", "--type", "LORA",
@@ -64,6 +66,13 @@ def test_loras_whose_tensors_do_not_fit_the_checkpoint_are_refused_at_submission
         answer = response.get_json()
         assert response.status_code == 400 and answer["field"] == "resources", answer
         assert name in answer["error"] and "does not fit" in answer["error"], answer
+    control = import_model(write_controlnet(tmp_path / "edges-xl.safetensors", "SDXL"), "--publish", "--type",
+                           "Controlnet", "--base-model", "SD 1.5")  # mislabelled: an SDXL ControlNet
+    response = submit(client, key, model=sd1["versionId"], prompt="a cat", **SMALL,
+                      controlnet={"model": control["versionId"], "image": b64_png(picture(64, 64, seed=1))})
+    answer = response.get_json()
+    assert response.status_code == 400 and answer["field"] == "controlnet", answer
+    assert "edges-xl does not fit" in answer["error"], answer
     assert gen.GenerationRun.select().count() == 0
     narrow = import_model(write_lora(tmp_path / "narrow.safetensors", "SD1"), "--publish", "--type", "LORA",
                           "--base-model", "SD 1.5")
