@@ -91,6 +91,19 @@ def int_keyed_checkpoint(path: Path) -> Path:
     return Path(path)
 
 
+def long_pickle(path: Path, kind: str = "plain", items: int = 3_000_000) -> Path:
+    """A harmless pickle stream of about `items` opcodes (a list of that many None), as a plain pickle, a
+    torch zip checkpoint (in its data.pkl) or a legacy torch file."""
+    values = [None] * items
+    if kind == "plain":
+        Path(path).write_bytes(pickle.dumps(values, protocol=4))
+        return Path(path)
+    import torch
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "history": values}, path,
+               _use_new_zipfile_serialization=kind == "torch-zip")
+    return Path(path)
+
+
 class _Exploit:
     def __reduce__(self):
         return (os.system, ("echo owned > /tmp/atelier-test-owned",))

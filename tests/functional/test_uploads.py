@@ -208,3 +208,15 @@ def test_upload_whose_ingest_keeps_failing_ends_rejected(client, worker, alice, 
     assert ModelFile.select().count() == 0 and not get_store().exists(hashlib.sha256(data).hexdigest())
     notes = list(Notification.select().where(Notification.user == alice[0]))
     assert [n.kind for n in notes] == ["file-rejected"] and "keys.pt" in notes[0].message
+
+
+def test_pickle_too_long_to_scan_is_rejected(client, worker, alice, tmp_path, configure):
+    configure(PICKLE_SCAN_MAX_OPCODES="100000")
+    _, version = new_version(client, alice[1], type="Other")
+    data = factories.long_pickle(tmp_path / "history.pkl", items=200_000).read_bytes()
+    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
+                       data={"file": (io.BytesIO(data), "history.pkl")}, content_type="multipart/form-data")
+    run_jobs(worker)
+    upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(alice[1])).get_json()
+    assert upload["state"] == "rejected" and "pickle too large to scan safely" in upload["error"], upload
+    assert ModelFile.select().count() == 0 and not get_store().exists(hashlib.sha256(data).hexdigest())

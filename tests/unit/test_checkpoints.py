@@ -131,6 +131,54 @@ def test_legacy_torch_checkpoint_is_read_from_a_blob_without_extension(tmp_path)
     assert result == "Success" and (info.format, info.architecture) == ("PickleTensor", "SD1")
 
 
+@pytest.mark.parametrize("kind,name,model_type", [("plain", "history.pkl", "Other"),
+                                                  ("torch-zip", "big.ckpt", "Checkpoint"),
+                                                  ("torch-legacy", "big.pt", "Checkpoint")])
+def test_a_pickle_too_long_to_scan_is_refused_without_being_held_in_memory(tmp_path, configure, kind, name,
+                                                                           model_type):
+    """picklescan keeps every opcode of a pickle in memory (about 100 bytes each, 29 MiB here): a stream
+    beyond PICKLE_SCAN_MAX_OPCODES is refused before it is handed to it."""
+    import tracemalloc
+    configure(PICKLE_SCAN_MAX_OPCODES="200000")
+    path = factories.long_pickle(tmp_path / "blob", kind, items=300_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidModelFile, match="pickle too large to scan safely: .* more than 200000 pickle op"):
+            inspect_file(path, name, model_type)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak >> 20} MiB"
+
+
+def test_the_default_pickle_bound_refuses_three_million_opcodes(tmp_path):
+    path = factories.long_pickle(tmp_path / "blob", "plain", items=3_000_000)
+    with pytest.raises(InvalidModelFile, match="more than 2000000 pickle opcodes"):
+        inspect_file(path, "history.pkl", "Other")
+
+
+def test_a_pickle_bytes_opcode_beyond_the_byte_bound_is_not_read(tmp_path, configure):
+    """A BINBYTES8 argument is read whole by a pickle parser: past PICKLE_SCAN_MAX_BYTES it is refused unread."""
+    import pickle
+    import tracemalloc
+    configure(PICKLE_SCAN_MAX_BYTES=str(4 << 20))
+    path = tmp_path / "blob"
+    path.write_bytes(pickle.dumps({"blob": b"\0" * (16 << 20)}, protocol=5))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidModelFile, match="pickle too large to scan safely"):
+            inspect_file(path, "data.pkl", "Other")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak >> 20} MiB"
+
+
+def test_a_real_checkpoint_is_well_inside_the_pickle_bounds(tmp_path):
+    path = factories.torch_checkpoint(tmp_path / "blob", "SDXL")
+    assert inspect_file(path, "sdxl.ckpt", "Checkpoint")[1][0] == "Success"
+
+
 @pytest.mark.parametrize("header,data,fragment", [
     (b"[" * 100_000, b"", "nested too deeply"),
     ({"a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]},
