@@ -37,6 +37,9 @@ VARIABLES = {
     "DOWNLOAD_LINK_TTL": ("3600", "Seconds a signed download redirect stays valid."),
     "UPLOAD_CHUNK_BYTES": ("67108864", "Chunk size proposed to resumable-upload clients."),
     "MAX_UPLOAD_BYTES": ("68719476736", "Largest model file accepted."),
+    "PICKLE_SCAN_MAX_OPCODES": ("2000000", ("Most opcodes of one pickle stream the scanner parses (it holds each in "
+                                            "memory, ~100 bytes); a file with a longer one is rejected.")),
+    "PICKLE_SCAN_MAX_BYTES": ("268435456", "Most bytes of one pickle stream the scanner parses; past it rejected."),
     "UPLOAD_EXPIRY_HOURS": ("48", "Unfinished resumable uploads older than this are removed."),
     "JOB_MAX_RETRIES": ("5", "Retries of a failed job (exponential backoff)."),
     "JOB_TIME_LIMIT_S": ("3600", "Longest a non-GPU job may run."),
@@ -99,6 +102,8 @@ class Settings:
     worker_threads: int
     download_link_ttl: int
     upload_chunk_bytes: int
+    pickle_scan_max_opcodes: int
+    pickle_scan_max_bytes: int
     max_upload_bytes: int
     upload_expiry_hours: int
     job_max_retries: int
@@ -209,6 +214,8 @@ def load(env: dict | None = None) -> Settings:
         worker_threads=num("WORKER_THREADS"),
         download_link_ttl=num("DOWNLOAD_LINK_TTL"),
         upload_chunk_bytes=num("UPLOAD_CHUNK_BYTES"),
+        pickle_scan_max_opcodes=num("PICKLE_SCAN_MAX_OPCODES"),
+        pickle_scan_max_bytes=num("PICKLE_SCAN_MAX_BYTES"),
         max_upload_bytes=num("MAX_UPLOAD_BYTES"),
         upload_expiry_hours=num("UPLOAD_EXPIRY_HOURS"),
         job_max_retries=num("JOB_MAX_RETRIES"),

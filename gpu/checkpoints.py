@@ -143,8 +143,15 @@ def _size_kind(names) -> str:
 
 def scan_pickle(path: Path) -> tuple[str, str]:
     """picklescan verdict, judged by the bytes and never by the name: ("Success"|"Danger"|"Error", message).
-    Read as a torch file first (zip or legacy), then as plain pickles; zip archives have their pickles scanned."""
+    Read as a torch file first (zip or legacy), then as plain pickles; zip archives have their pickles scanned.
+    Pickle streams too long to scan within bounded memory are refused (gpu/pickle_scan.py)."""
     from picklescan.scanner import SafetyLevel, scan_bytes
+
+    from gpu.pickle_scan import PickleTooLarge, check_bounds
+    try:
+        check_bounds(path)
+    except PickleTooLarge as exc:
+        raise InvalidModelFile(str(exc)) from None
     try:
         with open(path, "rb") as stream:
             result = scan_bytes(stream, path.name, file_ext=".pt")
