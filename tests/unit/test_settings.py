@@ -1,3 +1,5 @@
+import pytest
+
 import settings
 
 
@@ -53,7 +55,31 @@ def test_secret_key_and_sqlite_file_are_private(tmp_path):
 
 
 def test_a_world_writable_home_is_refused(tmp_path):
-    import pytest
     tmp_path.chmod(0o777)
     with pytest.raises(SystemExit, match="world-writable"):
         settings.load({"ATELIER_HOME": str(tmp_path)})
+
+
+def test_readme_table_is_the_variables_and_every_default_can_be_copied(tmp_path):
+    """README's table is rendered from VARIABLES; a default shown as a value works when set literally
+    (no `generated`, `embedded` or `$ATELIER_HOME` that would be taken as written)."""
+    from pathlib import Path
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert settings.readme_table() in readme
+    for name, (default, _) in settings.VARIABLES.items():
+        if default is not None:
+            settings.load({"ATELIER_HOME": str(tmp_path), "SECRET_KEY": "k", name: default})
+            assert "$" not in default, name
+
+
+@pytest.mark.parametrize("name,value,fragment", [
+    ("REDIS_URL", "embedded", "REDIS_URL"), ("REDIS_URL", "localhost:6379", "redis://"),
+    ("DATABASE_URL", "mysql://h/d", "DATABASE_URL"), ("STORAGE_URL", "/srv/blobs", "STORAGE_URL"),
+    ("SECRET_KEY", "generated", "SECRET_KEY"), ("PUBLIC_URL", "example.org", "PUBLIC_URL"),
+    ("SOLR_URL", "solr:8983", "SOLR_URL"), ("PORT", "70000", "PORT"), ("WEB_WORKERS", "0", "WEB_WORKERS"),
+    ("LOG_LEVEL", "LOUD", "LOG_LEVEL"), ("DOWNLOAD_LINK_TTL", "-1", "DOWNLOAD_LINK_TTL"),
+])
+def test_clearly_wrong_values_are_refused_at_start(tmp_path, name, value, fragment):
+    with pytest.raises(SystemExit) as stop:
+        settings.load({"ATELIER_HOME": str(tmp_path), name: value})
+    assert fragment in str(stop.value)
