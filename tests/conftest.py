@@ -154,6 +154,20 @@ def run_jobs(worker_, rounds: int = 3) -> None:
         worker_.join()
 
 
+@pytest.fixture(scope="session")
+def sd1_file(tmp_path_factory):
+    """A tiny random-weight SD 1.5 checkpoint file (the original single-file layout), written once."""
+    from gpu.demo import write_checkpoint
+    return write_checkpoint("SD1", tmp_path_factory.mktemp("models") / "tiny-sd15.safetensors", size="tiny")
+
+
+@pytest.fixture
+def sd1(sd1_file):
+    """sd1_file imported into the catalog and published (the version as the import command prints it)."""
+    from tests.helpers import import_model
+    return import_model(sd1_file, "--publish")
+
+
 @pytest.fixture
 def live_server(app):
     """The app on a real HTTP port, for third-party clients."""

@@ -22,20 +22,9 @@ SMALL = {"width": 64, "height": 64, "steps": 2, "sampler": "Euler"}
 
 
 @pytest.fixture(scope="module")
-def sd1_file(tmp_path_factory):
-    from gpu.demo import write_checkpoint
-    return write_checkpoint("SD1", tmp_path_factory.mktemp("models") / "tiny-sd15.safetensors", size="tiny")
-
-
-@pytest.fixture(scope="module")
 def lora_file(tmp_path_factory):
     from gpu.demo import write_lora
     return write_lora(tmp_path_factory.mktemp("loras") / "ink.safetensors", "SD1")
-
-
-@pytest.fixture
-def sd1(sd1_file):
-    return import_model(sd1_file, "--publish")
 
 
 def submit(client, key, status=202, **body):

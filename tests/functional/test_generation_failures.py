@@ -19,17 +19,6 @@ from tests.helpers import auth, cli, import_model
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler": "Euler"}
 
 
-@pytest.fixture(scope="module")
-def sd1_file(tmp_path_factory):
-    from gpu.demo import write_checkpoint
-    return write_checkpoint("SD1", tmp_path_factory.mktemp("models") / "tiny-sd15.safetensors", size="tiny")
-
-
-@pytest.fixture
-def sd1(sd1_file):
-    return import_model(sd1_file, "--publish")
-
-
 def wide_lora(folder, suffix: str):
     """An SD 1.5 LoRA for a model twice as wide as the tiny checkpoint (as a real SD 1.5 LoRA is for it)."""
     from safetensors.torch import load_file, save_file

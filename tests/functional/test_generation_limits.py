@@ -4,24 +4,11 @@ import random
 import string
 import tracemalloc
 
-import pytest
-
 from models_db import generation as gen
 from models_db.db import db
-from tests.helpers import auth, catalog_model, import_model
+from tests.helpers import auth, catalog_model
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler": "Euler"}
-
-
-@pytest.fixture(scope="module")
-def sd1_file(tmp_path_factory):
-    from gpu.demo import write_checkpoint
-    return write_checkpoint("SD1", tmp_path_factory.mktemp("models") / "tiny-sd15.safetensors", size="tiny")
-
-
-@pytest.fixture
-def sd1(sd1_file):
-    return import_model(sd1_file, "--publish")
 
 
 def refused(client, key, field, **body) -> dict:

@@ -11,12 +11,6 @@ from tests.factories import picture
 from tests.helpers import import_model
 
 
-@pytest.fixture(scope="module")
-def sd1_file(tmp_path_factory):
-    from gpu.demo import write_checkpoint
-    return write_checkpoint("SD1", tmp_path_factory.mktemp("models") / "tiny-sd15.safetensors", size="tiny")
-
-
 @pytest.fixture
 def api(live_server, alice, sd1_file, worker):
     user, key = alice

@@ -17,20 +17,9 @@ from models_db import generation as gen
 from models_db.accounts import User
 from models_db.redis_store import client as redis
 from tests.conftest import make_user
-from tests.helpers import atelier_processes, auth, import_model
+from tests.helpers import atelier_processes, auth
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler": "Euler"}
-
-
-@pytest.fixture(scope="module")
-def sd1_file(tmp_path_factory):
-    from gpu.demo import write_checkpoint
-    return write_checkpoint("SD1", tmp_path_factory.mktemp("models") / "tiny-sd15.safetensors", size="tiny")
-
-
-@pytest.fixture
-def sd1(sd1_file):
-    return import_model(sd1_file, "--publish")
 
 
 @pytest.fixture
