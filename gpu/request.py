@@ -3,8 +3,8 @@ spec per image. Pure: catalog references are resolved by the caller through `Res
 from __future__ import annotations
 
 import random
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 from typing import Annotated, Callable
 
 from pydantic import (
