@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from apispec import APISpec
 from flask import Blueprint, current_app, jsonify, request
-from werkzeug.routing import IntegerConverter, PathConverter, UnicodeConverter
+from werkzeug.routing import IntegerConverter
 
 from models_db import catalog as c
 
@@ -163,9 +163,8 @@ SCHEMAS = {
 
 
 # ---- the document -----------------------------------------------------------------------------------
-CONVERTERS = {IntegerConverter: {"type": "integer", "minimum": 0, "maximum": MAX_ID},
-              UnicodeConverter: {"type": "string", "minLength": 1}, PathConverter: {"type": "string", "minLength": 1}}
-STANDARD = {400: "a parameter or the body is invalid (`error` says which)",
+TEXT = {"type": "string", "minLength": 1}
+STANDARD = {400: "a parameter, header or the body is invalid (`error` says which)",
             401: "no API key where one is needed, or an invalid one",
             403: "the API key lacks the scope this operation needs",
             404: "no such object, or not visible to you",
@@ -177,7 +176,10 @@ def path_of(rule, narrower: dict) -> tuple[str, list[dict]]:
     """The OpenAPI path of a URL rule and its path parameters, typed by the rule's converters."""
     params = []
     for name, converter in rule._converters.items():
-        schema = next((s for t, s in CONVERTERS.items() if isinstance(converter, t)), STR)
+        schema = TEXT
+        if isinstance(converter, IntegerConverter):  # the bounds the converter matches; others are a 404
+            schema = {"type": "integer", "minimum": 0 if converter.min is None else converter.min,
+                      "maximum": MAX_ID if converter.max is None else converter.max}
         params.append(param(name, narrower.get(name, schema), where="path", required=True))
     return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), params
 
@@ -202,8 +204,8 @@ def answers(d: Doc, scope: str | None, has_path: bool, body: dict | None, api: b
     if d.response is not None:
         ok["content"] = {d.media: {"schema": d.response}}
     codes = {d.status: ok}
-    standard = {400: bool(d.params or body), 401: api, 403: scope == "write", 404: has_path, 413: body is not None,
-                429: api}
+    # 400 everywhere: any request with a NUL in its path or query is refused
+    standard = {400: True, 401: api, 403: scope == "write", 404: has_path, 413: body is not None, 429: api}
     for code, wanted in standard.items():
         if wanted:
             codes[code] = STANDARD[code]
