@@ -13,6 +13,10 @@ import settings
 from models_db.hashing import sha256_stream
 
 
+class BlobMissing(LookupError):
+    """A blob that rows name is not in the store (a lost disk, a hand clean-up)."""
+
+
 class BlobStore:
     """Blobs are named by the lower-case hex SHA256 of their bytes, so equal files are stored once."""
 
@@ -45,7 +49,8 @@ class BlobStore:
     def put_staged(self, path: Path, sha256: str) -> None: ...
     def exists(self, sha256: str) -> bool: ...
     def size(self, sha256: str) -> int: ...
-    def open(self, sha256: str) -> BinaryIO: ...
+    def open(self, sha256: str) -> BinaryIO: ...  # BlobMissing when absent
+    def readable(self, sha256: str): ...  # what send_file takes (a local path, or an open stream); BlobMissing
     def local_path(self, sha256: str): ...
     def delete(self, sha256: str) -> None: ...
     def iter_blobs(self): ...  # (sha256, modified unix time) for every blob
@@ -79,7 +84,16 @@ class LocalBlobStore(BlobStore):
         return self.path(sha256).stat().st_size
 
     def open(self, sha256):
-        return open(self.path(sha256), "rb")
+        try:
+            return open(self.path(sha256), "rb")
+        except FileNotFoundError:
+            raise BlobMissing(sha256) from None
+
+    def readable(self, sha256):
+        path = self.path(sha256)
+        if not path.is_file():
+            raise BlobMissing(sha256)
+        return path
 
     @contextmanager
     def local_path(self, sha256) -> Iterator[Path]:
@@ -130,7 +144,13 @@ class S3BlobStore(BlobStore):
         return self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))["ContentLength"]
 
     def open(self, sha256):
-        return self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
+        except self.client.exceptions.NoSuchKey:
+            raise BlobMissing(sha256) from None
+
+    def readable(self, sha256):
+        return self.open(sha256)
 
     @contextmanager
     def local_path(self, sha256):

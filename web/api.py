@@ -218,18 +218,25 @@ def send_blob(blob: str, mime: str, name: str):
     """A stored file: a signed redirect where the store has them (S3), else the bytes, cacheable forever."""
     from flask import redirect
 
-    from models_db.storage import LocalBlobStore, get_store
-    store = get_store()
-    url = store.signed_url(blob, name, settings.get().download_link_ttl)
+    from models_db.storage import get_store
+    url = get_store().signed_url(blob, name, settings.get().download_link_ttl)
     if url:
         return redirect(url, code=302)
-    return serve_file(store.path(blob) if isinstance(store, LocalBlobStore) else store.open(blob), mime, blob, 86400)
+    return serve_file(blob, mime, 86400)
 
 
-def serve_file(source, mime: str, etag: str, max_age: int):
-    """send_file with one byte range at most: a multi-range request gets the whole file (200), which
-    RFC 9110 allows (a server may ignore Range) and every client handles."""
-    from flask import send_file
+def serve_file(blob: str, mime: str, max_age: int):
+    """A blob's bytes by send_file, with one byte range at most: a multi-range request gets the whole file
+    (200), which RFC 9110 allows (a server may ignore Range) and every client handles. A blob gone from the
+    store is a 404 (JSON or the error page), logged as a warning."""
+    from flask import current_app, send_file
+
+    from models_db.storage import BlobMissing, get_store
+    try:
+        source = get_store().readable(blob)
+    except BlobMissing:
+        current_app.logger.warning("blob %s is missing from storage (%s)", blob, request.path)
+        abort(404, "The stored file is missing")
     if "," in request.headers.get("Range", ""):
         request.environ.pop("HTTP_RANGE", None)
-    return send_file(source, mimetype=mime, conditional=True, etag=etag, max_age=max_age)
+    return send_file(source, mimetype=mime, conditional=True, etag=blob, max_age=max_age)

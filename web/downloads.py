@@ -14,7 +14,7 @@ from metrics import definitions as m
 from models_db.catalog import FILE_FORMATS, FILE_FPS, FILE_SIZES, FILE_TYPES, Model, ModelFile, ModelVersion
 from models_db.db import on_commit
 from models_db.ids import parse_id, parse_int
-from models_db.storage import LocalBlobStore, content_disposition, get_store
+from models_db.storage import content_disposition, get_store
 from web.api import absolute, current_api_user, error, serve_file
 from web.openapi import BINARY, INT, doc, enum, param
 
@@ -97,8 +97,6 @@ def blob(file_id: int, filename: str):
     file = ModelFile.get_or_none(ModelFile.id == file_id)
     if file is None or not file.downloadable:
         error(404, "No such file")
-    store = get_store()
-    source = store.path(file.blob) if isinstance(store, LocalBlobStore) else store.open(file.blob)
-    response = serve_file(source, "application/octet-stream", file.blob, 3600)
+    response = serve_file(file.blob, "application/octet-stream", 3600)
     response.headers["Content-Disposition"] = content_disposition(file.name)
     return response
