@@ -278,6 +278,19 @@ def test_a1111_waits_of_several_users_leave_the_request_threads_free(tmp_path, s
                 call.close()
 
 
+def test_the_live_server_is_the_production_server(live_server, alice, sd1):
+    """Browser and third-party-client tests run against `live_server`: it serves web.asgi.App under uvicorn
+    as `atelier web` does, so event streams and /sdapi waits take the event loop's path there too."""
+    assert requests.get(f"{live_server}/healthz").headers["server"] == "uvicorn"
+    _, key = alice
+    stream = Stream(live_server, queued_run(live_server, key, sd1), key)
+    try:
+        assert stream.status == 200 and b"event: queued" in stream.read_until(b"event: queued")
+        assert b"server: uvicorn" in stream.data.lower()
+    finally:
+        stream.close()
+
+
 def test_request_bodies_have_limits_by_kind(client, alice, sd1):
     _, key = alice
     huge = b'{"name": "' + b"a" * (50 << 20) + b'"}'
