@@ -170,13 +170,29 @@ def sd1(sd1_file):
 
 @pytest.fixture
 def live_server(app):
-    """The app on a real HTTP port, for third-party clients."""
-    from werkzeug.serving import make_server
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    """The app on a real HTTP port, served as `atelier web` serves it (web.asgi.App under uvicorn: the Flask
+    app on WEB_THREADS request threads, event streams and /sdapi waits on the event loop), from a thread of
+    this process so that settings changed by a test reach it."""
+    import socket
+    import time
+
+    import uvicorn
+
+    from web.asgi import App
+    served = App(app, settings.get().web_threads)
+    server = uvicorn.Server(uvicorn.Config(served, log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
+    sock = socket.create_server(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the live server did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+    served.wsgi.executor.shutdown(wait=False)
 
 
 def make_user(name: str = "alice", role: str = "user", scope: str = "write"):
