@@ -123,6 +123,16 @@ def protocol0_pickle(wrapped: bool = False) -> bytes:
     return pickle.dumps([_Exploit()] if wrapped else _Exploit(), protocol=0)
 
 
+def zip_bytes(members: dict, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip archive of {name: bytes}; a dict value is itself written as a nested zip archive."""
+    import io
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression) as z:
+        for name, data in members.items():
+            z.writestr(name, zip_bytes(data, compression) if isinstance(data, dict) else data)
+    return out.getvalue()
+
+
 def truncate(path: Path, drop: int = 1000) -> Path:
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[:-drop])

@@ -1,6 +1,8 @@
 """Creator endpoints: create a model and version, upload (multipart or resumable chunks), publish."""
 import hashlib
 import io
+import pickle
+import zipfile
 
 import pytest
 
@@ -219,4 +221,65 @@ def test_pickle_too_long_to_scan_is_rejected(client, worker, alice, tmp_path, co
     run_jobs(worker)
     upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(alice[1])).get_json()
     assert upload["state"] == "rejected" and "pickle too large to scan safely" in upload["error"], upload
+    assert ModelFile.select().count() == 0 and not get_store().exists(hashlib.sha256(data).hexdigest())
+
+
+@pytest.mark.parametrize("model_type,filename,members", [
+    ("Poses", "poses.zip", {"pose/readme.txt": factories.protocol0_pickle()}),
+    ("Other", "bundle.zip", {"notes.md": b"# notes\n", "data.txt": pickle.dumps(factories._Exploit(), protocol=2)}),
+    ("Other", "bundle.zip", {"inner/more.zip": {"deep/pose.json": factories.protocol0_pickle(wrapped=True)}}),
+    ("Wildcards", "cards.zip", {"a.zip": {"b.zip": {"cards.txt": factories.protocol0_pickle()}}}),
+    ("Checkpoint", "model.ckpt", {"archive/data.pkl": pickle.dumps({"state_dict": {}}, protocol=2),
+                                  "archive/version": b"3\n", "archive/extra.txt": factories.protocol0_pickle()}),
+])
+def test_pickles_in_zip_members_are_scanned_whatever_their_names(client, worker, alice, model_type, filename,
+                                                                 members):
+    """Every member of a zip (and of zips inside it) that parses as a pickle with globals is scanned,
+    not only members picklescan picks by name (.pkl) or binary-pickle header."""
+    _, version = new_version(client, alice[1], type=model_type)
+    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
+                       data={"file": (io.BytesIO(factories.zip_bytes(members)), filename)},
+                       content_type="multipart/form-data")
+    assert sent.status_code == 202
+    run_jobs(worker)
+    file = ModelFile.get(ModelFile.version == version["id"])
+    assert (file.status, file.pickle_scan_result) == ("Danger", "Danger"), file.pickle_scan_message
+    assert "os.system" in file.pickle_scan_message or "posix.system" in file.pickle_scan_message
+    download = client.get(f"/api/download/models/{version['id']}", headers=auth(alice[1]))
+    assert download.status_code == 403 and "not downloadable" in download.get_json()["error"]
+
+
+def test_zip_checkpoint_and_harmless_zip_still_pass(client, worker, alice, tmp_path):
+    checkpoint = factories.torch_checkpoint(tmp_path / "model.ckpt").read_bytes()
+    harmless = factories.zip_bytes({"readme.txt": b"Poses (front, side).\nUse with ControlNet.\n", "in.zip": {
+        "pose.json": b'{"pose": [1, 2]}', "model.pkl": pickle.dumps({"a": [1, 2.5, "x"]}, protocol=2)}})
+    for model_type, name, body in (("Checkpoint", "model.ckpt", checkpoint), ("Other", "extras.zip", harmless)):
+        _, version = new_version(client, alice[1], type=model_type)
+        sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
+                           data={"file": (io.BytesIO(body), name)}, content_type="multipart/form-data")
+        assert sent.status_code == 202, sent.get_json()
+    run_jobs(worker)
+    files = {f.name: f for f in ModelFile.select()}
+    assert {n: (f.status, f.pickle_scan_result) for n, f in files.items()} == {
+        "model.ckpt": ("Ready", "Success"), "extras.zip": ("Ready", "Success")}
+    assert files["model.ckpt"].format == "PickleTensor"
+
+
+@pytest.mark.parametrize("settings_,members,reason", [
+    ({"ARCHIVE_SCAN_MAX_DEPTH": "2"}, {"a.zip": {"b.zip": {"c.zip": {"x.txt": b"hi"}}}}, "nested deeper than 2"),
+    ({"ARCHIVE_SCAN_MAX_BYTES": "1000000"},
+     {"a.zip": factories.zip_bytes({"zeros.bin": b"\0" * 2_000_000}, zipfile.ZIP_STORED)},
+     "more than 1000000 bytes"),
+])
+def test_archives_too_deep_or_too_large_to_scan_are_rejected(client, worker, alice, configure, settings_, members,
+                                                             reason):
+    configure(**settings_)
+    _, version = new_version(client, alice[1], type="Other")
+    data = factories.zip_bytes(members)
+    assert len(data) < 100_000
+    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
+                       data={"file": (io.BytesIO(data), "bomb.zip")}, content_type="multipart/form-data")
+    run_jobs(worker)
+    upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(alice[1])).get_json()
+    assert upload["state"] == "rejected" and reason in upload["error"], upload
     assert ModelFile.select().count() == 0 and not get_store().exists(hashlib.sha256(data).hexdigest())
