@@ -43,6 +43,10 @@ VARIABLES = {
     "PICKLE_SCAN_MAX_OPCODES": ("2000000", ("Most opcodes of one pickle stream the scanner parses (it holds each in "
                                             "memory, ~100 bytes); a file with a longer one is rejected.")),
     "PICKLE_SCAN_MAX_BYTES": ("268435456", "Most bytes of one pickle stream the scanner parses; past it rejected."),
+    "ARCHIVE_SCAN_MAX_DEPTH": ("4", ("Most levels of zip archives inside an uploaded zip the scanner opens "
+                                     "(0: none); deeper: rejected.")),
+    "ARCHIVE_SCAN_MAX_BYTES": ("4294967296", ("Most uncompressed bytes the scanner reads from one upload's zip members "
+                                             "(zip bombs); past it rejected.")),
     "UPLOAD_EXPIRY_HOURS": ("48", "Unfinished resumable uploads older than this are removed."),
     "JOB_MAX_RETRIES": ("5", "Retries of a failed job (exponential backoff)."),
     "JOB_TIME_LIMIT_S": ("3600", "Longest a non-GPU job may run."),
@@ -110,6 +114,8 @@ class Settings:
     upload_chunk_bytes: int
     pickle_scan_max_opcodes: int
     pickle_scan_max_bytes: int
+    archive_scan_max_depth: int
+    archive_scan_max_bytes: int
     max_upload_bytes: int
     upload_expiry_hours: int
     job_max_retries: int
@@ -188,7 +194,7 @@ URL_SCHEMES = {"DATABASE_URL": ("sqlite", "postgresql", "postgres"), "REDIS_URL"
                "STORAGE_URL": ("file", "s3"), "S3_ENDPOINT_URL": ("http", "https"), "PUBLIC_URL": ("http", "https"),
                "SOLR_URL": ("http", "https")}
 MAY_BE_ZERO = {"JOB_MAX_RETRIES", "JOB_MAINTENANCE_CHANCE", "GPU_PIPELINE_CACHE_BYTES", "RATING_TRUSTED_ACCOUNT_DAYS",
-               "RATING_TRUSTED_AGREEMENTS"}
+               "RATING_TRUSTED_AGREEMENTS", "ARCHIVE_SCAN_MAX_DEPTH"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -256,6 +262,8 @@ def load(env: dict | None = None) -> Settings:
         upload_chunk_bytes=num("UPLOAD_CHUNK_BYTES"),
         pickle_scan_max_opcodes=num("PICKLE_SCAN_MAX_OPCODES"),
         pickle_scan_max_bytes=num("PICKLE_SCAN_MAX_BYTES"),
+        archive_scan_max_depth=num("ARCHIVE_SCAN_MAX_DEPTH"),
+        archive_scan_max_bytes=num("ARCHIVE_SCAN_MAX_BYTES"),
         max_upload_bytes=num("MAX_UPLOAD_BYTES"),
         upload_expiry_hours=num("UPLOAD_EXPIRY_HOURS"),
         job_max_retries=num("JOB_MAX_RETRIES"),

@@ -143,21 +143,22 @@ def _size_kind(names) -> str:
 
 def scan_pickle(path: Path) -> tuple[str, str]:
     """picklescan verdict, judged by the bytes and never by the name: ("Success"|"Danger"|"Error", message).
-    Read as a torch file first (zip or legacy), then as plain pickles; zip archives have their pickles scanned.
-    Pickle streams too long to scan within bounded memory are refused (gpu/pickle_scan.py)."""
+    Read as a torch file first (zip or legacy), then as plain pickles; every member of a zip archive (and of
+    zips inside it) that parses as a pickle with globals is scanned too. Pickle streams too long to scan within
+    bounded memory, archives too deep or too large and encrypted members are refused (gpu/pickle_scan.py)."""
     from picklescan.scanner import SafetyLevel, scan_bytes
 
-    from gpu.pickle_scan import PickleTooLarge, check_bounds
+    from gpu.pickle_scan import Unscannable, scan_members
     try:
-        check_bounds(path)
-    except PickleTooLarge as exc:
-        raise InvalidModelFile(str(exc)) from None
-    try:
+        members = scan_members(path)
         with open(path, "rb") as stream:
             result = scan_bytes(stream, path.name, file_ext=".pt")
+    except Unscannable as exc:
+        raise InvalidModelFile(str(exc)) from None
     except Exception:  # picklescan raises many kinds for containers it cannot open (7z without py7zr, ...)
         raise InvalidModelFile("the file could not be scanned for pickled code: only safetensors, zip archives "
                                "and plain files are accepted") from None
+    result.merge(members)
     dangerous = sorted({f"{g.module}.{g.name}" for g in result.globals if g.safety == SafetyLevel.Dangerous})
     if dangerous or result.infected_files:
         return "Danger", "dangerous imports found by picklescan: " + (", ".join(dangerous) or "unknown")

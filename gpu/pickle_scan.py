@@ -1,19 +1,31 @@
-"""Bounds on what picklescan is given. picklescan keeps every opcode of a pickle stream in memory (about
-100 bytes each) and reads each bytes argument whole, so each stream it would parse is first walked here with
+"""What picklescan is given, and what it would miss. picklescan keeps every opcode of a pickle stream in
+memory (about 100 bytes each) and reads each bytes argument whole, so each stream is first walked here with
 pickletools.genops, keeping nothing, and refused past PICKLE_SCAN_MAX_OPCODES opcodes or
-PICKLE_SCAN_MAX_BYTES bytes. A checkpoint's pickle holds about 32 opcodes and 100 bytes per tensor."""
+PICKLE_SCAN_MAX_BYTES bytes. picklescan picks a zip's members by name or binary-pickle header; here every
+member of a zip (and of zips inside it, within ARCHIVE_SCAN_MAX_DEPTH and ARCHIVE_SCAN_MAX_BYTES) is parsed,
+and those that parse as pickles with globals are scanned with picklescan's own rules."""
 from __future__ import annotations
 
-import os
+import dataclasses
 import pickletools
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
 import settings
 
+ZIP_MAGIC = b"PK\x03\x04"
+NUMPY_MAGIC = b"\x93NUMPY"
+# Opcodes that name or call something: a stream with none of them builds only plain data.
+CALLING_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"}
 
-class PickleTooLarge(ValueError):
+
+class Unscannable(ValueError):
+    """A file the scanner refuses to judge (too large, too deep, encrypted)."""
+
+
+class PickleTooLarge(Unscannable):
     """A pickle stream beyond the scan bounds."""
 
 
@@ -49,14 +61,16 @@ class _Beyond(Exception):
     """Internal: which bound a walk passed."""
 
 
-def walk(stream: BinaryIO, what: str) -> None:
+def walk(stream: BinaryIO, what: str) -> tuple[set, int]:
     """Walks the pickles that follow each other from the stream's position, as picklescan does (until the
-    end or the first bytes that do not parse); raises PickleTooLarge past the bounds."""
+    end or the first bytes that do not parse); raises PickleTooLarge past the bounds. Returns the names of
+    the opcodes met and the bytes read."""
     s = settings.get()
-    bounded, ops = _Bounded(stream, s.pickle_scan_max_bytes), 0
+    bounded, ops, names = _Bounded(stream, s.pickle_scan_max_bytes), 0, set()
     try:
         while bounded.peek():
-            for _ in pickletools.genops(bounded):
+            for opcode, _, _ in pickletools.genops(bounded):
+                names.add(opcode.name)
                 ops += 1
                 if ops > s.pickle_scan_max_opcodes:
                     raise _Beyond("opcodes")
@@ -65,60 +79,103 @@ def walk(stream: BinaryIO, what: str) -> None:
         raise PickleTooLarge(f"pickle too large to scan safely: {what} has more than {limit} pickle "
                              f"{beyond.args[0]}") from None
     except Exception:  # noqa: BLE001  (not, or no longer, a pickle: picklescan stops there too)
-        return
+        pass
+    return names, s.pickle_scan_max_bytes - bounded.left
 
 
-def check_bounds(path: Path) -> None:
-    """Every stream picklescan parses in this file: the file itself from its start (a plain or legacy
-    torch pickle), and when it is a zip archive (a torch checkpoint) the members picklescan picks."""
+def scan_members(path: Path):
+    """Bounds the file's own stream (a plain or legacy torch pickle) for picklescan, and returns picklescan's
+    verdict (a ScanResult) on the members of the file when it is a zip archive (a torch checkpoint too)."""
+    from picklescan.scanner import ScanResult
+    result = ScanResult([])
     with open(path, "rb") as f:
-        head = f.read(4)
-        f.seek(0)
-        if head != b"PK\x03\x04":
+        if f.read(4) != ZIP_MAGIC:
+            f.seek(0)
             walk(f, "the file")
         f.seek(0)
-        if head == b"PK\x03\x04" or zipfile.is_zipfile(f):
+        if zipfile.is_zipfile(f):
             f.seek(0)
-            _check_zip(f)
+            _scan_zip(f, "", 0, result, [settings.get().archive_scan_max_bytes])
+    return result
 
 
-def _check_zip(f: BinaryIO) -> None:
+def _scan_zip(f: BinaryIO, prefix: str, depth: int, result, budget: list) -> None:
+    """Every member of one zip archive; budget[0] is what is left of ARCHIVE_SCAN_MAX_BYTES."""
     from picklescan.relaxed_zipfile import RelaxedZipFile
-    from picklescan.scanner import (
-        _numpy_file_extensions,
-        _numpy_magic_bytes,
-        _pickle_file_extensions,
-        _pickle_magic_bytes,
-    )
     try:
         archive = RelaxedZipFile(f, "r")
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return  # picklescan cannot open it either: refused as unscannable
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not an archive after all: its bytes were walked as a stream
     with archive:
-        for name in archive.namelist():
-            ext = os.path.splitext(name)[1]
+        for info in archive.infolist():
+            name = prefix + info.filename
+            if info.is_dir():
+                continue
+            if info.flag_bits & 0x1:
+                raise Unscannable(f"the archive member {name} is encrypted and cannot be scanned")
             try:
-                with archive.open(name) as member:
-                    magic = member.read(8)
-                    if ext not in _pickle_file_extensions and not any(magic.startswith(m) for m in _pickle_magic_bytes):
-                        if ext in _numpy_file_extensions or magic.startswith(_numpy_magic_bytes):
-                            _check_numpy(archive, name)
-                        continue
-                with archive.open(name) as member:
-                    walk(member, name)
-            except (zipfile.BadZipFile, RuntimeError):
-                continue  # members picklescan skips as well
+                _scan_member(archive, info, name, depth, result, budget)
+            except (zipfile.BadZipFile, RuntimeError, EOFError):
+                continue  # corrupt members: nothing can read them back either
 
 
-def _check_numpy(archive, name: str) -> None:
-    """An .npy member of object dtype is a pickle after its header."""
+def _scan_member(archive, info, name: str, depth: int, result, budget: list) -> None:
+    from picklescan.scanner import scan_numpy, scan_pickle_bytes
+    with archive.open(info) as member:
+        head = member.read(8)
+    if head.startswith(ZIP_MAGIC):
+        limit = settings.get().archive_scan_max_depth
+        if depth >= limit:
+            raise Unscannable(f"archives nested deeper than {limit} levels cannot be scanned: {name}")
+        with tempfile.TemporaryFile() as nested:
+            with archive.open(info) as member:
+                _spend(budget, _copy(member, nested, budget[0] + 1))
+            nested.seek(0)
+            _scan_zip(nested, name + "/", depth + 1, result, budget)
+        return
+    if head.startswith(NUMPY_MAGIC):
+        if _numpy_holds_objects(archive, info, name, budget):
+            with archive.open(info) as member:
+                result.merge(_no_error(scan_numpy(member, name)))
+        return
+    with archive.open(info) as member:
+        opcodes, read = walk(member, name)
+    _spend(budget, read)
+    if opcodes & CALLING_OPCODES:
+        with archive.open(info) as member:
+            result.merge(_no_error(scan_pickle_bytes(member, name)))
+
+
+def _no_error(found):
+    """A member that stops parsing is not a scan error of the whole file: its globals still count."""
+    return dataclasses.replace(found, scan_err=False)
+
+
+def _copy(source: BinaryIO, target: BinaryIO, most: int) -> int:
+    copied = 0
+    while copied < most and (chunk := source.read(min(1 << 20, most - copied))):
+        target.write(chunk)
+        copied += len(chunk)
+    return copied
+
+
+def _spend(budget: list, read: int) -> None:
+    budget[0] -= read
+    if budget[0] < 0:
+        raise Unscannable(f"archive too large to scan safely: its members hold more than "
+                          f"{settings.get().archive_scan_max_bytes} bytes")
+
+
+def _numpy_holds_objects(archive, info, name: str, budget: list) -> bool:
+    """An .npy member of object dtype is a pickle after its header: walked here, scanned by picklescan."""
     import numpy as np
-    with archive.open(name) as member:
+    with archive.open(info) as member:
         try:
             version = np.lib.format.read_magic(member)
             reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             dtype = reader(member)[2]
-        except Exception:  # noqa: BLE001  (not a readable .npy: picklescan's own checks decide)
-            return
+        except Exception:  # noqa: BLE001  (not a readable .npy: nothing loads it as one)
+            return False
         if dtype.hasobject:
-            walk(member, name)
+            _spend(budget, walk(member, name)[1])
+        return dtype.hasobject
