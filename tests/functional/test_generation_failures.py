@@ -122,3 +122,52 @@ def test_a_failed_image_is_a_failed_job_for_operators(client, doomed_run, worker
     html = client.get("/operations").get_data(as_text=True)
     assert html.count("LoRA wide does not fit the checkpoint") == 2
     assert gen.GenerationRun.get_by_id(doomed_run["id"]).status == "Failed"
+
+
+
+def lose_blob(blob: str) -> bytes:
+    """Deletes a stored blob (as a lost disk or a hand clean-up would); returns its bytes to restore."""
+    from models_db.storage import get_store
+    with get_store().open(blob) as f:
+        data = f.read()
+    get_store().delete(blob)
+    return data
+
+
+def lora_of(run_id: int) -> str:
+    job = gen.GenerationJob.get(gen.GenerationJob.run == run_id)
+    return job.params["loras"][0]["blob"]
+
+
+def img2img_run(client, key, sd1, tmp_path, **body):
+    response = submit(client, key, model=sd1["versionId"], prompt="x", seed=1, denoising_strength=0.5,
+                      init_image=b64_png(picture(64, 64, seed=5)), **SMALL, **body)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["id"]
+
+
+def lora_run(client, key, sd1, tmp_path):
+    from gpu.demo import write_lora
+    lora = import_model(write_lora(tmp_path / "narrow.safetensors", "SD1"), "--publish", "--type", "LORA",
+                        "--base-model", "SD 1.5")
+    return img2img_run(client, key, sd1, tmp_path, resources=[{"id": lora["versionId"], "weight": 1}])
+
+
+def init_image_of(run_id: int) -> str:
+    return gen.GenerationJob.get(gen.GenerationJob.run == run_id).inputs["init_image"]
+
+
+@pytest.mark.parametrize("make_run, blob_of, named", [(img2img_run, init_image_of, "init image"),
+                                                      (lora_run, lora_of, "narrow")])
+def test_a_job_whose_input_file_is_gone_from_the_store_fails_at_once(client, alice, sd1, worker, tmp_path,
+                                                                      make_run, blob_of, named):
+    _, key = alice
+    run_id = make_run(client, key, sd1, tmp_path)
+    lose_blob(blob_of(run_id))
+    run_jobs(worker)
+    run = client.get(f"/api/v1/generation/runs/{run_id}", headers=auth(key)).get_json()
+    assert (run["status"], run["done"], run["failed"]) == ("Failed", 0, 1), run
+    error = run["jobs"][0]["error"]
+    assert "\n" not in error and named in error and "missing from the store" in error, error
+    assert [j.attempts for j in gen.GenerationJob.select()] == [1]  # never retried
+    assert jobs_events(run_id)[-1]["event"] == "failed"
