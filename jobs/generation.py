@@ -23,7 +23,7 @@ from models_db import generation as gen
 from models_db.db import on_commit, transaction, utcnow
 from models_db.images import Image
 from models_db.redis_store import client, redis_key
-from models_db.storage import LocalBlobStore, get_store
+from models_db.storage import BlobMissing, LocalBlobStore, get_store
 
 HEARTBEAT_S = 2.0
 RECHECK_S = 2 * HEARTBEAT_S
@@ -120,6 +120,19 @@ def backend():
     return _backend
 
 
+class InputMissing(PermanentError):
+    """A file a job needs is gone from the store: retries cannot bring it back (an operator who restores it
+    can retry the failed job)."""
+
+
+@contextlib.contextmanager
+def needed(what: str):
+    try:
+        yield
+    except BlobMissing as exc:
+        raise InputMissing(f"{what} missing from the store (blob {exc.args[0][:12]})") from None
+
+
 class ImageFailed(PermanentError):
     """The job's image failed for good (it is marked failed and its event sent): the message fails too, so
     that metrics, `atelier jobs failed` and the Operations page count it, and is not retried."""
@@ -148,18 +161,17 @@ def run_job(job_id: int) -> str:
     if not claimed:  # in a live batch elsewhere: look again soon (done by then, or its claim went stale)
         generate.send_with_options(args=(job.id,), delay=int(RECHECK_S * 1000))
         return "running in another batch; checking again later"
-    model, params = to_gpu(job.params)
-    try:
-        room = backend().max_batch(model, params) - 1
-    except Exception:  # noqa: BLE001 - sizing must never lose the claim
-        room = 0
-    if room > 0:
-        claimed += gen.claim(gen.compatible_queued(job, room, lease_s()), token, lease_s())
-    jobs = list(gen.GenerationJob.select().where(gen.GenerationJob.id.in_(claimed)).order_by(gen.GenerationJob.id))
-    try:
+    try:  # from here on every way out leaves the claimed jobs finished or queued again, never running
+        model, params = to_gpu(job.params)
+        claimed += gen.claim(gen.compatible_queued(job, batch_room(model, params), lease_s()), token, lease_s())
+        jobs = list(gen.GenerationJob.select().where(gen.GenerationJob.id.in_(claimed))
+                    .order_by(gen.GenerationJob.id))
         summary = run_batch(jobs, token, model, params)
+    except PermanentError as exc:  # a file the whole batch needs is gone from the store
+        finish_failed(claimed, token, one_line(exc))
+        raise ImageFailed(one_line(exc)) from None
     except Exception as exc:
-        released = gen.release([j.id for j in jobs], token)
+        released = gen.release(claimed, token)
         gen.GenerationJob.update(error=f"{type(exc).__name__}: {one_line(exc)}").where(
             gen.GenerationJob.id.in_(released)).execute()
         send_jobs([j for j in released if j != job.id])  # the leader comes back by the actor's retry
@@ -170,8 +182,19 @@ def run_job(job_id: int) -> str:
     return summary
 
 
+def batch_room(model: ModelRef, params: Params) -> int:
+    """How many more jobs the leader's batch can take."""
+    try:
+        return backend().max_batch(model, params) - 1
+    except Exception:  # noqa: BLE001 - sizing must never lose the claim
+        return 0
+
+
 def run_batch(jobs: list, token: str, model: ModelRef, params: Params) -> str:
     from gpu.backends import OutOfMemory
+    jobs, items = with_inputs(jobs, token)
+    if not jobs:
+        return "failed: inputs missing"
     runs = sorted({j.run_id for j in jobs})
     for run_id in runs:
         gen.refresh_run(run_id)
@@ -179,7 +202,7 @@ def run_batch(jobs: list, token: str, model: ModelRef, params: Params) -> str:
     started = time.monotonic()
     try:
         with beating([j.id for j in jobs], token), GPU_LOCK:  # one batch at a time per process; claims stay fresh
-            images = backend().generate(model, params, [to_item(j) for j in jobs], progress(jobs, token, runs))
+            images = backend().generate(model, params, items, progress(jobs, token, runs))
     except Cancelled:
         return stop_cancelled(jobs, token)
     except OutOfMemory:
@@ -194,6 +217,19 @@ def run_batch(jobs: list, token: str, model: ModelRef, params: Params) -> str:
     record_speed(model.family, len(jobs), params, time.monotonic() - started)
     stored = sum(store_output(job, image, token, model, params) for job, image in zip(jobs, images))
     return f"{stored} images from a batch of {len(jobs)}"
+
+
+def with_inputs(jobs: list, token: str) -> tuple[list, list[Item]]:
+    """The jobs whose input images load, with their items; a job whose input is gone fails alone."""
+    kept, items = [], []
+    for job in jobs:
+        try:
+            items.append(to_item(job))
+        except InputMissing as exc:
+            finish_failed([job.id], token, one_line(exc))
+        else:
+            kept.append(job)
+    return kept, items
 
 
 def record_speed(family: str, count: int, params: Params, seconds: float) -> None:
@@ -265,7 +301,7 @@ def finish_failed(job_ids, token: str | None, reason: str) -> None:
     query = gen.GenerationJob.update(state="failed", error=reason, finished_at=utcnow())
     where = [gen.GenerationJob.id.in_(job_ids)]
     if token:
-        where.append(gen.GenerationJob.claimed_by == token)
+        where += [gen.GenerationJob.claimed_by == token, gen.GenerationJob.state == "running"]
     with transaction():
         query.where(*where).execute()
         runs = {j.run_id for j in gen.GenerationJob.select(gen.GenerationJob.run).where(
@@ -384,7 +420,7 @@ def local_file(described: dict) -> str:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         store = get_store()
-        with store.local_path(described["blob"]) as source:
+        with needed(f"{described['name']}'s file"), store.local_path(described["blob"]) as source:
             tmp = path.with_name(path.name + f".{uuid.uuid4().hex}")
             try:
                 if isinstance(store, LocalBlobStore):
@@ -421,7 +457,7 @@ def to_item(job) -> Item:
     from PIL import Image as PILImage
     images = {}
     for name, blob in job.inputs.items():
-        with get_store().open(blob) as f:
+        with needed(name.replace("_", " ")), get_store().open(blob) as f:
             picture = PILImage.open(io.BytesIO(f.read()))
             images[name] = picture.convert("L" if name == "mask" else "RGB")
     return Item(prompt=job.prompt, negative_prompt=job.negative_prompt, seed=job.seed, **images)

@@ -51,7 +51,7 @@ class BlobStore:
     def size(self, sha256: str) -> int: ...
     def open(self, sha256: str) -> BinaryIO: ...  # BlobMissing when absent
     def readable(self, sha256: str): ...  # what send_file takes (a local path, or an open stream); BlobMissing
-    def local_path(self, sha256: str): ...
+    def local_path(self, sha256: str): ...  # BlobMissing when absent
     def delete(self, sha256: str) -> None: ...
     def iter_blobs(self): ...  # (sha256, modified unix time) for every blob
     def signed_url(self, sha256: str, filename: str, ttl: int) -> str | None: ...
@@ -97,7 +97,10 @@ class LocalBlobStore(BlobStore):
 
     @contextmanager
     def local_path(self, sha256) -> Iterator[Path]:
-        yield self.path(sha256)
+        path = self.path(sha256)
+        if not path.is_file():
+            raise BlobMissing(sha256)
+        yield path
 
     def delete(self, sha256):
         self.path(sha256).unlink(missing_ok=True)
@@ -156,7 +159,12 @@ class S3BlobStore(BlobStore):
     def local_path(self, sha256):
         with self.staging_file() as (tmp, path):
             tmp.close()
-            self.client.download_file(self.bucket, self.key(sha256), str(path))
+            try:
+                self.client.download_file(self.bucket, self.key(sha256), str(path))
+            except self.client.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                    raise BlobMissing(sha256) from None
+                raise
             yield path
 
     def delete(self, sha256):
