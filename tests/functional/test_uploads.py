@@ -163,6 +163,14 @@ def f16(begin: int, end: int, n: int = 4) -> dict:
      "invalid offset for tensor `b`"),
     ("LORA", "meta.safetensors",
      factories.raw_safetensors({"__metadata__": {"a": [[1]]}, "a": f16(0, 8)}, b"\1" * 8), "expected a string"),
+    *[("LORA", "types.safetensors", factories.raw_safetensors({"a": {**f16(0, 8), **bad}}, b"\1" * 8),
+       "bad entry for tensor 'a'") for bad in (
+        {"data_offsets": ["0", "8"]}, {"data_offsets": [0, 8.0]}, {"data_offsets": [False, 8]},
+        {"data_offsets": [0, 8, 8]}, {"dtype": ["F16"]}, {"dtype": 16}, {"shape": ["4"]}, {"shape": [4.0]},
+        {"shape": [-4, -1]}, {"shape": 4}, {"shape": [True, 4]})],
+    ("LORA", "meta.safetensors", factories.raw_safetensors({"__metadata__": [["a", "b"]], "a": f16(0, 8)},
+                                                           b"\1" * 8), "__metadata__ is not an object"),
+    ("LORA", "entry.safetensors", factories.raw_safetensors({"a": [0, 8]}, b"\1" * 8), "bad entry for tensor 'a'"),
 ])
 def test_hostile_safetensors_headers_are_rejected_with_a_reason(client, worker, alice, model_type, filename, data,
                                                                 reason):
