@@ -61,18 +61,16 @@ def read_safetensors_header(path: Path) -> tuple[dict, dict]:
             raise InvalidModelFile(f"corrupt safetensors header: {exc}") from None
     if not isinstance(header, dict):
         raise InvalidModelFile("corrupt safetensors header: not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict):
+        raise InvalidModelFile("corrupt safetensors header: __metadata__ is not an object")
     data_size, end_max = size - 8 - n, 0
     for name, t in header.items():
-        try:
-            begin, end = t["data_offsets"]
-            count = 1
-            for dim in t["shape"]:
-                count *= int(dim)
-            expected = count * DTYPE_BYTES[t["dtype"]]
-        except (KeyError, TypeError, ValueError):
-            raise InvalidModelFile(f"corrupt safetensors header: bad entry for tensor {name!r}") from None
-        if not 0 <= begin <= end or end - begin != expected:
+        if not _well_typed(t):
+            raise InvalidModelFile(f"corrupt safetensors header: bad entry for tensor {name!r} (needs a dtype name, "
+                                   "a shape of non-negative integers and two integer data_offsets)")
+        (begin, end), expected = t["data_offsets"], _count(t["shape"]) * DTYPE_BYTES[t["dtype"]]
+        if not begin <= end or end - begin != expected:
             raise InvalidModelFile(f"corrupt safetensors header: tensor {name!r} has offsets {begin}..{end} "
                                    f"for {expected} bytes of {t['dtype']}{t['shape']}")
         end_max = max(end_max, end)
@@ -83,6 +81,14 @@ def read_safetensors_header(path: Path) -> tuple[dict, dict]:
         raise InvalidModelFile(f"corrupt safetensors file: {data_size - end_max} trailing bytes after the tensors")
     _validate_with_safetensors(path)
     return header, metadata
+
+
+def _well_typed(entry) -> bool:
+    def naturals(value) -> bool:
+        return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)  # not bool, not float
+    return (isinstance(entry, dict) and isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPE_BYTES
+            and naturals(entry.get("shape")) and naturals(entry.get("data_offsets"))
+            and len(entry["data_offsets"]) == 2)
 
 
 def _validate_with_safetensors(path: Path) -> None:
