@@ -62,3 +62,34 @@ def test_missing_generation_images(client, alice, caplog):
     lose_every_blob()
     for url in urls:
         assert_missing(client.get(url, headers=auth(alice[1])), caplog)
+
+
+def test_missing_sdapi_output_image(live_server, alice, sd1, caplog):
+    """An /sdapi/v1/txt2img call whose run ends with an image gone from the store answers 404 JSON. The run's
+    end is what the GPU worker writes and publishes (jobs done with their output blobs, the run Done, its
+    `done` event); the blob is then lost before the waiting call reads it."""
+    import threading
+    import time
+
+    import requests
+
+    from jobs.generation import publish
+    answers = []
+    call = threading.Thread(target=lambda: answers.append(requests.post(
+        f"{live_server}/sdapi/v1/txt2img", auth=(alice[0].username, alice[1]), timeout=60,
+        json={"prompt": "a lighthouse", "steps": 2, "width": 64, "height": 64})))
+    call.start()
+    for _ in range(200):
+        run = gen.GenerationRun.get_or_none()
+        if run is not None and run.jobs.count():
+            break
+        time.sleep(0.05)
+    sha, _ = get_store().put_stream(io.BytesIO(factories.png_bytes(seed=7)))
+    gen.GenerationJob.update(state="done", output_blob=sha).where(gen.GenerationJob.run == run).execute()
+    gen.GenerationRun.update(status="Done", done=run.total).where(gen.GenerationRun.id == run.id).execute()
+    lose_every_blob()
+    publish(run.id, "done", {"done": run.total, "failed": 0})
+    call.join(60)
+    assert answers and answers[0].status_code == 404, answers and (answers[0].status_code, answers[0].text[:300])
+    assert "missing" in answers[0].json()["error"] and answers[0].json()["detail"] == answers[0].json()["error"]
+    assert any(r.levelno == logging.WARNING and "missing" in r.getMessage() for r in caplog.records)
