@@ -1,6 +1,7 @@
 """Helpers shared by the JSON API blueprints: errors, parameters, absolute URLs, auth."""
 from __future__ import annotations
 
+import logging
 from functools import wraps
 from urllib.parse import quote, urlencode
 
@@ -225,17 +226,21 @@ def send_blob(blob: str, mime: str, name: str):
     return serve_file(blob, mime, 86400)
 
 
+def log_missing_blob(blob: str, where: str) -> None:
+    logging.getLogger("atelier.web").warning("blob %s is missing from storage (%s)", blob, where)
+
+
 def serve_file(blob: str, mime: str, max_age: int):
     """A blob's bytes by send_file, with one byte range at most: a multi-range request gets the whole file
     (200), which RFC 9110 allows (a server may ignore Range) and every client handles. A blob gone from the
     store is a 404 (JSON or the error page), logged as a warning."""
-    from flask import current_app, send_file
+    from flask import send_file
 
     from models_db.storage import BlobMissing, get_store
     try:
         source = get_store().readable(blob)
     except BlobMissing:
-        current_app.logger.warning("blob %s is missing from storage (%s)", blob, request.path)
+        log_missing_blob(blob, request.path)
         abort(404, "The stored file is missing")
     if "," in request.headers.get("Range", ""):
         request.environ.pop("HTTP_RANGE", None)

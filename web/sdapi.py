@@ -25,9 +25,9 @@ from models_db.catalog import Model, ModelFile, ModelVersion
 from models_db.catalog_queries import visible_versions
 from models_db import db as database
 from models_db.redis_store import client, give_back_place, places_key, redis_key, take_place
-from models_db.storage import get_store
+from models_db.storage import BlobMissing, get_store
 from web import streams
-from web.api import body_limit, current_api_user
+from web.api import body_limit, current_api_user, log_missing_blob
 from web.handoff import hand_off, loop_client, private_loop, while_connected, without
 from web.security import SAFE_METHODS, auth_attempt, auth_failed
 
@@ -234,8 +234,12 @@ def outcome(run_id: int, body: dict) -> tuple[int, dict]:
 def answer(run: gen.GenerationRun, body: dict) -> tuple[int, dict]:
     store, images, infotexts, jobs_done = get_store(), [], [], []
     for job in run.jobs.where(gen.GenerationJob.state == "done").order_by(gen.GenerationJob.index):
-        with store.open(job.output_blob) as f:
-            data = f.read()
+        try:
+            with store.open(job.output_blob) as f:
+                data = f.read()
+        except BlobMissing:
+            log_missing_blob(job.output_blob, f"image of generation job {job.id}")
+            return 404, problem(f"the stored image of generation job {job.id} is missing")
         images.append(base64.b64encode(data).decode())
         infotexts.append(PILImage.open(io.BytesIO(data)).info.get("parameters", ""))
         jobs_done.append(job)
