@@ -1,6 +1,7 @@
 """Generation that can never work: refused at submission where the catalog and the file headers can tell,
 otherwise failed at once on the GPU worker with a one-line reason, and counted as a failed job everywhere
 operators look (Prometheus, `atelier jobs failed`, the Operations page)."""
+import io
 import re
 import time
 
@@ -171,3 +172,37 @@ def test_a_job_whose_input_file_is_gone_from_the_store_fails_at_once(client, ali
     assert "\n" not in error and named in error and "missing from the store" in error, error
     assert [j.attempts for j in gen.GenerationJob.select()] == [1]  # never retried
     assert jobs_events(run_id)[-1]["event"] == "failed"
+
+
+def test_retrying_a_failed_generation_from_operations_makes_the_image_once_its_file_is_back(
+        client, alice, sd1, worker, tmp_path):
+    from models_db.images import Image
+    from models_db.storage import get_store
+    _, key = alice
+    run_id = lora_run(client, key, sd1, tmp_path)
+    lora = lose_blob(lora_of(run_id))
+    run_jobs(worker)
+    job = gen.GenerationJob.get(gen.GenerationJob.run == run_id)
+    assert job.state == "failed"
+    jobs.generate.send(job.id)  # a second delivery of the failed job's message: dead as well
+    run_jobs(worker)
+    get_store().put_stream(io.BytesIO(lora))  # an operator restores the file
+    admin, _ = make_user("olga", role="admin")
+    log_in(client, admin)
+    page = client.get("/operations").get_data(as_text=True)
+    dead = re.findall(r'action="/operations/failed/([^/"]+)/retry"', page)
+    assert len(dead) == 2, page
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    assert client.post(f"/operations/failed/{dead[0]}/retry", data={"csrf_token": csrf}).status_code == 302
+    run_jobs(worker)
+    run = client.get(f"/api/v1/generation/runs/{run_id}", headers=auth(key)).get_json()
+    assert (run["status"], run["done"], run["failed"]) == ("Done", 1, 0), run
+    assert run["jobs"][0]["state"] == "done" and run["jobs"][0]["error"] is None, run
+    assert client.get(run["jobs"][0]["imageUrl"], headers=auth(key)).status_code == 200
+    assert jobs_events(run_id)[-1]["event"] == "done"
+    # the other dead message is for a job that is no longer failed: retrying it changes nothing
+    assert "requeued 0 job(s)" in cli("jobs", "failed", "retry", dead[1]).stdout
+    run_jobs(worker)
+    assert cli("jobs", "failed").stdout == ""
+    assert gen.GenerationJob.get_by_id(job.id).state == "done" and Image.select().count() == 1
+    assert gen.GenerationRun.get_by_id(run_id).status == "Done"
