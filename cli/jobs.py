@@ -77,8 +77,12 @@ def retry(message_ids, retry_all):
     ids = [item["id"] for item in list_failed()] if retry_all else list(message_ids)
     if not ids:
         raise click.ClickException("name the jobs to retry, or pass --all")
-    missing = [i for i in ids if not retry_failed(i)]
-    click.echo(f"requeued {len(ids) - len(missing)} job(s)")
+    outcomes = {i: retry_failed(i) for i in ids}
+    missing = [i for i, outcome in outcomes.items() if outcome is None]
+    click.echo(f"requeued {list(outcomes.values()).count('sent')} job(s)")
+    settled = list(outcomes.values()).count("settled")
+    if settled:
+        click.echo(f"{settled} had nothing left to do (their generation job is no longer failed): removed")
     if missing:
         raise click.ClickException(f"not found: {', '.join(missing)}")
 

@@ -297,6 +297,17 @@ def stop_cancelled(jobs: list, token: str) -> str:
     return f"cancelled {len(mine)}, requeued {len(others)}"
 
 
+def requeue_failed(job_id: int) -> bool:
+    """An operator's retry of a failed job: the job goes back to the queue and its run reopens; False (and
+    nothing changes) when the job is not failed any more, so the caller does not send it again."""
+    with transaction():
+        run_id = gen.reopen_failed(job_id)
+    if run_id is None:
+        return False
+    publish(run_id, "queued", {"jobs": [job_id], "retried": True})
+    return True
+
+
 def finish_failed(job_ids, token: str | None, reason: str) -> None:
     query = gen.GenerationJob.update(state="failed", error=reason, finished_at=utcnow())
     where = [gen.GenerationJob.id.in_(job_ids)]

@@ -71,16 +71,29 @@ def _drop_failed(queue: str, redis_id: str) -> None:
     r.hdel(errors_key(), redis_id)
 
 
-def retry_failed(message_id: str) -> bool:
-    """Sends a dead-lettered message again, with a fresh retry budget."""
+def retry_failed(message_id: str) -> str | None:
+    """Sends a dead-lettered message again, with a fresh retry budget: "sent"; "settled" when its work is no
+    longer to do (it is only dropped from the list); None when it is not in the list."""
     found = find_failed(message_id)
     if found is None:
-        return False
+        return None
     queue, message = found
+    if not reopen(message):
+        _drop_failed(queue, message_id)
+        return "settled"
     options = {k: v for k, v in message.options.items()
                if k not in ("retries", "traceback", "eta", "redis_message_id")}
     broker.enqueue(message.copy(queue_name=queue.removesuffix(".DQ"), options=options))
     _drop_failed(queue, message_id)
+    return "sent"
+
+
+def reopen(message: Message) -> bool:
+    """Puts what a dead message was about back in a state to be worked on; False when there is nothing left
+    to do. A generation job fails for good in the database, so its retry first queues the job again."""
+    if message.actor_name == "generate":
+        from jobs.generation import requeue_failed
+        return requeue_failed(*message.args)
     return True
 
 

@@ -161,6 +161,8 @@ def refresh_run(run_id: int) -> GenerationRun:
         run.status = status
         if status in ("Done", "Failed", "Cancelled") and run.finished_at is None:
             run.finished_at = utcnow()
+        elif status not in ("Done", "Failed", "Cancelled"):
+            run.finished_at = None  # reopened by an operator's retry
     run.save()
     return run
 
@@ -176,6 +178,21 @@ def cancel_run(run: GenerationRun) -> list[int]:
         GenerationJob.run == run, GenerationJob.state == "running").tuples()]
     refresh_run(run.id)
     return running
+
+
+def reopen_failed(job_id: int) -> int | None:
+    """A failed job of a run not cancelled back in the queue, with a fresh attempt budget and no error, and
+    its run recounted; returns the run's id, or None when the job is not failed (any more)."""
+    live_runs = GenerationRun.select(GenerationRun.id).where(GenerationRun.cancelled == False)  # noqa: E712
+    reopened = (GenerationJob.update(state="queued", error=None, finished_at=None, claimed_by=None,
+                                     heartbeat_at=None, attempts=0)
+                .where(GenerationJob.id == job_id, GenerationJob.state == "failed", GenerationJob.run.in_(live_runs))
+                .execute())
+    if not reopened:
+        return None
+    run_id = GenerationJob.get_by_id(job_id).run_id
+    refresh_run(run_id)
+    return run_id
 
 
 def stale_running(lease_s: float) -> list[int]:

@@ -46,9 +46,13 @@ def operations():
                            actors=sorted(queues.actor_totals().items()), stale=queues.stale_jobs())
 
 
+RETRIED = {"sent": "Sent again.", "settled": "Nothing left to do for that job (it is no longer failed): removed.",
+           None: "That job is no longer in the failed list."}
+
+
 @bp.post("/operations/failed/<message_id>/retry")
 @role("admin")
 def retry(message_id: str):
-    ok = queues.retry_failed(message_id)
-    flash("Sent again." if ok else "That job is no longer in the failed list.", "success" if ok else "error")
+    outcome = queues.retry_failed(message_id)
+    flash(RETRIED[outcome], "error" if outcome is None else "success")
     return redirect(url_for(".operations"))
