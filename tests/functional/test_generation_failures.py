@@ -117,11 +117,12 @@ def test_a_failed_image_is_a_failed_job_for_operators(client, doomed_run, worker
     assert job_counter(client, "dead") == before["dead"] + 2
     assert job_counter(client, "retried") == before["retried"]
     listing = [line for line in cli("jobs", "failed").stdout.splitlines() if " generate " in line]
-    assert len(listing) == 2 and all("LoRA wide does not fit the checkpoint" in line for line in listing), listing
+    assert len(listing) == 1 and "LoRA wide does not fit the checkpoint" in listing[0], listing  # one per run
+    assert f"2 images of run {doomed_run['id']}" in listing[0], listing
     admin, _ = make_user("olga", role="admin")
     log_in(client, admin)
     html = client.get("/operations").get_data(as_text=True)
-    assert html.count("LoRA wide does not fit the checkpoint") == 2
+    assert html.count("LoRA wide does not fit the checkpoint") == 1
     assert gen.GenerationRun.get_by_id(doomed_run["id"]).status == "Failed"
 
 
@@ -147,11 +148,11 @@ def img2img_run(client, key, sd1, tmp_path, **body):
     return response.get_json()["id"]
 
 
-def lora_run(client, key, sd1, tmp_path):
+def lora_run(client, key, sd1, tmp_path, **body):
     from gpu.demo import write_lora
     lora = import_model(write_lora(tmp_path / "narrow.safetensors", "SD1"), "--publish", "--type", "LORA",
                         "--base-model", "SD 1.5")
-    return img2img_run(client, key, sd1, tmp_path, resources=[{"id": lora["versionId"], "weight": 1}])
+    return img2img_run(client, key, sd1, tmp_path, resources=[{"id": lora["versionId"], "weight": 1}], **body)
 
 
 def init_image_of(run_id: int) -> str:
@@ -206,3 +207,30 @@ def test_retrying_a_failed_generation_from_operations_makes_the_image_once_its_f
     assert cli("jobs", "failed").stdout == ""
     assert gen.GenerationJob.get_by_id(job.id).state == "done" and Image.select().count() == 1
     assert gen.GenerationRun.get_by_id(run_id).status == "Done"
+
+
+def test_a_failed_run_is_one_entry_of_the_failed_list_and_retried_as_one(client, alice, sd1, worker, tmp_path):
+    from models_db.storage import get_store
+    from tests.functional import ops_actors
+    _, key = alice
+    run_id = lora_run(client, key, sd1, tmp_path, quantity=3)
+    lora = lose_blob(lora_of(run_id))
+    run_jobs(worker)
+    ops_actors.always_fails.send("beside")  # another actor's failure stays in sight
+    run_jobs(worker)
+    listing = [line for line in cli("jobs", "failed").stdout.splitlines()]
+    assert len(listing) == 2, listing
+    assert f"3 images of run {run_id}" in listing[1] and "narrow's file missing" in listing[1], listing
+    admin, _ = make_user("olga", role="admin")
+    log_in(client, admin)
+    page = client.get("/operations").get_data(as_text=True)
+    assert page.count("narrow&#39;s file missing") == 1 and "broken on purpose (beside)" in page
+    assert f"3 images of run {run_id}" in page
+    get_store().put_stream(io.BytesIO(lora))
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    retry = re.search(r'action="(/operations/failed/runs/%d/retry)"' % run_id, page).group(1)
+    assert client.post(retry, data={"csrf_token": csrf}).status_code == 302
+    run_jobs(worker)
+    run = client.get(f"/api/v1/generation/runs/{run_id}", headers=auth(key)).get_json()
+    assert (run["status"], run["done"], run["failed"]) == ("Done", 3, 0), run
+    assert [line.split()[2] for line in cli("jobs", "failed").stdout.splitlines()] == ["always_fails"]
