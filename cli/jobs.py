@@ -51,11 +51,16 @@ def failed(ctx, queue):
     """List dead-lettered jobs (and show, retry or purge them)."""
     if ctx.invoked_subcommand:
         return
-    from jobs.queues import failed as list_failed
-    items = list_failed(queue)
+    from jobs.queues import failed_by_run
+    items = failed_by_run(queue)
     for item in items:
-        click.echo(f"{item['id']}  {item['queue']:<8} {item['actor']:<24} {item['error']}")
-    click.echo(f"{len(items)} failed job(s)", err=True)
+        of_run = f"[{images(item['count'])} of run {item['run']}] " if "run" in item else ""
+        click.echo(f"{item['id']}  {item['queue']:<8} {item['actor']:<24} {of_run}{item['error']}")
+    click.echo(f"{sum(item.get('count', 1) for item in items)} failed job(s)", err=True)
+
+
+def images(count: int) -> str:
+    return f"{count} image{'' if count == 1 else 's'}"
 
 
 @failed.command("show")
@@ -71,9 +76,13 @@ def show(message_id):
 @failed.command("retry")
 @click.argument("message_ids", nargs=-1)
 @click.option("--all", "retry_all", is_flag=True)
-def retry(message_ids, retry_all):
+@click.option("--run", "run_id", type=int, default=None, help="every failed image of this generation run")
+def retry(message_ids, retry_all, run_id):
     from jobs.queues import failed as list_failed
-    from jobs.queues import retry_failed
+    from jobs.queues import retry_failed, retry_failed_run
+    if run_id is not None:
+        click.echo(f"requeued {retry_failed_run(run_id)} job(s)")
+        return
     ids = [item["id"] for item in list_failed()] if retry_all else list(message_ids)
     if not ids:
         raise click.ClickException("name the jobs to retry, or pass --all")

@@ -54,6 +54,30 @@ def failed(queue: str | None = None) -> list[dict]:
     return out
 
 
+def _job_of(item: dict) -> int | None:
+    """The generation job a dead message was for."""
+    return item["args"][0] if item["actor"] == "generate" and item["args"] else None
+
+
+def failed_by_run(queue: str | None = None) -> list[dict]:
+    """The failed list as operators read it: the dead `generate` messages of one run are one entry (its
+    newest, with `run` and `count`), so that a run of 1000 failed images does not bury everything else."""
+    from models_db.generation import runs_of_jobs
+    items = failed(queue)
+    runs = runs_of_jobs([job for job in map(_job_of, items) if job is not None])
+    out, groups = [], {}
+    for item in items:
+        run = runs.get(_job_of(item))
+        if run is None:
+            out.append(item)
+        elif run in groups:
+            groups[run]["count"] += 1
+        else:
+            groups[run] = {**item, "run": run, "count": 1}
+            out.append(groups[run])
+    return out
+
+
 def find_failed(message_id: str) -> tuple[str, Message] | None:
     r = client()
     for q in sorted(broker.get_declared_queues()):
@@ -86,6 +110,14 @@ def retry_failed(message_id: str) -> str | None:
     broker.enqueue(message.copy(queue_name=queue.removesuffix(".DQ"), options=options))
     _drop_failed(queue, message_id)
     return "sent"
+
+
+def retry_failed_run(run_id: int) -> int:
+    """Retries every dead `generate` message of the run; returns how many were sent."""
+    from models_db.generation import runs_of_jobs
+    items = [item for item in failed() if _job_of(item) is not None]
+    runs = runs_of_jobs([_job_of(item) for item in items])
+    return sum(retry_failed(item["id"]) == "sent" for item in items if runs.get(_job_of(item)) == run_id)
 
 
 def reopen(message: Message) -> bool:

@@ -195,6 +195,12 @@ def reopen_failed(job_id: int) -> int | None:
     return run_id
 
 
+def runs_of_jobs(job_ids) -> dict[int, int]:
+    """job id -> run id, for the jobs that exist."""
+    return dict(GenerationJob.select(GenerationJob.id, GenerationJob.run)
+                .where(GenerationJob.id.in_(id_set(job_ids))).tuples())
+
+
 def stale_running(lease_s: float) -> list[int]:
     return [j for (j,) in GenerationJob.select(GenerationJob.id).where(abandoned(lease_s)).tuples()]
 

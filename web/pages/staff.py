@@ -42,7 +42,7 @@ def rating_game():
 @bp.get("/operations")
 @role("admin")
 def operations():
-    return render_template("staff/operations.html", queues=queues.queue_stats(), failed=queues.failed()[:100],
+    return render_template("staff/operations.html", queues=queues.queue_stats(), failed=queues.failed_by_run()[:100],
                            actors=sorted(queues.actor_totals().items()), stale=queues.stale_jobs())
 
 
@@ -55,4 +55,11 @@ RETRIED = {"sent": "Sent again.", "settled": "Nothing left to do for that job (i
 def retry(message_id: str):
     outcome = queues.retry_failed(message_id)
     flash(RETRIED[outcome], "error" if outcome is None else "success")
+    return redirect(url_for(".operations"))
+
+
+@bp.post("/operations/failed/runs/<int:run_id>/retry")
+@role("admin")
+def retry_run(run_id: int):
+    flash(f"Sent {queues.retry_failed_run(run_id)} again.", "success")
     return redirect(url_for(".operations"))
