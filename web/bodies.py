@@ -44,14 +44,17 @@ class NewModel(Body):
     allowCommercialUse: list[CommercialUse] | CommercialUse = ["Image", "Rent", "Sell"]
 
 
-class NewVersion(Body):
-    modelId: Id
+class VersionFields(Body):
     name: DisplayName
     baseModel: Literal[c.BASE_MODELS]
     description: Description = ""
     trainedWords: list[Annotated[str, Field(max_length=1000), shown("a trigger word")]] = Field(
         default_factory=list, max_length=100)
     loginRequired: StrictBool = False
+
+
+class NewVersion(VersionFields):
+    modelId: Id
 
 
 class NewUpload(Body):

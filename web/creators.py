@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify
 from models_db import catalog as c
 from models_db.db import transaction
 from web.api import current_api_user, error, parsed, require_user
-from web.bodies import NewModel, NewVersion
+from web.bodies import NewModel, NewVersion, VersionFields
 from web.catalog import models_json, versions_json
 from web.openapi import doc, ref
 
@@ -38,7 +38,7 @@ def model_fields(data: NewModel) -> dict:
             "allow_commercial_use": ",".join(u for u in uses if u != "None"), "tags": data.tags}
 
 
-def version_fields(data: NewVersion) -> dict:
+def version_fields(data: VersionFields) -> dict:
     return {"name": data.name, "base_model": data.baseModel, "description": nh3.clean(data.description),
             "trained_words": data.trainedWords, "login_required": data.loginRequired}
 

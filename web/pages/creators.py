@@ -10,6 +10,8 @@ from models_db.db import transaction
 from models_db.images import Image
 from models_db.uploads import Upload
 from web import creators as api
+from web.api import validated
+from web.bodies import NewModel, VersionFields
 from web.pages import api_call
 
 bp = Blueprint("site_creators", __name__)
@@ -22,17 +24,20 @@ def words(name: str) -> list[str]:
     return [w.strip() for w in request.form.get(name, "").split(",") if w.strip()]
 
 
-def model_data() -> dict:
+def model_fields() -> dict | None:
+    """The form's model, validated as the API validates a body (None, with the reason flashed, if it isn't)."""
     form = request.form
-    return {"name": form.get("name", ""), "type": form.get("type", ""), "description": form.get("description", ""),
-            "nsfw": "nsfw" in form, "tags": words("tags"), "allowCommercialUse": form.getlist("allowCommercialUse"),
-            **{key: key in form for key, _ in LICENCE}}
+    return api_call(lambda: api.model_fields(validated(NewModel, {
+        "name": form.get("name", ""), "type": form.get("type", ""), "description": form.get("description", ""),
+        "nsfw": "nsfw" in form, "tags": words("tags"), "allowCommercialUse": form.getlist("allowCommercialUse"),
+        **{key: key in form for key, _ in LICENCE}})))
 
 
-def version_data() -> dict:
+def version_fields() -> dict | None:
     form = request.form
-    return {"name": form.get("versionName", ""), "baseModel": form.get("baseModel", ""),
-            "description": form.get("versionDescription", ""), "trainedWords": words("trainedWords")}
+    return api_call(lambda: api.version_fields(validated(VersionFields, {
+        "name": form.get("versionName", ""), "baseModel": form.get("baseModel", ""),
+        "description": form.get("versionDescription", ""), "trainedWords": words("trainedWords")})))
 
 
 def owned(model_id: int) -> c.Model:
@@ -47,8 +52,8 @@ def choices() -> dict:
 @login_required
 def new_model():
     if request.method == "POST":
-        fields = api_call(api.model_fields, model_data())
-        version = fields and api_call(api.version_fields, version_data())
+        fields = model_fields()
+        version = fields and version_fields()
         if fields and version:
             with transaction():
                 model = c.create_model(api.current_api_user(), **fields)
@@ -75,7 +80,7 @@ def manage(model_id: int):
 @login_required
 def add_version(model_id: int):
     model = owned(model_id)
-    fields = api_call(api.version_fields, version_data())
+    fields = version_fields()
     if fields:
         with transaction():
             c.create_version(model, **fields)
