@@ -43,11 +43,11 @@ log = logging.getLogger("atelier.jobs.generation")
 
 # ---- submitting ------------------------------------------------------------------------------------
 def submit(user, req, source: str = "api") -> gen.GenerationRun:
-    """Stores the run and, once committed, queues one message per job."""
+    """Stores the run and, once committed, publishes its "queued" event, then queues one message per job
+    (in that order: a running worker's "started" must not come before "queued")."""
     with transaction():
         run, job_ids = gen.create_run(user, req, source)
-        on_commit(lambda: send_jobs(job_ids))
-    publish(run.id, "queued", {"total": run.total})
+        on_commit(lambda: (publish(run.id, "queued", {"total": run.total}), send_jobs(job_ids)))
     return run
 
 
