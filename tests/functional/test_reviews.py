@@ -93,6 +93,10 @@ def test_the_model_page_posts_a_review_and_a_comment(client, worker, alice, bob)
     assert r.status_code == 302
     client.post(f"{page}/comments", data={"csrf_token": token, "content": "needs a VAE"})
     assert client.post(f"{page}/comments", data={"content": "no token"}).status_code == 400
+    for hostile in ("99999999999999999999999", "-1", "²"):  # the form's version id is parsed like any id
+        r = client.post(f"{page}/review", data={"csrf_token": token, "modelVersionId": hostile, "rating": hostile,
+                                                "recommended": "true"})
+        assert r.status_code == 302, (hostile, r.status_code)
     run_jobs(worker)
     html = client.get(page).get_data(as_text=True)
     assert "needs a VAE" in html and "&lt;script&gt;x&lt;/script&gt; muddy" in html and "<script>x" not in html

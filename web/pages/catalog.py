@@ -10,7 +10,7 @@ from flask_login import login_required
 from models_db import catalog as c
 from models_db import catalog_queries as q
 from models_db.accounts import User
-from models_db.ids import parse_id
+from models_db.ids import parse_id, parse_int
 from models_db.images import Image, ImageResource, showcase
 from models_db.reviews import recent_comments, recent_reviews
 from web import reviews as review_api
@@ -121,10 +121,11 @@ def model_page(model_id: int, name: str | None = None):
 @bp.post("/models/<id:model_id>/review")
 @login_required
 def review(model_id: int):
-    version_id = request.form.get("modelVersionId", type=int) or 0
-    rating = request.form.get("rating", type=int)
-    data = {"recommended": request.form.get("recommended") == "true", "details": request.form.get("details", "")}
-    if api_call(review_api.save_review, version_id, {**data, **({"rating": rating} if rating else {})}):
+    version_id = parse_id(request.form.get("modelVersionId", "")) or 0
+    rating = request.form.get("rating", "")
+    data = {"recommended": request.form.get("recommended") == "true", "details": request.form.get("details", ""),
+            **({"rating": parse_int(rating) or rating} if rating else {})}
+    if api_call(review_api.save_review, version_id, data):
         flash("Thanks for your review.", "success")
     return redirect(url_for(".model_page", model_id=model_id, modelVersionId=version_id, _anchor="reviews"))
 
