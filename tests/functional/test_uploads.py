@@ -291,3 +291,35 @@ def test_archives_too_deep_or_too_large_to_scan_are_rejected(client, worker, ali
     upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(alice[1])).get_json()
     assert upload["state"] == "rejected" and reason in upload["error"], upload
     assert ModelFile.select().count() == 0 and not get_store().exists(hashlib.sha256(data).hexdigest())
+
+
+def test_rejected_upload_keeps_a_blob_another_writer_is_recording(client, worker, alice, bob):
+    """Two writers of the same bytes: one has stored them (BlobStore.put_stream, as every writer does) and not
+    yet recorded its row; the other's upload is rejected meanwhile. The blob stays (for rejection cleanup and
+    the orphan sweep alike) while the first writer's pending mark holds, and goes once it is released."""
+    from jobs.storage import remove_orphan_blobs
+    from models_db.storage import holding
+    data = factories.png_bytes(seed=11)
+    sha = hashlib.sha256(data).hexdigest()
+    with holding():
+        assert get_store().put_stream(io.BytesIO(data))[0] == sha  # writer 1: stored, its row not written yet
+        _, version = new_version(client, bob[1])
+        sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(bob[1]),
+                           data={"file": (io.BytesIO(data), "x.safetensors")}, content_type="multipart/form-data")
+        run_jobs(worker)  # writer 2: stored the same bytes, then rejected
+        upload = client.get(f"/api/v1/uploads/{sent.get_json()['id']}", headers=auth(bob[1])).get_json()
+        assert upload["state"] == "rejected"
+        assert get_store().exists(sha)
+        assert remove_orphan_blobs.fn.__wrapped__(grace_s=0) == 0 and get_store().exists(sha)
+    assert remove_orphan_blobs.fn.__wrapped__(grace_s=0) == 1 and not get_store().exists(sha)
+
+
+def test_pending_mark_of_a_writer_that_never_records_expires(configure):
+    import time
+
+    from jobs.storage import remove_orphan_blobs
+    configure(BLOB_PENDING_S="1")
+    sha, _ = get_store().put_stream(io.BytesIO(b"stored, then the writer crashed"))
+    assert remove_orphan_blobs.fn.__wrapped__(grace_s=-1) == 0 and get_store().exists(sha)
+    time.sleep(1.2)
+    assert remove_orphan_blobs.fn.__wrapped__(grace_s=-1) == 1 and not get_store().exists(sha)
