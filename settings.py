@@ -47,6 +47,8 @@ VARIABLES = {
                                      "(0: none); deeper: rejected.")),
     "ARCHIVE_SCAN_MAX_BYTES": ("4294967296", ("Most uncompressed bytes the scanner reads from one upload's zip members "
                                              "(zip bombs); past it rejected.")),
+    "BLOB_PENDING_S": ("600", ("Seconds a just-stored blob is kept from clean-up while its writer has not "
+                               "recorded it (a writer that commits clears it sooner).")),
     "UPLOAD_EXPIRY_HOURS": ("48", "Unfinished resumable uploads older than this are removed."),
     "JOB_MAX_RETRIES": ("5", "Retries of a failed job (exponential backoff)."),
     "JOB_TIME_LIMIT_S": ("3600", "Longest a non-GPU job may run."),
@@ -117,6 +119,7 @@ class Settings:
     archive_scan_max_depth: int
     archive_scan_max_bytes: int
     max_upload_bytes: int
+    blob_pending_s: int
     upload_expiry_hours: int
     job_max_retries: int
     job_time_limit_s: int
@@ -265,6 +268,7 @@ def load(env: dict | None = None) -> Settings:
         archive_scan_max_depth=num("ARCHIVE_SCAN_MAX_DEPTH"),
         archive_scan_max_bytes=num("ARCHIVE_SCAN_MAX_BYTES"),
         max_upload_bytes=num("MAX_UPLOAD_BYTES"),
+        blob_pending_s=num("BLOB_PENDING_S"),
         upload_expiry_hours=num("UPLOAD_EXPIRY_HOURS"),
         job_max_retries=num("JOB_MAX_RETRIES"),
         job_time_limit_s=num("JOB_TIME_LIMIT_S"),

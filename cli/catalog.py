@@ -85,7 +85,7 @@ def import_file(path: Path, *, name=None, model_type="Checkpoint", base_model=No
     from models_db.accounts import User
     from models_db.db import transaction
     from models_db.names import strip_bidi_controls
-    from models_db.storage import get_store
+    from models_db.storage import get_store, holding
 
     open_db()
     if model_type not in c.MODEL_TYPES:
@@ -109,22 +109,23 @@ def import_file(path: Path, *, name=None, model_type="Checkpoint", base_model=No
         if model is None:
             raise click.ClickException(f"no model with id {model_id}")
 
-    with progress_bar(os.path.getsize(path), "storing") as bar, open(path, "rb") as stream:
-        sha256, size = get_store().put_stream(_Counting(stream, bar.update))
-    twin = c.ModelFile.select().where(c.ModelFile.blob == sha256, c.ModelFile.status != "Pending").first()
-    if twin is not None and not allow_duplicate:
-        return {"existing": True, "modelId": twin.version.model_id, "versionId": twin.version_id,
-                **file_summary(twin)}
+    with holding():  # the blob stays marked pending until its row is committed
+        with progress_bar(os.path.getsize(path), "storing") as bar, open(path, "rb") as stream:
+            sha256, size = get_store().put_stream(_Counting(stream, bar.update))
+        twin = c.ModelFile.select().where(c.ModelFile.blob == sha256, c.ModelFile.status != "Pending").first()
+        if twin is not None and not allow_duplicate:
+            return {"existing": True, "modelId": twin.version.model_id, "versionId": twin.version_id,
+                    **file_summary(twin)}
 
-    with transaction():
-        created_model = model is None
-        if created_model:
-            model = c.create_model(owner_user, name=strip_bidi_controls(name or path.stem), type=model_type,
-                                   description=description, tags=tags.split(","))
-        version = c.create_version(model, name=strip_bidi_controls(version_name), base_model=base_model,
-                                   login_required=login_required, trained_words=trained_words.split(","))
-        file = c.ModelFile.create(version=version, name=strip_bidi_controls(path.name), type=file_type, blob=sha256,
-                                  size_bytes=size)
+        with transaction():
+            created_model = model is None
+            if created_model:
+                model = c.create_model(owner_user, name=strip_bidi_controls(name or path.stem), type=model_type,
+                                       description=description, tags=tags.split(","))
+            version = c.create_version(model, name=strip_bidi_controls(version_name), base_model=base_model,
+                                       login_required=login_required, trained_words=trained_words.split(","))
+            file = c.ModelFile.create(version=version, name=strip_bidi_controls(path.name), type=file_type,
+                                      blob=sha256, size_bytes=size)
 
     with progress_bar(size, "hashing") as bar:
         outcome = ingest(file.id, progress=bar.update)

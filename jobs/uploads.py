@@ -9,8 +9,8 @@ import settings
 from jobs.broker import logs_result
 from jobs.ingest import ingest_file, reject, tell_owner
 from models_db.catalog import ModelFile
-from models_db.db import on_commit, transaction, utcnow
-from models_db.storage import get_store
+from models_db.db import transaction, utcnow
+from models_db.storage import get_store, holding
 from models_db.uploads import Upload, part_path
 
 
@@ -26,13 +26,14 @@ def store_upload(upload_id: str) -> None:
         Upload.update(state="rejected", error="the received bytes were lost; upload again").where(
             Upload.id == upload.id).execute()
         return
-    sha256, size = get_store().put_path(part)
-    with transaction():
-        file = ModelFile.create(version=upload.version_id, name=upload.filename, type=upload.file_type,
-                                blob=sha256, size_bytes=size)
-        upload.file, upload.updated_at = file, utcnow()
-        upload.save()
-        on_commit(lambda: ingest_file.send(file.id))
+    with holding():  # the blob's pending mark goes once the row names it, before the ingest may reject it
+        sha256, size = get_store().put_path(part)
+        with transaction():
+            file = ModelFile.create(version=upload.version_id, name=upload.filename, type=upload.file_type,
+                                    blob=sha256, size_bytes=size)
+            upload.file, upload.updated_at = file, utcnow()
+            upload.save()
+    ingest_file.send(file.id)
     part.unlink(missing_ok=True)
 
 

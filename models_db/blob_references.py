@@ -1,5 +1,6 @@
-"""Every column that holds a blob address, in one place. A blob that none of them names is unused: only
-then are a rejected upload's bytes deleted, and only those blobs does the orphan sweep remove."""
+"""Every column that holds a blob address, in one place. A blob that none of them names, and that no writer
+has marked pending (stored, its row not yet committed), is unused: only then are a rejected upload's bytes
+deleted, and only those blobs does the orphan sweep remove."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from peewee import chunked
 from models_db.catalog import ModelFile
 from models_db.generation import GenerationJob, GenerationRun
 from models_db.images import Image, ImageVariant
-from models_db.storage import get_store
+from models_db.storage import get_store, is_pending
 
 COLUMNS = (ModelFile.blob, Image.blob, ImageVariant.blob, GenerationJob.output_blob)  # one address a row
 JSON_COLUMNS = (GenerationRun.grid_blobs,  # a JSON list of grid images
@@ -18,8 +19,9 @@ JSON_COLUMNS = (GenerationRun.grid_blobs,  # a JSON list of grid images
 
 
 def blobs_in_use(candidates: Iterable[str]) -> set[str]:
-    """Those of candidates that some row still names."""
-    wanted, used = set(candidates), set()
+    """Those of candidates that some row still names or a writer is about to name."""
+    wanted = set(candidates)
+    used = {blob for blob in wanted if is_pending(blob)}
     for chunk in chunked(sorted(wanted), 500):
         for field in COLUMNS:
             used.update(v for (v,) in field.model.select(field).where(field.in_(chunk)).tuples())

@@ -121,5 +121,10 @@ def take_place(name: str, cap: int, hold_s: float) -> str | None:
     return token if taken else None
 
 
+def places_taken(name: str) -> int:
+    """How many of the places under `name` are held now."""
+    return client().zcount(places_key(name), time.time(), "+inf")
+
+
 def give_back_place(name: str, token: str) -> None:
     client().zrem(places_key(name), token)

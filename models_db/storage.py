@@ -5,6 +5,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO, Iterator
 from urllib.parse import urlparse
@@ -17,14 +18,52 @@ class BlobMissing(LookupError):
     """A blob that rows name is not in the store (a lost disk, a hand clean-up)."""
 
 
+# Pending references: a blob stored by a writer that has not yet committed the row naming it is marked,
+# one token per writer, so that a rejected upload of the same bytes or the orphan sweep leaves it alone.
+# A writer clears its marks after its commit (holding()); marks of other writers expire after BLOB_PENDING_S.
+_held: ContextVar[list | None] = ContextVar("held_blobs", default=None)
+
+
+def _pending_place(sha256: str) -> str:
+    return f"blob-pending:{sha256}"
+
+
+def mark_pending(sha256: str) -> None:
+    from models_db.redis_store import take_place
+    token = take_place(_pending_place(sha256), 1 << 40, settings.get().blob_pending_s)
+    held = _held.get()
+    if held is not None:
+        held.append((sha256, token))
+
+
+def is_pending(sha256: str) -> bool:
+    from models_db.redis_store import places_taken
+    return places_taken(_pending_place(sha256)) > 0
+
+
+@contextmanager
+def holding():
+    """Blobs stored in the block stay marked pending until it ends: put the writer's commit inside it."""
+    from models_db.redis_store import give_back_place
+    held: list = []
+    reset = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(reset)
+        for sha256, token in held:
+            give_back_place(_pending_place(sha256), token)
+
+
 class BlobStore:
     """Blobs are named by the lower-case hex SHA256 of their bytes, so equal files are stored once."""
 
     def put_stream(self, stream: BinaryIO) -> tuple[str, int]:
-        """Store a stream; returns (sha256, size)."""
+        """Store a stream, marked pending before its bytes go in; returns (sha256, size)."""
         with self.staging_file() as (tmp, path):
             sha, size = sha256_stream(stream, tmp)
             tmp.close()
+            mark_pending(sha)
             self.put_staged(path, sha)
         return sha, size
 
