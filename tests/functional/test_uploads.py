@@ -236,6 +236,9 @@ def test_pickle_too_long_to_scan_is_rejected(client, worker, alice, tmp_path, co
     ("Poses", "poses.zip", {"pose/readme.txt": factories.protocol0_pickle()}),
     ("Other", "bundle.zip", {"notes.md": b"# notes\n", "data.txt": pickle.dumps(factories._Exploit(), protocol=2)}),
     ("Other", "bundle.zip", {"inner/more.zip": {"deep/pose.json": factories.protocol0_pickle(wrapped=True)}}),
+    ("Other", "bundle.zip", {"x.bin": pickle.dumps(factories._Exploit(), protocol=4)}),
+    ("Other", "bundle.zip", {"memo.json": b"\x80\x04X\x05\x00\x00\x00posix\x94X\x06\x00\x00\x00system\x94h\x00h\x01"
+                                          b"\x93X\x04\x00\x00\x00echo\x85R."}),  # names fetched from the memo
     ("Wildcards", "cards.zip", {"a.zip": {"b.zip": {"cards.txt": factories.protocol0_pickle()}}}),
     ("Checkpoint", "model.ckpt", {"archive/data.pkl": pickle.dumps({"state_dict": {}}, protocol=2),
                                   "archive/version": b"3\n", "archive/extra.txt": factories.protocol0_pickle()}),

@@ -192,3 +192,14 @@ def test_hostile_headers_are_refused(tmp_path, header, data, fragment):
     path.write_bytes(factories.raw_safetensors(header, data))
     with pytest.raises(InvalidModelFile, match=fragment):
         read_safetensors_header(path)
+
+
+@pytest.mark.parametrize("garbage", [b"K\x05K\x07\x93R.", b"\x93\x00\x00\x00",
+                                     b"X\x01\x00\x00\x00aX\x01\x00\x00\x00b\x93"])
+def test_tensor_bytes_that_look_like_opcodes_are_not_imports(tmp_path, garbage):
+    """A checkpoint's tensor data is raw bytes: bytes that genops reads as a STACK_GLOBAL of non-strings (or of
+    nothing) import nothing when loaded, so the checkpoint stays Success."""
+    import torch
+    path = tmp_path / "m.ckpt"
+    torch.save({"state_dict": {"w": torch.frombuffer(bytearray(garbage.ljust(16, b"\0")), dtype=torch.uint8)}}, path)
+    assert inspect_file(path, "m.ckpt", "Checkpoint")[1][0] == "Success"
