@@ -3,10 +3,13 @@ memory (about 100 bytes each) and reads each bytes argument whole, so each strea
 pickletools.genops, keeping nothing, and refused past PICKLE_SCAN_MAX_OPCODES opcodes or
 PICKLE_SCAN_MAX_BYTES bytes. picklescan picks a zip's members by name or binary-pickle header; here every
 member of a zip (and of zips inside it, within ARCHIVE_SCAN_MAX_DEPTH and ARCHIVE_SCAN_MAX_BYTES) is parsed,
-and those that parse as pickles with globals are scanned with picklescan's own rules."""
+and for those with opcodes that import or call, the globals named by GLOBAL/INST and those a load would
+import (pickle's own reading, memo included, importing nothing) are judged by picklescan's own tables. Raw
+tensor bytes that genops happens to read as a STACK_GLOBAL of non-strings import nothing and pass."""
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import pickletools
 import tempfile
 import zipfile
@@ -61,16 +64,18 @@ class _Beyond(Exception):
     """Internal: which bound a walk passed."""
 
 
-def walk(stream: BinaryIO, what: str) -> tuple[set, int]:
+def walk(stream: BinaryIO, what: str) -> tuple[set, set, int]:
     """Walks the pickles that follow each other from the stream's position, as picklescan does (until the
     end or the first bytes that do not parse); raises PickleTooLarge past the bounds. Returns the names of
-    the opcodes met and the bytes read."""
+    the opcodes met, the (module, name) pairs GLOBAL and INST name, and the bytes read."""
     s = settings.get()
-    bounded, ops, names = _Bounded(stream, s.pickle_scan_max_bytes), 0, set()
+    bounded, ops, names, named = _Bounded(stream, s.pickle_scan_max_bytes), 0, set(), set()
     try:
         while bounded.peek():
-            for opcode, _, _ in pickletools.genops(bounded):
+            for opcode, arg, _ in pickletools.genops(bounded):
                 names.add(opcode.name)
+                if opcode.name in ("GLOBAL", "INST"):
+                    named.add(tuple(arg.split(" ", 1)))
                 ops += 1
                 if ops > s.pickle_scan_max_opcodes:
                     raise _Beyond("opcodes")
@@ -80,7 +85,7 @@ def walk(stream: BinaryIO, what: str) -> tuple[set, int]:
                              f"{beyond.args[0]}") from None
     except Exception:  # noqa: BLE001  (not, or no longer, a pickle: picklescan stops there too)
         pass
-    return names, s.pickle_scan_max_bytes - bounded.left
+    return names, named, s.pickle_scan_max_bytes - bounded.left
 
 
 def scan_members(path: Path):
@@ -120,7 +125,7 @@ def _scan_zip(f: BinaryIO, prefix: str, depth: int, result, budget: list) -> Non
 
 
 def _scan_member(archive, info, name: str, depth: int, result, budget: list) -> None:
-    from picklescan.scanner import scan_numpy, scan_pickle_bytes
+    from picklescan.scanner import scan_numpy
     with archive.open(info) as member:
         head = member.read(8)
     if head.startswith(ZIP_MAGIC):
@@ -136,19 +141,70 @@ def _scan_member(archive, info, name: str, depth: int, result, budget: list) -> 
     if head.startswith(NUMPY_MAGIC):
         if _numpy_holds_objects(archive, info, name, budget):
             with archive.open(info) as member:
-                result.merge(_no_error(scan_numpy(member, name)))
+                result.merge(dataclasses.replace(scan_numpy(member, name), scan_err=False))
         return
     with archive.open(info) as member:
-        opcodes, read = walk(member, name)
+        opcodes, named, read = walk(member, name)
     _spend(budget, read)
     if opcodes & CALLING_OPCODES:
         with archive.open(info) as member:
-            result.merge(_no_error(scan_pickle_bytes(member, name)))
+            imported = _imports(member)
+        result.merge(_rules(named | imported, name))
 
 
-def _no_error(found):
-    """A member that stops parsing is not a scan error of the whole file: its globals still count."""
-    return dataclasses.replace(found, scan_err=False)
+def _rules(found: set, name: str):
+    """picklescan's own verdict (its safe and unsafe globals tables) on these (module, name) imports."""
+    from picklescan.scanner import _build_scan_result_from_raw_globals
+    return _build_scan_result_from_raw_globals(found, name)
+
+
+class _Stub:
+    """What every import of a recorded load stands for: accepts whatever the pickle does with it."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Stub()
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    extend = add = append
+
+
+class _Recorder(pickle.Unpickler):
+    """pickle.load's own reading of a stream (memo and stack included), importing nothing: each global it
+    would import is recorded and stands as a _Stub."""
+
+    def __init__(self, stream: BinaryIO):
+        super().__init__(stream)
+        self.found: set = set()
+
+    def find_class(self, module, name):
+        self.found.add((str(module), str(name)))
+        return _Stub
+
+    def persistent_load(self, pid):
+        return _Stub()
+
+
+def _imports(stream: BinaryIO) -> set:
+    """The globals loading the stream's pickles, one after the other, would import (until the first that
+    fails: a load stops there too). Only run on a stream walk() found within the bounds."""
+    recorder = _Recorder(stream)
+    try:
+        while stream.peek(1):
+            recorder.load()
+    except Exception:  # noqa: BLE001  (garbage, or a stub where a real object was needed: loading stops)
+        pass
+    return recorder.found
 
 
 def _copy(source: BinaryIO, target: BinaryIO, most: int) -> int:
@@ -177,5 +233,5 @@ def _numpy_holds_objects(archive, info, name: str, budget: list) -> bool:
         except Exception:  # noqa: BLE001  (not a readable .npy: nothing loads it as one)
             return False
         if dtype.hasobject:
-            _spend(budget, walk(member, name)[1])
+            _spend(budget, walk(member, name)[2])
         return dtype.hasobject
