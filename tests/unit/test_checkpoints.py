@@ -203,3 +203,14 @@ def test_tensor_bytes_that_look_like_opcodes_are_not_imports(tmp_path, garbage):
     path = tmp_path / "m.ckpt"
     torch.save({"state_dict": {"w": torch.frombuffer(bytearray(garbage.ljust(16, b"\0")), dtype=torch.uint8)}}, path)
     assert inspect_file(path, "m.ckpt", "Checkpoint")[1][0] == "Success"
+
+
+def test_encrypted_zip_members_are_refused(tmp_path):
+    """A member nobody can read without its password cannot be scanned: the archive is refused."""
+    data = bytearray(factories.zip_bytes({"pose/readme.txt": factories.protocol0_pickle()}))
+    for header, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the "encrypted" bit, as zip tools set it
+        data[data.index(header) + flag_at] |= 0x1
+    path = tmp_path / "locked.zip"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidModelFile, match="is encrypted"):
+        inspect_file(path, "locked.zip", "Poses")
