@@ -183,3 +183,33 @@ def test_generation_page_watches_a_run_finish_and_cancels_another(page, worker, 
     assert second.status == "Cancelled" and second.done < 30
     page.reload()  # the queue is rendered again from the server
     assert page.locator(f"#run-{second.id}").get_attribute("data-status") == "Cancelled"
+
+
+def test_generation_page_follows_more_runs_than_one_may_hold_streams(page, configure, tiny_sd15):
+    """A tab follows every run of its queue, however many there are, within the user's stream cap."""
+    from dramatiq import Worker
+    from playwright.sync_api import expect
+
+    from jobs.broker import broker
+    configure(STREAM_MAX_PER_USER="2")
+    import_model(tiny_sd15, "--publish")
+    sign_up(page, "gwen")
+    page.goto("/generate")
+    page.fill("#g-prompt", "a kite over the dunes")
+    page.fill("#g-width", "64")
+    page.fill("#g-height", "64")
+    page.fill("#g-steps", "2")
+    page.fill("#g-quantity", "1")
+    runs = 5
+    for n in range(1, runs + 1):  # queued, and watched by the page, before any worker runs them
+        page.click("#g-submit")
+        expect(page.locator("#runs article")).to_have_count(n)
+    page.wait_for_timeout(500)
+    worker = Worker(broker, worker_threads=1)
+    worker.start()
+    try:
+        expect(page.locator("#runs article[data-status=Done]")).to_have_count(runs, timeout=120_000)
+        assert page.locator("#runs article .slot img").count() == runs
+    finally:
+        worker.stop()
+    assert gen.GenerationRun.select().where(gen.GenerationRun.status == "Done").count() == runs
