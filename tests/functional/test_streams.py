@@ -52,11 +52,11 @@ def queued_run(base: str, key: str, sd1: dict, **body) -> int:
 class Call:
     """An HTTP request on a socket of its own: sent at once, its answer read later."""
 
-    def __init__(self, base: str, method: str, path: str, key: str, body: dict | None = None):
+    def __init__(self, base: str, method: str, path: str, key: str, body: dict | None = None, extra: str = ""):
         url = urlsplit(base)
         data = json.dumps(body).encode() if body is not None else b""
         self.sock = socket.create_connection((url.hostname, url.port), timeout=10)
-        self.sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {key}\r\n"
+        self.sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {key}\r\n{extra}"
                           f"Accept: text/event-stream, application/json\r\nContent-Type: application/json\r\n"
                           f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
         self.data = b""
@@ -289,6 +289,57 @@ def test_the_live_server_is_the_production_server(live_server, alice, sd1):
         assert b"server: uvicorn" in stream.data.lower()
     finally:
         stream.close()
+
+
+def sse(data: bytes) -> list[tuple]:
+    """(id, event, run) of each event in a stream's bytes so far."""
+    out = []
+    for block in data.split(b"\r\n\r\n", 1)[-1].decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and line[0] != ":")
+        if "event" in fields:
+            out.append((fields.get("id"), fields["event"], json.loads(fields["data"]).get("run")))
+    return out
+
+
+def user_events(base: str, key: str, last: int | None = None) -> Call:
+    return Call(base, "GET", "/api/v1/generation/events", key,
+                extra=f"Last-Event-ID: {last}\r\n" if last is not None else "")
+
+
+def test_one_stream_follows_all_of_a_users_runs_and_only_theirs(live_server, sd1, env, monkeypatch):
+    env(STREAM_MAX_PER_USER=1)
+    _, key = make_user("quinn")
+    _, other = make_user("rita")
+    stream = user_events(live_server, key)
+    assert stream.status == 200
+    refused = user_events(live_server, key)  # it is one of the user's streams
+    assert refused.status == 429
+    refused.close()
+    queued_run(live_server, other, sd1)  # someone else's run: none of its events reach quinn
+    first, second = queued_run(live_server, key, sd1), queued_run(live_server, key, sd1)
+    assert requests.delete(f"{live_server}/api/v1/generation/runs/{second}", headers=auth(key)).ok
+    stream.read_until(b"event: cancelled")
+    assert sse(stream.data) == [("1", "queued", first), ("2", "queued", second), ("3", "cancelled", second)]
+    stream.close()
+    # a client that reconnects with the last id it has gets the rest; when some of the rest is no longer
+    # kept, it is told to read its runs again instead
+    deadline = time.monotonic() + 10
+    while (again := user_events(live_server, key, last=1)).status != 200 and time.monotonic() < deadline:
+        again.close()  # until the closed stream's place is given back
+        time.sleep(0.2)
+    assert again.read_until(b"event: cancelled") and sse(again.data) == [("2", "queued", second),
+                                                                         ("3", "cancelled", second)]
+    again.close()
+    monkeypatch.setattr(jobs, "USER_EVENTS_KEPT", 2)
+    third = queued_run(live_server, key, sd1)
+    deadline = time.monotonic() + 10
+    while (again := user_events(live_server, key, last=1)).status != 200 and time.monotonic() < deadline:
+        again.close()
+        time.sleep(0.2)
+    assert requests.delete(f"{live_server}/api/v1/generation/runs/{third}", headers=auth(key)).ok
+    again.read_until(b"event: cancelled")  # told to read its runs again, then what happens next
+    assert sse(again.data) == [(None, "reset", None), ("5", "cancelled", third)]
+    again.close()
 
 
 def test_request_bodies_have_limits_by_kind(client, alice, sd1):
