@@ -47,7 +47,7 @@ def submit(user, req, source: str = "api") -> gen.GenerationRun:
     (in that order: a running worker's "started" must not come before "queued")."""
     with transaction():
         run, job_ids = gen.create_run(user, req, source)
-        on_commit(lambda: (publish(run.id, "queued", {"total": run.total}), send_jobs(job_ids)))
+        on_commit(lambda: (publish(run, "queued", {"total": run.total}), send_jobs(job_ids)))
     return run
 
 
@@ -61,13 +61,41 @@ def channel(run_id: int) -> str:
     return redis_key(f"gen:run:{run_id}")
 
 
-# appends a kept event with its position in the log as "seq", then publishes it, atomically
+def user_channel(user_id: int) -> str:
+    """Every event of the user's runs, for one stream of them all."""
+    return redis_key(f"gen:user:{user_id}")
+
+
+def user_log_key(user_id: int) -> str:
+    """The user's last USER_EVENTS_KEPT kept events, scored by their "useq"."""
+    return user_channel(user_id) + ":log"
+
+
+def user_seq_key(user_id: int) -> str:
+    """The last "useq" given (kept without expiry, so that a client's Last-Event-ID stays meaningful)."""
+    return user_channel(user_id) + ":seq"
+
+
+def user_position(user_id: int) -> int:
+    """The "useq" of the user's last kept event (0: none yet)."""
+    return int(client().get(user_seq_key(user_id)) or 0)
+
+
+USER_EVENTS_KEPT = 5000
+# appends a kept event to its run's log ("seq": its position there) and to its user's ("useq": the user's
+# count of kept events), and publishes it on both channels, atomically
 _KEEP = """
 local seq = redis.call('RPUSH', KEYS[1], '') - 1
+local useq = redis.call('INCR', KEYS[3])
 local event = string.gsub(ARGV[1], '"__SEQ__"', tostring(seq))
+event = string.gsub(event, '"__USEQ__"', tostring(useq))
 redis.call('LSET', KEYS[1], seq, event)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], event)
+redis.call('ZADD', KEYS[4], useq, event)
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1 - tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[4], ARGV[2])
+redis.call('PUBLISH', KEYS[5], event)
 return seq
 """
 
@@ -80,14 +108,19 @@ def ends_run(event: dict) -> bool:
     return event["event"] in RUN_END and "jobs" not in event
 
 
-def publish(run_id: int, kind: str, data: dict, keep: bool = True) -> None:
-    """Pub/sub for live listeners; kept events (all but steps) are also replayed to late ones (SSE
-    Last-Event-ID is their "seq")."""
+def publish(run: gen.GenerationRun, kind: str, data: dict, keep: bool = True) -> None:
+    """Pub/sub for live listeners of the run and of its user; kept events (all but steps) are also replayed
+    to late ones (SSE Last-Event-ID is their "seq" on the run's stream, "useq" on the user's)."""
     if not keep:
-        client().publish(channel(run_id), json.dumps({"event": kind, "run": run_id, **data}))
+        event = json.dumps({"event": kind, "run": run.id, **data})
+        pipe = client().pipeline(transaction=False)
+        pipe.publish(channel(run.id), event)
+        pipe.publish(user_channel(run.user_id), event)
+        pipe.execute()
         return
-    event = json.dumps({"event": kind, "run": run_id, **data, "seq": "__SEQ__"})
-    client().eval(_KEEP, 2, channel(run_id) + ":log", channel(run_id), event, EVENT_TTL_S)
+    event = json.dumps({"event": kind, "run": run.id, **data, "seq": "__SEQ__", "useq": "__USEQ__"})
+    client().eval(_KEEP, 5, channel(run.id) + ":log", channel(run.id), user_seq_key(run.user_id),
+                  user_log_key(run.user_id), user_channel(run.user_id), event, EVENT_TTL_S, USER_EVENTS_KEPT)
 
 
 def cancel_key(run_id: int) -> str:
@@ -102,7 +135,7 @@ def cancel(run: gen.GenerationRun) -> None:
     with transaction():
         running = gen.cancel_run(run)
     client().set(cancel_key(run.id), 1, ex=EVENT_TTL_S)
-    publish(run.id, "cancelled", {"running": len(running)})
+    publish(run, "cancelled", {"running": len(running)})
 
 
 # ---- the GPU actor ---------------------------------------------------------------------------------
@@ -195,10 +228,9 @@ def run_batch(jobs: list, token: str, model: ModelRef, params: Params) -> str:
     jobs, items = with_inputs(jobs, token)
     if not jobs:
         return "failed: inputs missing"
-    runs = sorted({j.run_id for j in jobs})
-    for run_id in runs:
-        gen.refresh_run(run_id)
-        publish(run_id, "started", {"jobs": [j.id for j in jobs if j.run_id == run_id], "batch": len(jobs)})
+    runs = [gen.refresh_run(run_id) for run_id in sorted({j.run_id for j in jobs})]
+    for run in runs:
+        publish(run, "started", {"jobs": [j.id for j in jobs if j.run_id == run.id], "batch": len(jobs)})
     started = time.monotonic()
     try:
         with beating([j.id for j in jobs], token), GPU_LOCK:  # one batch at a time per process; claims stay fresh
@@ -240,17 +272,17 @@ def record_speed(family: str, count: int, params: Params, seconds: float) -> Non
     m.generation_seconds.labels(family).observe(seconds)
 
 
-def progress(jobs: list, token: str, runs: list[int]):
+def progress(jobs: list, token: str, runs: list):
     """The on_step callback: cancel check, step events, A1111 progress."""
     job_ids = [j.id for j in jobs]
-    keys = [cancel_key(r) for r in runs]
-    users = {j.run.user_id for j in jobs}
+    keys = [cancel_key(r.id) for r in runs]
+    users = {r.user_id for r in runs}
 
     def on_step(done: int, total: int) -> None:
         if client().exists(*keys):
             raise Cancelled()
-        for run_id in runs:
-            publish(run_id, "step", {"step": done, "steps": total, "jobs": job_ids}, keep=False)
+        for run in runs:
+            publish(run, "step", {"step": done, "steps": total, "jobs": job_ids}, keep=False)
         pipe = client().pipeline(transaction=False)
         for user_id in users:
             pipe.hset(progress_key(user_id), mapping={"step": done, "steps": total, "jobs": len(job_ids),
@@ -304,7 +336,7 @@ def requeue_failed(job_id: int) -> bool:
         run_id = gen.reopen_failed(job_id)
     if run_id is None:
         return False
-    publish(run_id, "queued", {"jobs": [job_id], "retried": True})
+    publish(gen.GenerationRun.get_by_id(run_id), "queued", {"jobs": [job_id], "retried": True})
     return True
 
 
@@ -315,19 +347,19 @@ def finish_failed(job_ids, token: str | None, reason: str) -> None:
         where += [gen.GenerationJob.claimed_by == token, gen.GenerationJob.state == "running"]
     with transaction():
         query.where(*where).execute()
-        runs = {j.run_id for j in gen.GenerationJob.select(gen.GenerationJob.run).where(
-            gen.GenerationJob.id.in_(job_ids))}
-        for run_id in runs:  # the jobs' event first, then (if it is over) the run's end
-            on_commit(lambda run_id=run_id: publish(run_id, "failed", {"jobs": list(job_ids), "error": reason}))
-            after_job(run_id)
+        runs = gen.GenerationRun.select().where(gen.GenerationRun.id.in_(
+            gen.GenerationJob.select(gen.GenerationJob.run).where(gen.GenerationJob.id.in_(job_ids))))
+        for run in runs:  # the jobs' event first, then (if it is over) the run's end
+            on_commit(lambda run=run: publish(run, "failed", {"jobs": list(job_ids), "error": reason}))
+            after_job(run.id)
 
 
 def after_job(run_id: int) -> None:
     """Inside the transaction that finished a job: the run's counts; the grid once all are done."""
     run = gen.refresh_run(run_id)
     if run.status in ("Done", "Failed", "Cancelled"):
-        on_commit(lambda: publish(run_id, run.status.lower(), {"done": run.done, "failed": run.failed,
-                                                               "total": run.total}))
+        on_commit(lambda: publish(run, run.status.lower(), {"done": run.done, "failed": run.failed,
+                                                            "total": run.total}))
         if run.grid_json and run.done:
             on_commit(lambda: assemble_grid.send(run_id))
 
@@ -381,8 +413,8 @@ def store_output(job, image, token: str, model: ModelRef, params: Params) -> int
         if not updated:
             row.delete_instance()
             return 0
-        on_commit(lambda: publish(job.run_id, "image", {"job": job.id, "index": job.index, "image": row.id,
-                                                        "seed": job.seed}))
+        on_commit(lambda: publish(job.run, "image", {"job": job.id, "index": job.index, "image": row.id,
+                                                     "seed": job.seed}))
         on_commit(lambda: process_image.send(row.id))
         after_job(job.run_id)  # its "done" event follows the image's
     return 1
@@ -407,7 +439,7 @@ def assemble_grid(run_id: int) -> str:
     grids = xyz.assemble_grid(tiles, labels.get("x", []), labels.get("y", [""]), labels.get("z", [""]))
     blobs = [store.put_stream(io.BytesIO(png_bytes(g, f"XYZ grid of run {run_id}")))[0] for g in grids]
     gen.GenerationRun.update(grid_blobs=json.dumps(blobs)).where(gen.GenerationRun.id == run_id).execute()
-    publish(run_id, "grid", {"grids": len(blobs)})
+    publish(run, "grid", {"grids": len(blobs)})
     return f"{len(blobs)} grid images"
 
 

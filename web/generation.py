@@ -132,15 +132,40 @@ def events(run_id: int):
     """Server-Sent Events: every kept event since Last-Event-ID (or the start), then live ones, until
     the run ends (web/streams.py). Under the ASGI server the stream holds no request thread."""
     run = own_run(run_id)
-    header = request.headers.get("Last-Event-ID")
-    after = integer("Last-Event-ID" if header else "after", -1, -1, INT64_MAX - 1, value=header)
+    after = last_event_id()
     if streams.nothing_more(run_id, after, run.status in gen.RUN_FINISHED):
         return Response(status=204)  # EventSource clients do not reconnect after a 204
+    return open_stream(streams.RunFeed(run_id, after))
+
+
+@bp.get("/api/v1/generation/events")
+@require_user("read")
+@doc("Server-Sent Events of all your runs, those queued later included (one stream for a whole queue): "
+     "each event names its run; kept events have an id for Last-Event-ID. Without one (or `after`) it "
+     "starts with what happens next; `reset` says events after yours are no longer kept (read your runs "
+     "again). It ends after STREAM_MAX_LIFETIME_S; reconnect with Last-Event-ID", "generation",
+     media="text/event-stream", response=obj(("event", "data"), id=STR, event=STR,
+                                             data={"type": "string", "contentMediaType": "application/json"}),
+     params=[param("Last-Event-ID", INT, where="header"), param("after", INT)],
+     errors={429: "too many of your event streams are open"})
+def user_events():
+    """One stream of every event of the caller's runs (web/streams.py UserFeed), counted as one stream."""
+    return open_stream(streams.user_feed(current_api_user().id, last_event_id()))
+
+
+def last_event_id() -> int:
+    """The last event id the client has (Last-Event-ID, or `after`); -1 when none."""
+    header = request.headers.get("Last-Event-ID")
+    return integer("Last-Event-ID" if header else "after", -1, -1, INT64_MAX - 1, value=header)
+
+
+def open_stream(feed) -> Response:
+    """The feed's events, as one of the user's STREAM_MAX_PER_USER open streams (429 beyond)."""
     s, place = settings.get(), f"streams:{current_api_user().id}"
     token = take_place(place, s.stream_max_per_user, s.stream_max_lifetime_s + 60)
     if token is None:
         error(429, f"at most {s.stream_max_per_user} event streams may be open at once; close one")
-    stream = streams.Stream(streams.RunFeed(run_id, after), place, token)
+    stream = streams.Stream(feed, place, token)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if hand_off(stream):  # web/asgi.py serves the body on its event loop
         return Response(mimetype="text/event-stream", headers=headers)

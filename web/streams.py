@@ -1,7 +1,7 @@
-"""A generation run's Server-Sent Events without a request thread: an asyncio generator over the run's
-Redis pub/sub channel and kept event log. web/asgi.py serves it on the server's event loop once the Flask
-view has handed it off (web/handoff.py); under a plain WSGI server (the test client, `flask run`) it runs
-on a private loop in the request's thread."""
+"""Generation events as Server-Sent Events without a request thread: an asyncio generator over a Redis
+pub/sub channel and kept event log, of one run (RunFeed) or of all a user's runs (UserFeed). web/asgi.py
+serves it on the server's event loop once the Flask view has handed it off (web/handoff.py); under a
+plain WSGI server (the test client, `flask run`) it runs on a private loop in the request's thread."""
 from __future__ import annotations
 
 import json
@@ -42,9 +42,47 @@ class RunFeed:
         return not await redis.exists(log_key(self.run_id))
 
 
+RESET = b'{"event": "reset"}'
+
+
+@dataclass(frozen=True)
+class UserFeed:
+    """Every event of a user's runs: the user's kept events (a sorted set scored by "useq"), then the user's
+    live channel; it ends only with the stream's lifetime. `reset` first when some events after `after`
+    are no longer kept: the client reads its runs again."""
+    user_id: int
+    after: int
+    reset: bool = False
+    position = "useq"
+
+    @property
+    def channel(self) -> str:
+        return jobs.user_channel(self.user_id)
+
+    async def kept(self, redis: aioredis.Redis) -> list:
+        kept = await redis.zrangebyscore(jobs.user_log_key(self.user_id), f"({self.after}", "+inf")
+        return [RESET, *kept] if self.reset else kept
+
+    def ends(self, event: dict) -> bool:
+        return False
+
+    async def expired(self, redis: aioredis.Redis) -> bool:
+        return False
+
+
+def user_feed(user_id: int, after: int) -> UserFeed:
+    """The user's events after `after` (-1: from now on)."""
+    now = jobs.user_position(user_id)
+    if after < 0:
+        return UserFeed(user_id, now)
+    oldest = client().zrange(jobs.user_log_key(user_id), 0, 0, withscores=True)
+    lost = after > now or (after < now and (not oldest or oldest[0][1] > after + 1))
+    return UserFeed(user_id, now if lost else after, reset=lost)
+
+
 @dataclass(frozen=True)
 class Stream:
-    feed: RunFeed
+    feed: RunFeed | UserFeed
     place: str  # the user's open-stream places (models_db.redis_store.take_place) and the one this holds
     token: str
 
@@ -101,7 +139,7 @@ def frame(event: dict, raw, position: str) -> bytes:
     return f"{head}event: {event['event']}\ndata: {raw}\n\n".encode()
 
 
-async def events(feed: RunFeed, lifetime_s: float):
+async def events(feed: RunFeed | UserFeed, lifetime_s: float):
     """Every kept event after feed.after, then live ones (step events are live only), until the feed ends
     (its run's end), its kept events expire or lifetime_s is over; a comment keeps a quiet stream alive."""
     s, redis = settings.get(), loop_client()
@@ -111,7 +149,7 @@ async def events(feed: RunFeed, lifetime_s: float):
         seen = feed.after
         for raw in await feed.kept(redis):
             event = json.loads(raw)
-            seen = event[feed.position]
+            seen = event.get(feed.position, seen)
             yield frame(event, raw, feed.position)
             if feed.ends(event):
                 return

@@ -88,7 +88,7 @@ def test_missing_sdapi_output_image(live_server, alice, sd1, caplog):
     gen.GenerationJob.update(state="done", output_blob=sha).where(gen.GenerationJob.run == run).execute()
     gen.GenerationRun.update(status="Done", done=run.total).where(gen.GenerationRun.id == run.id).execute()
     lose_every_blob()
-    publish(run.id, "done", {"done": run.total, "failed": 0})
+    publish(run, "done", {"done": run.total, "failed": 0})
     call.join(60)
     assert answers and answers[0].status_code == 404, answers and (answers[0].status_code, answers[0].text[:300])
     assert "missing" in answers[0].json()["error"] and answers[0].json()["detail"] == answers[0].json()["error"]

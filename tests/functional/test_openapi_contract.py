@@ -35,7 +35,8 @@ def seeded(app, alice, bob, tmp_path, monkeypatch):
     from gpu.demo import write_checkpoint
     from jobs.images import process
     user, key = alice
-    env = dict(settings.get().env, RATE_LIMIT_WRITES="100000/minute", RATE_LIMIT_AUTH_FAILURES="100000/minute")
+    env = dict(settings.get().env, RATE_LIMIT_WRITES="100000/minute", RATE_LIMIT_AUTH_FAILURES="100000/minute",
+               STREAM_MAX_LIFETIME_S="1")  # the stream of all one's runs ends after a second
     monkeypatch.setattr(settings, "_current", settings.load(env))
     client = app.test_client()
 
@@ -51,7 +52,7 @@ def seeded(app, alice, bob, tmp_path, monkeypatch):
     tiny = {"width": 64, "height": 64, "steps": 1}
     run = call("post", "/api/v1/generation", 202, json={"model": checkpoint["versionId"], "prompt": "seed", **tiny})
     gen.GenerationRun.update(status="Cancelled").where(gen.GenerationRun.id == run["id"]).execute()
-    gen_jobs.publish(run["id"], "cancelled", {})  # its event stream ends at once
+    gen_jobs.publish(gen.GenerationRun.get_by_id(run["id"]), "cancelled", {})  # its event stream ends at once
     upload = call("post", "/api/v1/uploads", 201, json={"modelVersionId": checkpoint["versionId"],
                                                         "filename": "more.safetensors", "size": 10})
     comment = call("post", f"/api/v1/models/{checkpoint['modelId']}/comments", 201, json={"content": "nice"})

@@ -1,5 +1,5 @@
 """The generation page: a form that mirrors the request schema, the user's queue with live per-step
-progress (Server-Sent Events from the API), cancel, and the results gallery."""
+progress (one Server-Sent Events stream of all the user's runs), cancel, and the results gallery."""
 from __future__ import annotations
 
 from flask import Blueprint, render_template
@@ -7,6 +7,7 @@ from flask_login import current_user, login_required
 from peewee import fn
 
 from gpu.samplers import SAMPLERS
+from jobs import generation as jobs
 from models_db import catalog as c
 from models_db import generation as gen
 from web.generation import run_json
@@ -39,8 +40,10 @@ def picker(types: tuple[str, ...]) -> list[dict]:
 @bp.get("/generate")
 @login_required
 def page():
+    events_after = jobs.user_position(current_user.id)  # before the runs are read: the page replays from it
     runs = (gen.GenerationRun.select().where(gen.GenerationRun.user == current_user.id)
             .order_by(gen.GenerationRun.id.desc()).limit(20))
     return render_template("generation.html", checkpoints=picker(("Checkpoint",)),
                            loras=picker(("LORA", "LoCon", "DoRA")), samplers=[s["name"] for s in SAMPLERS],
-                           sizes=SIZES, runs=[run_json(r) for r in runs])
+                           sizes=SIZES, runs=[run_json(r) for r in runs],
+                           events_after=events_after)

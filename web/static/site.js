@@ -138,8 +138,10 @@ function initShowcaseUploads() {
   }
 }
 
-// ---- the generation page ----------------------------------------------------------------------
+// ---- the generation page: one event stream for all of the user's runs ------------------------------
 const RUN_DONE = ["Done", "Failed", "Cancelled"];
+const EVENTS = ["queued", "started", "step", "image", "failed", "done", "cancelled", "reset"];
+const runsShown = new Map();  // run id -> {node, total, done: Set of job ids, failed: Set of job ids}
 
 function renderRun(run) {
   const slots = run.jobs.map((job) => el("div", {class: "slot", "data-job": job.id, title: job.prompt},
@@ -159,52 +161,79 @@ function renderRun(run) {
   return node;
 }
 
-function watchRun(run) {
-  if (RUN_DONE.includes(run.status)) return;
-  const node = $(`#run-${run.id}`);
-  const total = run.total;
-  let done = run.done + run.failed;
-  const source = new EventSource(run.eventsUrl, {withCredentials: true});
+function showRun(run, where = "append") {  // a run as the API gives it, in place of its older view
+  const node = renderRun(run), old = $(`#run-${run.id}`);
+  if (old) old.replaceWith(node); else $("#runs")[where](node);
+  const ids = (state) => new Set(run.jobs.filter((j) => j.state === state).map((j) => j.id));
+  runsShown.set(run.id, {node, total: run.total, done: ids("done"), failed: ids("failed")});
+}
+
+async function reloadRun(id, where) {
+  try { showRun(await api("GET", `/api/v1/generation/runs/${id}`), where); } catch (err) { /* gone: keep the view */ }
+}
+
+function onRunEvent(kind, e) {
+  const run = runsShown.get(e.run);
+  if (!run) { if (kind === "queued") reloadRun(e.run, "prepend"); return; }  // queued elsewhere (API, another tab)
+  if (kind === "queued") { if (e.jobs) reloadRun(e.run); return; }  // failed jobs retried: the run reopens
+  const node = run.node;
+  if (RUN_DONE.includes(node.dataset.status)) return;  // ended: later events of it change nothing shown
   const set = (role, text) => { $(`[data-role="${role}"]`, node).textContent = text; };
-  const bar = (fraction) => { $('[data-role="bar"]', node).style.width = `${Math.round(fraction * 100)}%`; };
-  source.addEventListener("started", () => { set("status", "Running"); node.dataset.status = "Running"; });
-  source.addEventListener("step", (ev) => {
-    const e = JSON.parse(ev.data);
-    set("step", `step ${e.step}/${e.steps} · batch of ${e.jobs.length}`);
-    bar((done + (e.step / e.steps) * e.jobs.length) / total);
-    for (const id of e.jobs) { const slot = $(`[data-job="${id}"]`, node); if (slot && !$("img", slot)) slot.textContent = `${e.step}/${e.steps}`; }
-  });
-  source.addEventListener("image", (ev) => {
-    const e = JSON.parse(ev.data);
-    done += 1; bar(done / total); set("count", `${done}/${total}`);
-    const slot = $(`[data-job="${e.job}"]`, node);
-    if (slot) slot.replaceChildren(el("a", {href: `/images/${e.image}`}, el("img", {src: `/api/v1/generation/jobs/${e.job}/image.png`, alt: `seed ${e.seed}`})));
-  });
+  const bar = (extra = 0) => {
+    $('[data-role="bar"]', node).style.width = `${Math.round(100 * Math.min(1, (run.done.size + run.failed.size + extra) / run.total))}%`;
+  };
+  const slot = (id) => $(`[data-job="${id}"]`, node);
   const finish = (status) => {
     set("status", status); node.dataset.status = status;
     $('[data-role="status"]', node).className = `status ${status.toLowerCase()}`;
-    if (status !== "Cancelled") bar(1);
+    if (status !== "Cancelled") $('[data-role="bar"]', node).style.width = "100%";
     $('[data-role="cancel"]', node)?.remove();
-    for (const slot of $$(".slot", node)) if (!$("img", slot) && !slot.textContent.startsWith("failed")) slot.textContent = status.toLowerCase();
-    source.close();
+    for (const s of $$(".slot", node)) if (!$("img", s) && !s.textContent.startsWith("failed")) s.textContent = status.toLowerCase();
   };
-  source.addEventListener("failed", (ev) => {  // a batch's jobs failed, or (without `jobs`) the whole run ended so
-    const e = JSON.parse(ev.data);
-    if (!e.jobs) return finish("Failed");
-    done += e.jobs.length; bar(done / total);
-    for (const id of e.jobs) { const slot = $(`[data-job="${id}"]`, node); if (slot) slot.textContent = "failed"; }
-    set("step", e.error);
-  });
-  source.addEventListener("done", () => { set("step", ""); finish("Done"); });
-  source.addEventListener("cancelled", () => finish("Cancelled"));
+  if (kind === "started") { set("status", "Running"); node.dataset.status = "Running"; }
+  else if (kind === "step") {
+    set("step", `step ${e.step}/${e.steps} · batch of ${e.jobs.length}`);
+    const mine = e.jobs.filter((id) => slot(id)).length;
+    bar((e.step / e.steps) * mine);
+    for (const id of e.jobs) { const s = slot(id); if (s && !$("img", s)) s.textContent = `${e.step}/${e.steps}`; }
+  } else if (kind === "image") {
+    run.done.add(e.job); bar(); set("count", `${run.done.size}/${run.total}`);
+    slot(e.job)?.replaceChildren(el("a", {href: `/images/${e.image}`}, el("img", {src: `/api/v1/generation/jobs/${e.job}/image.png`, alt: `seed ${e.seed}`})));
+  } else if (kind === "failed" && e.jobs) {  // a batch's jobs failed; the run goes on
+    for (const id of e.jobs) { if (slot(id)) { run.failed.add(id); slot(id).textContent = "failed"; } }
+    bar(); set("step", e.error);
+  } else if (kind === "failed") finish("Failed");
+  else if (kind === "done") { set("step", ""); finish("Done"); }
+  else if (kind === "cancelled") finish("Cancelled");
+}
+
+function followRuns(box) {
+  // One stream of every event of the user's runs (it counts once against the user's stream cap). Refused
+  // or ended for good, the page reads its unfinished runs every few seconds and tries the stream again.
+  let after = box.dataset.eventsAfter, source = null, polling = null;
+  const unfinished = () => [...runsShown.keys()].filter((id) => !RUN_DONE.includes(runsShown.get(id).node.dataset.status));
+  const connect = () => {
+    source = new EventSource(`${box.dataset.eventsUrl}?after=${after}`, {withCredentials: true});
+    source.addEventListener("open", () => { clearInterval(polling); polling = null; });
+    for (const kind of EVENTS) {
+      source.addEventListener(kind, (ev) => {
+        if (ev.lastEventId) after = ev.lastEventId;
+        if (kind === "reset") unfinished().forEach((id) => reloadRun(id));
+        else onRunEvent(kind, JSON.parse(ev.data));
+      });
+    }
+    source.addEventListener("error", () => {
+      if (source.readyState !== EventSource.CLOSED) return;  // the browser reconnects with Last-Event-ID
+      if (!polling) polling = setInterval(() => unfinished().forEach((id) => reloadRun(id)), 4000);
+      setTimeout(connect, 15000);
+    });
+  };
+  connect();
 }
 
 async function cancelRun(id) {
   const run = await api("DELETE", `/api/v1/generation/runs/${id}`);
-  const node = $(`#run-${id}`);
-  $('[data-role="status"]', node).textContent = run.status;
-  node.dataset.status = run.status;
-  if (RUN_DONE.includes(run.status)) $('[data-role="cancel"]', node)?.remove();
+  if (RUN_DONE.includes(run.status)) onRunEvent(run.status.toLowerCase(), {run: id});  // as its end event will
 }
 
 function initGeneration() {
@@ -215,7 +244,8 @@ function initGeneration() {
     const [w, h] = ev.target.value ? ev.target.value.split("x") : ["", ""];
     $("#g-width").value = w; $("#g-height").value = h;
   });
-  for (const run of JSON.parse($("#initial-runs").textContent)) { runs.append(renderRun(run)); watchRun(run); }
+  for (const run of JSON.parse($("#initial-runs").textContent)) showRun(run);
+  followRuns(runs);
   $("#g-lora-add").addEventListener("click", () => {
     const select = $("#g-lora"), option = select.selectedOptions[0];
     if (!select.value || loras.some((l) => l.id === Number(select.value))) return;
@@ -241,8 +271,7 @@ function initGeneration() {
     try {
       const run = await api("POST", "/api/v1/generation", body);
       $("#no-runs").hidden = true;
-      runs.prepend(renderRun(run));
-      watchRun(run);
+      if (!runsShown.has(run.id)) showRun(run, "prepend");  // its queued event may have shown it already
     } catch (err) {
       error.textContent = err.message; error.hidden = false;
     } finally { $("#g-submit").disabled = false; }
