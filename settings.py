@@ -45,8 +45,8 @@ VARIABLES = {
     "PICKLE_SCAN_MAX_BYTES": ("268435456", "Most bytes of one pickle stream the scanner parses; past it rejected."),
     "ARCHIVE_SCAN_MAX_DEPTH": ("4", ("Most levels of zip archives inside an uploaded zip the scanner opens "
                                      "(0: none); deeper: rejected.")),
-    "ARCHIVE_SCAN_MAX_BYTES": ("4294967296", ("Most uncompressed bytes the scanner reads from one upload's zip members "
-                                             "(zip bombs); past it rejected.")),
+    "ARCHIVE_SCAN_MAX_BYTES": ("4294967296", ("Most uncompressed bytes the scanner reads from one upload's zip "
+                                              "members (zip bombs); past it rejected.")),
     "BLOB_PENDING_S": ("600", ("Seconds a just-stored blob is kept from clean-up while its writer has not "
                                "recorded it (a writer that commits clears it sooner).")),
     "UPLOAD_EXPIRY_HOURS": ("48", "Unfinished resumable uploads older than this are removed."),

@@ -126,7 +126,6 @@ def test_a_failed_image_is_a_failed_job_for_operators(client, doomed_run, worker
     assert gen.GenerationRun.get_by_id(doomed_run["id"]).status == "Failed"
 
 
-
 def lose_blob(blob: str) -> bytes:
     """Deletes a stored blob (as a lost disk or a hand clean-up would); returns its bytes to restore."""
     from models_db.storage import get_store
@@ -162,7 +161,7 @@ def init_image_of(run_id: int) -> str:
 @pytest.mark.parametrize("make_run, blob_of, named", [(img2img_run, init_image_of, "init image"),
                                                       (lora_run, lora_of, "narrow")])
 def test_a_job_whose_input_file_is_gone_from_the_store_fails_at_once(client, alice, sd1, worker, tmp_path,
-                                                                      make_run, blob_of, named):
+                                                                     make_run, blob_of, named):
     _, key = alice
     run_id = make_run(client, key, sd1, tmp_path)
     lose_blob(blob_of(run_id))
