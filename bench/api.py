@@ -35,6 +35,7 @@ building, serialisation), --explain (query plans of one request per endpoint), -
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -50,6 +51,7 @@ import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import quote, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,6 +177,31 @@ def configure_env(args, home: Path) -> None:
         os.environ["DATABASE_URL"] = pg_url_for(args.pg_url, args.pg_db)
     if args.redis_url:
         os.environ["REDIS_URL"] = args.redis_url
+
+
+@contextlib.contextmanager
+def environment_from_env(name: str):
+    """A fresh home (and PostgreSQL database, when DATABASE_URL names a server) for a bench run in this process,
+    configured from DATABASE_URL / REDIS_URL; everything is removed afterwards."""
+    url = os.environ.get("DATABASE_URL", "")
+    env = SimpleNamespace(backend="postgres" if url.startswith("postgres") else "sqlite", pg_url=url,
+                          pg_db=f"atelier_bench_{uuid.uuid4().hex[:10]}", redis_url=os.environ.get("REDIS_URL", ""))
+    home = Path(tempfile.mkdtemp(prefix=f"atelier-bench-{name}-"))
+    try:
+        if env.backend == "postgres":
+            pg_admin(url, f"CREATE DATABASE {env.pg_db}")
+        configure_env(env, home)
+        yield env
+    finally:
+        if "models_db.db" in sys.modules:
+            from models_db import db as database
+            database.db.close_all()
+        if "settings" in sys.modules:
+            from models_db.redis_store import stop_embedded
+            stop_embedded()
+        if env.backend == "postgres":
+            pg_admin(url, f"DROP DATABASE IF EXISTS {env.pg_db} WITH (FORCE)")
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def child(args) -> int:

@@ -21,22 +21,18 @@ import argparse
 import gc
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from html.parser import HTMLParser
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import quote_plus, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 # the repository replaces bench/ on the path: bench/queue.py must not shadow the standard queue module
 sys.path[0] = str(ROOT)
 
-from bench.api import IMAGE_META, configure_env, percentile, pg_admin, seed  # noqa: E402
+from bench.api import IMAGE_META, environment_from_env, percentile, seed  # noqa: E402
 
 TARGET_MS = 100.0
 WORD = "dragon"  # one of bench/api.py's WORDS, so in many model names
@@ -193,26 +189,10 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1, help="random seed of the catalog (default 1)")
     args = p.parse_args()
     url = os.environ.get("DATABASE_URL", "")
-    env = SimpleNamespace(backend="postgres" if url.startswith("postgres") else "sqlite", pg_url=url,
-                          pg_db=f"atelier_bench_{uuid.uuid4().hex[:10]}", redis_url=os.environ.get("REDIS_URL", ""))
-    home = Path(tempfile.mkdtemp(prefix="atelier-bench-web-"))
-    try:
-        if env.backend == "postgres":
-            pg_admin(url, f"CREATE DATABASE {env.pg_db}")
-        configure_env(env, home)
+    with environment_from_env("web") as env:
         if url and env.backend == "sqlite":
             os.environ["DATABASE_URL"] = url  # another SQLite file: it must be empty
         return run(args)
-    finally:
-        if "models_db.db" in sys.modules:
-            from models_db import db as database
-            database.db.close_all()
-        if "settings" in sys.modules:
-            from models_db.redis_store import stop_embedded
-            stop_embedded()
-        if env.backend == "postgres":
-            pg_admin(url, f"DROP DATABASE IF EXISTS {env.pg_db} WITH (FORCE)")
-        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
