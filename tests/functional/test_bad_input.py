@@ -318,3 +318,96 @@ def test_signed_links_with_a_non_ascii_sig_or_odd_ranges(client, alice):
 def test_json_bodies_of_the_wrong_shape_or_beyond_int64_are_4xx(client, alice, path, body):
     response = client.post(path, data=json.dumps(body), content_type="application/json", headers=auth(alice[1]))
     assert 400 <= response.status_code < 500 and response.get_json()["error"], response.data[:200]
+
+
+# ---- page forms: every POST route of the site, signed in as a user and as an admin ---------------------
+PASSWORD = "correct horse battery"
+# a valid form per page POST route, so that each field's hostile value is met past the fields checked before it
+SEED_FORMS = {
+    "site_accounts.register": {"username": "newcomer", "email": "n@example.com", "password": PASSWORD,
+                               "confirm": PASSWORD},
+    "site_accounts.login": {"username": "{me}", "password": PASSWORD, "remember": "y"},
+    "site_accounts.settings_page": {"browsing_level": "Soft", "email": "me@example.com"},
+    "site_accounts.change_password": {"current": PASSWORD, "password": PASSWORD, "confirm": PASSWORD},
+    "site_accounts.create_key": {"name": "k", "scope": "read"},
+    "site_catalog.review": {"modelVersionId": "{version_id}", "rating": "4", "recommended": "true", "details": "d"},
+    "site_catalog.comment": {"content": "c"},
+    "site_creators.new_model": {"name": "m", "type": "LORA", "description": "d", "nsfw": "y", "tags": "a, b",
+                                "allowCommercialUse": "Image", "allowNoCredit": "y", "versionName": "v1",
+                                "baseModel": "SD 1.5", "versionDescription": "d", "trainedWords": "w"},
+    "site_creators.add_version": {"versionName": "v2", "baseModel": "SD 1.5", "versionDescription": "d",
+                                  "trainedWords": "w"},
+}
+# browser forms send text: hostile text, and what a hand-made request can put in its place
+FORM_VALUES = [HUGE, str(INT64_MAX + 1), "-1", "1.5", "²", "", "é" * 300, "x" * 100_000]
+RAW_VALUES = {"%FF%FE": b"\xff\xfe", "a%00b": b"a\x00b"}  # not UTF-8, and NUL (urlencoded and multipart)
+FORM_JSON_VALUES = [int(HUGE), -1, 1.5, True, None, [1], {"a": 1}, "a\x00b"]
+SESSION_CHANGING = {"site_accounts.register", "site_accounts.login", "site_accounts.logout",
+                    "site_accounts.change_password"}
+
+
+def page_post_routes(app):
+    return [(rule, m) for rule, m in routes(app) if rule.endpoint.startswith("site_") and m == "POST"]
+
+
+def sign_in_as(client, user) -> str:
+    """A browser session of `user` and its CSRF token."""
+    from models_db.accounts import start_session
+    with client.session_transaction() as session:
+        session["_user_id"] = start_session(user, 1)
+        session["_fresh"] = True
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', client.get("/account").get_data(as_text=True)).group(1)
+
+
+def multipart(fields: list[tuple[str, bytes]]) -> bytes:
+    parts = [b'--x\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (k.encode(), v) for k, v in fields]
+    return b"".join(parts) + b"--x--\r\n"
+
+
+def test_hostile_page_form_values_never_answer_5xx(client, world, monkeypatch):
+    from models_db.accounts import User
+    monkeypatch.setattr(settings, "_current", dataclasses.replace(
+        settings.get(), rate_limit_register="100000/minute", rate_limit_auth_failures="100000/minute"))
+    mod = User.get(User.username == "mod")
+    mod.set_password(PASSWORD)
+    mod.save()
+    admin, _ = make_user("root", role="admin")
+    admin.set_password(PASSWORD)
+    admin.save()
+    failures = []
+    for user in (mod, admin):
+        world["ids"]["me"] = user.username
+        token = sign_in_as(client, user)
+        for rule, method in page_post_routes(world["app"]):
+            url = fill(rule, world["ids"])
+            seed = {k: v.format(**world["ids"]) for k, v in SEED_FORMS.get(rule.endpoint, {}).items()}
+
+            def post(label, **kw):
+                if rule.endpoint in SESSION_CHANGING:
+                    sign_in_as(client, user)
+                status = send(client, method, url, **kw)
+                if isinstance(status, str) or status >= 500:
+                    failures.append(f"{status} {method} {url} [{user.role}] {label}")
+
+            Recording.read = set()
+            post("seed", data={**seed, "csrf_token": token})
+            fields = sorted(Recording.read | set(seed))
+            for name in fields:
+                others = {k: v for k, v in seed.items() if k != name}
+                if name != "csrf_token":
+                    others["csrf_token"] = token
+                for value in FORM_VALUES:
+                    post(f"{name}={value[:20]!r}", data={**others, name: value})
+                post(f"{name} missing", data=others)
+                post(f"{name} repeated", data={**others, name: ["1", seed.get(name, "x")]})
+                encoded = "&".join(f"{k}={quote(v)}" for k, v in others.items())
+                for raw, raw_bytes in RAW_VALUES.items():
+                    post(f"{name} raw {raw}", data=f"{encoded}&{name}={raw}",
+                         content_type="application/x-www-form-urlencoded")
+                    post(f"{name} multipart {raw}", data=multipart([*((k, v.encode()) for k, v in others.items()),
+                                                                   (name, raw_bytes)]),
+                         content_type="multipart/form-data; boundary=x")
+                for value in FORM_JSON_VALUES:  # a JSON body in place of the form
+                    post(f"{name}={value!r:.20} as JSON", data=json.dumps({**others, name: value}),
+                         content_type="application/json", headers={"X-CSRFToken": token})
+    assert not failures, "\n".join(failures)
