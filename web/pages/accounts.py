@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
+from flask_wtf.form import _Auto
 from wtforms import BooleanField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import EqualTo, InputRequired, Length, Optional, Regexp
@@ -19,7 +20,18 @@ bp = Blueprint("site_accounts", __name__)
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
-class RegisterForm(FlaskForm):
+class PageForm(FlaskForm):
+    """A page's form reads the posted form only: Flask-WTF would also take a JSON body as the form, whose
+    numbers, lists and objects no text field or validator expects (a 500)."""
+
+    class Meta(FlaskForm.Meta):
+        def wrap_formdata(self, form, formdata):
+            if formdata is _Auto and request.is_json:
+                return None  # an empty form: each field's own "required" error, a 400
+            return super().wrap_formdata(form, formdata)
+
+
+class RegisterForm(PageForm):
     username = StringField("Username", [InputRequired(), Length(2, 64),
                                         Regexp(r"^[\w.-]+$", message="letters, digits, '-', '_' or '.'")])
     email = StringField("Email (optional)", [Optional(), Regexp(EMAIL, message="not an email address")])
@@ -27,25 +39,25 @@ class RegisterForm(FlaskForm):
     confirm = PasswordField("Repeat password", [EqualTo("password", message="the passwords differ")])
 
 
-class LoginForm(FlaskForm):
+class LoginForm(PageForm):
     username = StringField("Username", [InputRequired()])
     password = PasswordField("Password", [InputRequired()])
     remember = BooleanField("Keep me logged in")
 
 
-class PasswordForm(FlaskForm):
+class PasswordForm(PageForm):
     current = PasswordField("Current password", [InputRequired()])
     password = PasswordField("New password", [InputRequired(), Length(min=a.MIN_PASSWORD, max=200)])
     confirm = PasswordField("Repeat new password", [EqualTo("password", message="the passwords differ")])
 
 
-class SettingsForm(FlaskForm):
+class SettingsForm(PageForm):
     browsing_level = SelectField("Browsing level", choices=[SelectChoice(*c) for c in (
         ("None", "Safe (PG)"), ("Soft", "PG-13"), ("Mature", "Mature (R)"), ("X", "Everything (X, XXX)"))])
     email = StringField("Email", [Optional(), Regexp(EMAIL, message="not an email address")])
 
 
-class ApiKeyForm(FlaskForm):
+class ApiKeyForm(PageForm):
     name = StringField("Key name", [InputRequired(), Length(1, 100)])
     scope = SelectField("Scope", choices=[SelectChoice("read", "read"), SelectChoice("write", "read and write")])
 
