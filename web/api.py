@@ -116,9 +116,11 @@ def ids(name: str) -> list[int]:
 
 def refuse_nul() -> None:
     """Before every request: NUL is never valid text in a path, query or form field (PostgreSQL cannot store
-    it), so it is a 400 here rather than a database error later."""
+    it), so it is a 400 here rather than a database error later. The API's multipart bodies (large files)
+    are read by their views, after authentication; a page's form is small either way."""
     fields = [request.path, *request.args.keys(), *(v for vs in request.args.listvalues() for v in vs)]
-    if request.mimetype == "application/x-www-form-urlencoded":  # multipart: large files, read by their views
+    page = not request.path.startswith(("/api/", "/sdapi/"))
+    if request.mimetype == "application/x-www-form-urlencoded" or (page and request.mimetype == "multipart/form-data"):
         fields += [*request.form.keys(), *(v for vs in request.form.listvalues() for v in vs)]
     if any("\x00" in field for field in fields):
         error(400, "NUL characters are not allowed")
