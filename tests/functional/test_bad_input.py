@@ -411,3 +411,36 @@ def test_hostile_page_form_values_never_answer_5xx(client, world, monkeypatch):
                     post(f"{name}={value!r:.20} as JSON", data=json.dumps({**others, name: value}),
                          content_type="application/json", headers={"X-CSRFToken": token})
     assert not failures, "\n".join(failures)
+
+
+def test_look_alike_registrations_at_the_same_moment_get_the_clear_error(app):
+    """Both pass the look-alike check before either inserts: the unique skeleton index decides, and the loser
+    gets the same ValueError as when the other name was there first (the page shows it), never IntegrityError."""
+    import contextlib
+    import threading
+
+    from models_db.accounts import create_user
+    from models_db.db import db, transaction
+    outcomes = []
+
+    def register(name, barrier, atomic):
+        try:
+            barrier.wait()
+            with transaction() if atomic else contextlib.nullcontext():  # as the page does, as the CLI does
+                outcomes.append(create_user(name).username)
+        except ValueError as exc:
+            outcomes.append(f"refused: {exc}")
+        except Exception as exc:  # noqa: BLE001 - what must not happen
+            outcomes.append(f"raised {exc!r:.100}")
+        finally:
+            db.close()
+
+    for i in range(15):
+        barrier = threading.Barrier(2)
+        names = (f"racer{i}", f"r\u0430cer{i}")  # Latin and Cyrillic 'a': one skeleton
+        threads = [threading.Thread(target=register, args=(name, barrier, i % 2)) for name in names]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    raised = [o for o in outcomes if o.startswith("raised")]
+    assert not raised, raised
+    assert sum(not o.startswith("refused") for o in outcomes) == 15, outcomes
