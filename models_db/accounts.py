@@ -7,11 +7,11 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from peewee import BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
+from peewee import BooleanField, CharField, DateTimeField, ForeignKeyField, IntegrityError, IntegerField, TextField
 from werkzeug.security import check_password_hash
 
 from models_db import names
-from models_db.db import BaseModel, utcnow
+from models_db.db import BaseModel, db, utcnow
 
 ROLES = ("user", "moderator", "admin")
 SCOPES = ("read", "write")
@@ -118,20 +118,33 @@ def validate_username(name: str) -> str:
 
 def create_user(username: str, *, role: str = "user", password: str | None = None,
                 email: str | None = None) -> User:
+    """A new account; ValueError if the name (or one that looks like it) is taken, also when another
+    registration takes it between the check and the insert (the unique indexes decide)."""
     username = validate_username(username)
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    if User.select().where(User.username == username).exists():
-        raise ValueError(f"user {username!r} already exists")
     key = names.skeleton(username)
-    alike = User.select(User.username).where(User.username_skeleton == key).first()
-    if alike is not None:
-        raise ValueError(f"{username!r} looks like the existing user {alike.username!r}: choose another name")
+    refuse_taken(username, key)
     user = User(username=username, username_skeleton=key, role=role, email=email or None)
     if password:
         user.set_password(password)
-    user.save()
+    try:
+        with db.atomic():  # a savepoint inside the caller's transaction, which stays usable
+            user.save()
+    except IntegrityError:
+        refuse_taken(username, key, email)
+        raise
     return user
+
+
+def refuse_taken(username: str, skeleton: str, email: str | None = None) -> None:
+    if email and User.select().where(User.email == email).exists():
+        raise ValueError("that email is already registered")
+    if User.select().where(User.username == username).exists():
+        raise ValueError(f"user {username!r} already exists")
+    alike = User.select(User.username).where(User.username_skeleton == skeleton).first()
+    if alike is not None:
+        raise ValueError(f"{username!r} looks like the existing user {alike.username!r}: choose another name")
 
 
 def store_username_skeletons() -> None:
