@@ -58,7 +58,7 @@ def retry(message_id: str):
     return redirect(url_for(".operations"))
 
 
-@bp.post("/operations/failed/runs/<int:run_id>/retry")
+@bp.post("/operations/failed/runs/<id:run_id>/retry")
 @role("admin")
 def retry_run(run_id: int):
     flash(f"Sent {queues.retry_failed_run(run_id)} again.", "success")
