@@ -133,6 +133,19 @@ def zip_bytes(members: dict, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
     return out.getvalue()
 
 
+def tar_bytes(members: dict, mode: str = "w:gz") -> bytes:
+    """A tar archive of {name: bytes} (gzip-compressed by default; "w" for a plain tar)."""
+    import io
+    import tarfile
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode=mode) as t:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
 def truncate(path: Path, drop: int = 1000) -> Path:
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[:-drop])

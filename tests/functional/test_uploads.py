@@ -1,6 +1,9 @@
 """Creator endpoints: create a model and version, upload (multipart or resumable chunks), publish."""
+import bz2
+import gzip
 import hashlib
 import io
+import lzma
 import pickle
 import zipfile
 
@@ -260,11 +263,42 @@ def test_pickles_in_zip_members_are_scanned_whatever_their_names(client, worker,
     assert download.status_code == 403 and "not downloadable" in download.get_json()["error"]
 
 
+@pytest.mark.parametrize("filename,data", [
+    ("history.pkl.gz", gzip.compress(pickle.dumps(factories._Exploit(), protocol=4))),
+    ("notes.tar.gz", factories.tar_bytes({"notes/readme.txt": factories.protocol0_pickle()})),
+    ("frame.pkl", bz2.compress(factories.protocol0_pickle(wrapped=True))),  # compression told by bytes, not name
+    ("cache.xz", lzma.compress(pickle.dumps(factories._Exploit(), protocol=2))),
+    ("cache.lzma", lzma.compress(pickle.dumps(factories._Exploit(), protocol=2), format=lzma.FORMAT_ALONE)),
+    ("bundle.tar", factories.tar_bytes({"a.txt": b"hello\n", "b/c.json": factories.protocol0_pickle()}, "w")),
+    ("bundle.zip", factories.zip_bytes({"data.bin": gzip.compress(factories.tar_bytes(
+        {"x.txt": factories.protocol0_pickle()}, "w:bz2"))})),
+    ("layers.tar.xz", factories.tar_bytes({"in.zip": factories.zip_bytes({"p.txt": factories.protocol0_pickle()}),
+                                          "truncated.gz": gzip.compress(factories.protocol0_pickle())[:-8]},
+                                         "w:xz")),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_pickles_in_compressed_files_and_tars_are_scanned(client, worker, alice, filename, data):
+    """gzip, bz2 and xz/lzma streams (by magic bytes) are decompressed and tar members opened, as
+    pandas.read_pickle and joblib.load do before loading: the pickle inside is judged like any file."""
+    _, version = new_version(client, alice[1], type="Other")
+    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
+                       data={"file": (io.BytesIO(data), filename)}, content_type="multipart/form-data")
+    assert sent.status_code == 202
+    run_jobs(worker)
+    file = ModelFile.get(ModelFile.version == version["id"])
+    assert (file.status, file.pickle_scan_result) == ("Danger", "Danger"), file.pickle_scan_message
+    assert "os.system" in file.pickle_scan_message or "posix.system" in file.pickle_scan_message
+    download = client.get(f"/api/download/models/{version['id']}", headers=auth(alice[1]))
+    assert download.status_code == 403 and "not downloadable" in download.get_json()["error"]
+
+
 def test_zip_checkpoint_and_harmless_zip_still_pass(client, worker, alice, tmp_path):
     checkpoint = factories.torch_checkpoint(tmp_path / "model.ckpt").read_bytes()
     harmless = factories.zip_bytes({"readme.txt": b"Poses (front, side).\nUse with ControlNet.\n", "in.zip": {
         "pose.json": b'{"pose": [1, 2]}', "model.pkl": pickle.dumps({"a": [1, 2.5, "x"]}, protocol=2)}})
-    for model_type, name, body in (("Checkpoint", "model.ckpt", checkpoint), ("Other", "extras.zip", harmless)):
+    texts = factories.tar_bytes({"cards/colors.txt": b"red\ngreen\n", "cards/readme.md": b"# Wildcards\n",
+                                 "data.pkl.gz": gzip.compress(pickle.dumps([1, "x"], protocol=0))})
+    for model_type, name, body in (("Checkpoint", "model.ckpt", checkpoint), ("Other", "extras.zip", harmless),
+                                   ("Wildcards", "cards.tar.gz", texts)):
         _, version = new_version(client, alice[1], type=model_type)
         sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
                            data={"file": (io.BytesIO(body), name)}, content_type="multipart/form-data")
@@ -272,7 +306,7 @@ def test_zip_checkpoint_and_harmless_zip_still_pass(client, worker, alice, tmp_p
     run_jobs(worker)
     files = {f.name: f for f in ModelFile.select()}
     assert {n: (f.status, f.pickle_scan_result) for n, f in files.items()} == {
-        "model.ckpt": ("Ready", "Success"), "extras.zip": ("Ready", "Success")}
+        "model.ckpt": ("Ready", "Success"), "extras.zip": ("Ready", "Success"), "cards.tar.gz": ("Ready", "Success")}
     assert files["model.ckpt"].format == "PickleTensor"
 
 
@@ -281,12 +315,16 @@ def test_zip_checkpoint_and_harmless_zip_still_pass(client, worker, alice, tmp_p
     ({"ARCHIVE_SCAN_MAX_BYTES": "1000000"},
      {"a.zip": factories.zip_bytes({"zeros.bin": b"\0" * 2_000_000}, zipfile.ZIP_STORED)},
      "more than 1000000 bytes"),
-])
+    ({"ARCHIVE_SCAN_MAX_BYTES": "1000000"}, gzip.compress(b"\0" * 2_000_000), "more than 1000000 bytes"),
+    ({"ARCHIVE_SCAN_MAX_BYTES": "1000000"}, factories.tar_bytes({"zeros.bin": b"\0" * 2_000_000}, "w:bz2"),
+     "more than 1000000 bytes"),
+    ({"ARCHIVE_SCAN_MAX_DEPTH": "2"}, gzip.compress(gzip.compress(gzip.compress(b"hi"))), "nested deeper than 2"),
+], ids=["zip-depth", "zip-bytes", "gzip-bytes", "tar-bz2-bytes", "gzip-depth"])
 def test_archives_too_deep_or_too_large_to_scan_are_rejected(client, worker, alice, configure, settings_, members,
                                                              reason):
     configure(**settings_)
     _, version = new_version(client, alice[1], type="Other")
-    data = factories.zip_bytes(members)
+    data = members if isinstance(members, bytes) else factories.zip_bytes(members)
     assert len(data) < 100_000
     sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
                        data={"file": (io.BytesIO(data), "bomb.zip")}, content_type="multipart/form-data")
