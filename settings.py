@@ -43,10 +43,10 @@ VARIABLES = {
     "PICKLE_SCAN_MAX_OPCODES": ("2000000", ("Most opcodes of one pickle stream the scanner parses (it holds each in "
                                             "memory, ~100 bytes); a file with a longer one is rejected.")),
     "PICKLE_SCAN_MAX_BYTES": ("268435456", "Most bytes of one pickle stream the scanner parses; past it rejected."),
-    "ARCHIVE_SCAN_MAX_DEPTH": ("4", ("Most levels of zip archives inside an uploaded zip the scanner opens "
-                                     "(0: none); deeper: rejected.")),
-    "ARCHIVE_SCAN_MAX_BYTES": ("4294967296", ("Most uncompressed bytes the scanner reads from one upload's zip "
-                                              "members (zip bombs); past it rejected.")),
+    "ARCHIVE_SCAN_MAX_DEPTH": ("4", ("Most levels of archives (zip, tar) and compressed streams (gzip, bz2, xz) "
+                                     "inside an upload the scanner opens (0: none); deeper: rejected.")),
+    "ARCHIVE_SCAN_MAX_BYTES": ("4294967296", ("Most uncompressed bytes the scanner reads from one upload's "
+                                              "archive members and compressed streams (bombs); past it rejected.")),
     "BLOB_PENDING_S": ("600", ("Seconds a just-stored blob is kept from clean-up while its writer has not "
                                "recorded it (a writer that commits clears it sooner).")),
     "UPLOAD_EXPIRY_HOURS": ("48", "Unfinished resumable uploads older than this are removed."),

@@ -149,8 +149,9 @@ def _size_kind(names) -> str:
 
 def scan_pickle(path: Path) -> tuple[str, str]:
     """picklescan verdict, judged by the bytes and never by the name: ("Success"|"Danger"|"Error", message).
-    Read as a torch file first (zip or legacy), then as plain pickles; every member of a zip archive (and of
-    zips inside it) that parses as a pickle with globals is scanned too. Pickle streams too long to scan within
+    Read as a torch file first (zip or legacy), then as plain pickles; gzip, bz2 and xz streams are
+    decompressed, and every member of a zip or tar archive (and of those inside it) that parses as a pickle
+    with globals is scanned too. Pickle streams too long to scan within
     bounded memory, archives too deep or too large and encrypted members are refused (gpu/pickle_scan.py)."""
     from picklescan.scanner import SafetyLevel, scan_bytes
 
@@ -162,8 +163,8 @@ def scan_pickle(path: Path) -> tuple[str, str]:
     except Unscannable as exc:
         raise InvalidModelFile(str(exc)) from None
     except Exception:  # picklescan raises many kinds for containers it cannot open (7z without py7zr, ...)
-        raise InvalidModelFile("the file could not be scanned for pickled code: only safetensors, zip archives "
-                               "and plain files are accepted") from None
+        raise InvalidModelFile("the file could not be scanned for pickled code: only safetensors, zip and "
+                               "tar archives, gzip, bz2 and xz streams and plain files are accepted") from None
     result.merge(members)
     dangerous = sorted({f"{g.module}.{g.name}" for g in result.globals if g.safety == SafetyLevel.Dangerous})
     if dangerous or result.infected_files:

@@ -1,20 +1,28 @@
 """What picklescan is given, and what it would miss. picklescan keeps every opcode of a pickle stream in
 memory (about 100 bytes each) and reads each bytes argument whole, so each stream is first walked here with
 pickletools.genops, keeping nothing, and refused past PICKLE_SCAN_MAX_OPCODES opcodes or
-PICKLE_SCAN_MAX_BYTES bytes. picklescan picks a zip's members by name or binary-pickle header; here every
-member of a zip (and of zips inside it, within ARCHIVE_SCAN_MAX_DEPTH and ARCHIVE_SCAN_MAX_BYTES) is parsed,
+PICKLE_SCAN_MAX_BYTES bytes. picklescan picks a zip's members by name or binary-pickle header and opens no
+tar or gzip; here every member of a zip or tar and the content of a gzip, bz2 or xz stream (and of those
+inside them, within ARCHIVE_SCAN_MAX_DEPTH and ARCHIVE_SCAN_MAX_BYTES) is judged by its bytes and parsed,
 and for those with opcodes that import or call, the globals named by GLOBAL/INST and those a load would
 import (pickle's own reading, memo included, importing nothing) are judged by picklescan's own tables. Raw
 tensor bytes that genops happens to read as a STACK_GLOBAL of non-strings import nothing and pass."""
 from __future__ import annotations
 
+import bz2
+import contextlib
 import dataclasses
+import gzip
+import lzma
+import os
 import pickle
 import pickletools
+import tarfile
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import settings
 
@@ -90,17 +98,20 @@ def walk(stream: BinaryIO, what: str) -> tuple[set, set, int]:
 
 def scan_members(path: Path):
     """Bounds the file's own stream (a plain or legacy torch pickle) for picklescan, and returns picklescan's
-    verdict (a ScanResult) on the members of the file when it is a zip archive (a torch checkpoint too)."""
+    verdict (a ScanResult) on what the file holds when it is a zip archive (a torch checkpoint too), a tar
+    archive or a gzip, bz2 or xz/lzma stream."""
     from picklescan.scanner import ScanResult
-    result = ScanResult([])
+    result, budget = ScanResult([]), [settings.get().archive_scan_max_bytes]
     with open(path, "rb") as f:
         if f.read(4) != ZIP_MAGIC:
             f.seek(0)
             walk(f, "the file")
         f.seek(0)
-        if zipfile.is_zipfile(f):
-            f.seek(0)
-            _scan_zip(f, "", 0, result, [settings.get().archive_scan_max_bytes])
+        head = f.read(tarfile.BLOCKSIZE)
+        if zipfile.is_zipfile(f):  # also when something precedes it: a gzip or tar head is opened as well
+            _open_container(f, ZIP_MAGIC, "", 0, result, budget)
+        if not head.startswith(ZIP_MAGIC):
+            _open_container(f, head, "", 0, result, budget)
     return result
 
 
@@ -119,37 +130,128 @@ def _scan_zip(f: BinaryIO, prefix: str, depth: int, result, budget: list) -> Non
             if info.flag_bits & 0x1:
                 raise Unscannable(f"the archive member {name} is encrypted and cannot be scanned")
             try:
-                _scan_member(archive, info, name, depth, result, budget)
+                _judge(lambda info=info: archive.open(info), name, depth, result, budget)
             except (zipfile.BadZipFile, RuntimeError, EOFError):
                 continue  # corrupt members: nothing can read them back either
 
 
-def _scan_member(archive, info, name: str, depth: int, result, budget: list) -> None:
+def _scan_tar(f: BinaryIO, prefix: str, depth: int, result, budget: list) -> None:
+    """Every regular member of one tar archive (a seekable file), in order, keeping no member list."""
+    try:
+        archive = tarfile.open(fileobj=f, mode="r:")
+    except (tarfile.TarError, OSError, EOFError):
+        return
+    with archive:
+        while True:
+            try:
+                info = archive.next()
+            except (tarfile.TarError, OSError, EOFError):
+                return  # a damaged header: tar stops reading there too
+            if info is None:
+                return
+            archive.members.clear()
+            _spend(budget, tarfile.BLOCKSIZE)
+            if info.isreg():
+                _judge(lambda info=info: archive.extractfile(info), prefix + info.name, depth, result, budget)
+
+
+def _judge(open_member: Callable[[], BinaryIO], name: str, depth: int, result, budget: list) -> None:
+    """One archive member or decompressed stream, by its bytes: a container (zip, tar, gzip, bz2, xz) is
+    opened one level deeper, an .npy of objects and every pickle with globals are judged by picklescan."""
     from picklescan.scanner import scan_numpy
-    with archive.open(info) as member:
-        head = member.read(8)
-    if head.startswith(ZIP_MAGIC):
-        limit = settings.get().archive_scan_max_depth
-        if depth >= limit:
-            raise Unscannable(f"archives nested deeper than {limit} levels cannot be scanned: {name}")
-        with tempfile.TemporaryFile() as nested:
-            with archive.open(info) as member:
-                _spend(budget, _copy(member, nested, budget[0] + 1))
-            nested.seek(0)
-            _scan_zip(nested, name + "/", depth + 1, result, budget)
+    with open_member() as member:
+        head = member.read(tarfile.BLOCKSIZE)
+    if head.startswith(ZIP_MAGIC) or _decompressor(head):
+        with _as_file(open_member, budget) as f:
+            _open_container(f, head, name, depth, result, budget)
         return
     if head.startswith(NUMPY_MAGIC):
-        if _numpy_holds_objects(archive, info, name, budget):
-            with archive.open(info) as member:
+        if _numpy_holds_objects(open_member, name, budget):
+            with open_member() as member:
                 result.merge(dataclasses.replace(scan_numpy(member, name), scan_err=False))
         return
-    with archive.open(info) as member:
+    with open_member() as member:
         opcodes, named, read = walk(member, name)
     _spend(budget, read)
     if opcodes & CALLING_OPCODES:
-        with archive.open(info) as member:
+        with open_member() as member:
             imported = _imports(member)
         result.merge(_rules(named | imported, name))
+    if _is_tar(head):
+        with _as_file(open_member, budget) as f:
+            _open_container(f, head, name, depth, result, budget)
+
+
+def _open_container(f: BinaryIO, head: bytes, name: str, depth: int, result, budget: list) -> None:
+    """Opens a seekable zip, tar or compressed file whose first bytes are head (nothing for other files).
+    The uploaded file itself (no name) is always opened; one inside it holds what is one level deeper,
+    and is refused past ARCHIVE_SCAN_MAX_DEPTH."""
+    decompressor = _decompressor(head)
+    if not (head.startswith(ZIP_MAGIC) or decompressor or _is_tar(head)):
+        return
+    if name:
+        limit = settings.get().archive_scan_max_depth
+        if depth >= limit:
+            raise Unscannable(f"archives nested deeper than {limit} levels cannot be scanned: {name}")
+        depth += 1
+    prefix = name + "/" if name else ""
+    f.seek(0)
+    if head.startswith(ZIP_MAGIC):
+        _scan_zip(f, prefix, depth, result, budget)
+    elif _is_tar(head):
+        _scan_tar(f, prefix, depth, result, budget)
+    else:
+        with tempfile.TemporaryFile() as plain:
+            with decompressor(f) as content:
+                _spend(budget, _copy(content, plain, budget[0] + 1))
+            _judge(lambda: _reopen(plain), name or "the decompressed file", depth, result, budget)
+
+
+# gzip, bz2, xz and legacy .lzma, told by their first bytes: what pandas.read_pickle and joblib.load open.
+COMPRESSED = ((b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f)), (b"BZh", bz2.BZ2File),
+              (b"\xfd7zXZ\x00", lzma.LZMAFile), (b"\x5d\x00\x00", lzma.LZMAFile))
+
+
+def _decompressor(head: bytes):
+    return next((opener for magic, opener in COMPRESSED if head.startswith(magic)), None)
+
+
+def _is_tar(head: bytes) -> bool:
+    """A first block that parses as a tar header (checksum included), as tarfile reads it."""
+    try:
+        tarfile.TarInfo.frombuf(head[:tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _as_file(open_member: Callable[[], BinaryIO], budget: list):
+    """The member as a seekable file: itself when it already is one, else a bounded copy."""
+    with open_member() as member:
+        if _is_file(member):
+            yield member
+            return
+        with tempfile.TemporaryFile() as copy:
+            _spend(budget, _copy(member, copy, budget[0] + 1))
+            copy.seek(0)
+            yield copy
+
+
+def _is_file(stream: BinaryIO) -> bool:
+    try:
+        stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def _reopen(f: BinaryIO) -> BinaryIO:
+    """A second reader of a temporary file, from its start (closing it leaves the file open)."""
+    f.flush()
+    reader = open(os.dup(f.fileno()), "rb")
+    reader.seek(0)
+    return reader
 
 
 def _rules(found: set, name: str):
@@ -208,10 +310,15 @@ def _imports(stream: BinaryIO) -> set:
 
 
 def _copy(source: BinaryIO, target: BinaryIO, most: int) -> int:
+    """Copies at most `most` bytes; a compressed stream that breaks off (truncated, trailing garbage) gives
+    what it held until there, as a loader reading it would."""
     copied = 0
-    while copied < most and (chunk := source.read(min(1 << 20, most - copied))):
-        target.write(chunk)
-        copied += len(chunk)
+    try:
+        while copied < most and (chunk := source.read(min(1 << 20, most - copied))):
+            target.write(chunk)
+            copied += len(chunk)
+    except (EOFError, OSError, lzma.LZMAError, zlib.error):
+        pass
     return copied
 
 
@@ -222,10 +329,10 @@ def _spend(budget: list, read: int) -> None:
                           f"{settings.get().archive_scan_max_bytes} bytes")
 
 
-def _numpy_holds_objects(archive, info, name: str, budget: list) -> bool:
+def _numpy_holds_objects(open_member: Callable[[], BinaryIO], name: str, budget: list) -> bool:
     """An .npy member of object dtype is a pickle after its header: walked here, scanned by picklescan."""
     import numpy as np
-    with archive.open(info) as member:
+    with open_member() as member:
         try:
             version = np.lib.format.read_magic(member)
             reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0

@@ -318,7 +318,8 @@ def test_zip_checkpoint_and_harmless_zip_still_pass(client, worker, alice, tmp_p
     ({"ARCHIVE_SCAN_MAX_BYTES": "1000000"}, gzip.compress(b"\0" * 2_000_000), "more than 1000000 bytes"),
     ({"ARCHIVE_SCAN_MAX_BYTES": "1000000"}, factories.tar_bytes({"zeros.bin": b"\0" * 2_000_000}, "w:bz2"),
      "more than 1000000 bytes"),
-    ({"ARCHIVE_SCAN_MAX_DEPTH": "2"}, gzip.compress(gzip.compress(gzip.compress(b"hi"))), "nested deeper than 2"),
+    ({"ARCHIVE_SCAN_MAX_DEPTH": "2"}, gzip.compress(gzip.compress(gzip.compress(gzip.compress(b"hi")))),
+     "nested deeper than 2"),
 ], ids=["zip-depth", "zip-bytes", "gzip-bytes", "tar-bz2-bytes", "gzip-depth"])
 def test_archives_too_deep_or_too_large_to_scan_are_rejected(client, worker, alice, configure, settings_, members,
                                                              reason):
