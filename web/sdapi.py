@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import orjson
 from flask import Blueprint, abort, g, jsonify, make_response, request
 from PIL import Image as PILImage
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import settings
 
@@ -35,6 +36,58 @@ bp = Blueprint("sdapi", __name__, url_prefix="/sdapi/v1")
 LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([-\d.]+))?[^>]*>")
 SCHEDULE_TYPES = {"Karras": " Karras"}
 TYPE_LISTS = {"loras": ("LORA", "LoCon", "DoRA"), "sd-vae": ("VAE",), "embeddings": ("TextualInversion",)}
+
+
+class Options(BaseModel):
+    """The options this API keeps (A1111 ignores keys it does not know; so do we). Typed as A1111 types them."""
+    model_config = ConfigDict(extra="ignore")
+    sd_model_checkpoint: str = Field(None, max_length=1000)  # absent: the first one in the catalog
+    CLIP_stop_at_last_layers: int = Field(1, ge=1, le=12)
+    sd_vae: str = Field("Automatic", max_length=1000)
+
+
+class GenerationBody(BaseModel):
+    """A txt2img/img2img body with the types A1111 gives them (its other fields are accepted and ignored).
+    Ranges are the generation request's to check; scripts are refused, as A1111 refuses unknown ones."""
+    model_config = ConfigDict(extra="ignore")
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    sampler_name: str | None = Field(None, max_length=100)
+    sampler_index: str | None = Field(None, max_length=100)
+    scheduler: str | None = Field(None, max_length=100)
+    batch_size: int = Field(1, ge=1, le=1000)
+    n_iter: int = Field(1, ge=1, le=1000)
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    enable_hr: bool = False
+    hr_scale: float = Field(2.0, gt=1, le=4)  # bounded as the generation request bounds them, used or not
+    hr_second_pass_steps: int = Field(0, ge=0, le=150)
+    denoising_strength: float | None = Field(None, ge=0, le=1)
+    override_settings: Options | None = None
+    script_name: str | None = None
+    script_args: list = []
+    alwayson_scripts: dict[str, dict] = {}
+    init_images: list[str] | None = None
+    mask: str | None = None
+
+    def refuse_scripts(self) -> None:
+        for name in [self.script_name, *self.alwayson_scripts]:
+            if name:
+                raise ValueError(f"script {str(name)[:100]!r} not found")
+
+
+def validated_body(model: type[BaseModel], body) -> BaseModel:
+    """The JSON body as `model`, or 422 naming the first bad field, as FastAPI answers."""
+    if not isinstance(body, dict):
+        fail(422, "the body must be a JSON object")
+    try:
+        return model.model_validate(body, strict=False)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(422, f"{'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}")
 
 
 def problem(message: str) -> dict:
@@ -137,27 +190,26 @@ def lora_resources(prompt: str, user) -> tuple[str, list[dict]]:
     return LORA_TAG.sub("", prompt).strip(" ,"), resources
 
 
-def to_request(body: dict, user, img2img: bool) -> dict:
-    options = {**load_options(user), **(body.get("override_settings") or {})}
-    prompt, loras = lora_resources(str(body.get("prompt", "")), user)
-    sampler = body.get("sampler_name") or body.get("sampler_index") or "Euler a"
-    sampler += SCHEDULE_TYPES.get(body.get("scheduler") or "", "")
+def to_request(body: GenerationBody, user, img2img: bool) -> dict:
+    body.refuse_scripts()
+    overrides = body.override_settings.model_dump(exclude_unset=True) if body.override_settings else {}
+    options = {**load_options(user), **overrides}
+    prompt, loras = lora_resources(body.prompt, user)
+    sampler = (body.sampler_name or body.sampler_index or "Euler a") + SCHEDULE_TYPES.get(body.scheduler or "", "")
     req = {"model": checkpoint_ref(options.get("sd_model_checkpoint"), user), "prompt": prompt,
-           "negative_prompt": body.get("negative_prompt") or "", "seed": int(body.get("seed", -1)),
-           "sampler": sampler, "steps": body.get("steps", 20), "cfg_scale": body.get("cfg_scale", 7.0),
-           "width": body.get("width", 512), "height": body.get("height", 512), "resources": loras,
-           "quantity": max(1, int(body.get("batch_size", 1) or 1)) * max(1, int(body.get("n_iter", 1) or 1)),
-           "clip_skip": int(options.get("CLIP_stop_at_last_layers") or 1)}
-    if body.get("enable_hr") and not img2img:
-        req["hires"] = {"scale": body.get("hr_scale", 2.0), "steps": body.get("hr_second_pass_steps", 0),
-                        "denoising_strength": body.get("denoising_strength", 0.7)}
+           "negative_prompt": body.negative_prompt, "seed": body.seed, "sampler": sampler, "steps": body.steps,
+           "cfg_scale": body.cfg_scale, "width": body.width, "height": body.height, "resources": loras,
+           "quantity": body.batch_size * body.n_iter, "clip_skip": int(options.get("CLIP_stop_at_last_layers") or 1)}
+    if body.enable_hr and not img2img:
+        req["hires"] = {"scale": body.hr_scale, "steps": body.hr_second_pass_steps,
+                        "denoising_strength": 0.7 if body.denoising_strength is None else body.denoising_strength}
     if img2img:
-        images = body.get("init_images") or []
-        if not images:
+        if not body.init_images:
             fail(422, "init_images: at least one image is required")
-        req.update(init_image=images[0], denoising_strength=body.get("denoising_strength", 0.75))
-        if body.get("mask"):
-            req["mask"] = body["mask"]
+        req.update(init_image=body.init_images[0],
+                   denoising_strength=0.75 if body.denoising_strength is None else body.denoising_strength)
+        if body.mask:
+            req["mask"] = body.mask
     return req
 
 
@@ -166,15 +218,14 @@ def generate(img2img: bool):
     no request thread and no database connection."""
     user = sdapi_user()
     body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        fail(422, "the body must be a JSON object")
+    fields = validated_body(GenerationBody, body)
     s, place = settings.get(), f"sdapi-waits:{user.id}"
     token = take_place(place, s.sdapi_max_waits, s.sdapi_wait_s + 60)
     if token is None:
         fail(429, f"at most {s.sdapi_max_waits} txt2img/img2img calls may wait at once; wait for one to answer")
     try:
         try:
-            run = jobs.submit(user, parse(to_request(body, user, img2img)), source="sdapi")
+            run = jobs.submit(user, parse(to_request(fields, user, img2img)), source="sdapi")
         except (RequestError, ValueError, TypeError) as exc:
             fail(422, str(exc))
         client().set(redis_key(f"sdapi:current:{user.id}"), run.id, ex=s.sdapi_wait_s)
@@ -324,11 +375,9 @@ def options():
     user = sdapi_user()
     current = load_options(user)
     if request.method == "POST":
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            fail(422, "the body must be a JSON object")
-        if "sd_model_checkpoint" in body:
-            ref = checkpoint_ref(str(body["sd_model_checkpoint"]), user)
+        body = validated_body(Options, request.get_json(silent=True)).model_dump(exclude_unset=True)
+        if body.get("sd_model_checkpoint"):
+            ref = checkpoint_ref(body["sd_model_checkpoint"], user)
             try:
                 found = gen.primary_file(gen.resolve_version(ref, user))
             except gen.UnknownResource as exc:
