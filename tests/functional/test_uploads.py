@@ -250,17 +250,7 @@ def test_pickles_in_zip_members_are_scanned_whatever_their_names(client, worker,
                                                                  members):
     """Every member of a zip (and of zips inside it) that parses as a pickle with globals is scanned,
     not only members picklescan picks by name (.pkl) or binary-pickle header."""
-    _, version = new_version(client, alice[1], type=model_type)
-    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
-                       data={"file": (io.BytesIO(factories.zip_bytes(members)), filename)},
-                       content_type="multipart/form-data")
-    assert sent.status_code == 202
-    run_jobs(worker)
-    file = ModelFile.get(ModelFile.version == version["id"])
-    assert (file.status, file.pickle_scan_result) == ("Danger", "Danger"), file.pickle_scan_message
-    assert "os.system" in file.pickle_scan_message or "posix.system" in file.pickle_scan_message
-    download = client.get(f"/api/download/models/{version['id']}", headers=auth(alice[1]))
-    assert download.status_code == 403 and "not downloadable" in download.get_json()["error"]
+    assert_uploaded_as_danger(client, worker, alice[1], model_type, filename, factories.zip_bytes(members))
 
 
 @pytest.mark.parametrize("filename,data", [
@@ -274,20 +264,25 @@ def test_pickles_in_zip_members_are_scanned_whatever_their_names(client, worker,
         {"x.txt": factories.protocol0_pickle()}, "w:bz2"))})),
     ("layers.tar.xz", factories.tar_bytes({"in.zip": factories.zip_bytes({"p.txt": factories.protocol0_pickle()}),
                                           "truncated.gz": gzip.compress(factories.protocol0_pickle())[:-8]},
-                                         "w:xz")),
+                                          "w:xz")),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_pickles_in_compressed_files_and_tars_are_scanned(client, worker, alice, filename, data):
     """gzip, bz2 and xz/lzma streams (by magic bytes) are decompressed and tar members opened, as
     pandas.read_pickle and joblib.load do before loading: the pickle inside is judged like any file."""
-    _, version = new_version(client, alice[1], type="Other")
-    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(alice[1]),
+    assert_uploaded_as_danger(client, worker, alice[1], "Other", filename, data)
+
+
+def assert_uploaded_as_danger(client, worker, key, model_type, filename, data):
+    """Uploads data as a new version's file: the worker's scan finds os.system, and it is not downloadable."""
+    _, version = new_version(client, key, type=model_type)
+    sent = client.post(f"/api/v1/model-versions/{version['id']}/files", headers=auth(key),
                        data={"file": (io.BytesIO(data), filename)}, content_type="multipart/form-data")
     assert sent.status_code == 202
     run_jobs(worker)
     file = ModelFile.get(ModelFile.version == version["id"])
     assert (file.status, file.pickle_scan_result) == ("Danger", "Danger"), file.pickle_scan_message
     assert "os.system" in file.pickle_scan_message or "posix.system" in file.pickle_scan_message
-    download = client.get(f"/api/download/models/{version['id']}", headers=auth(alice[1]))
+    download = client.get(f"/api/download/models/{version['id']}", headers=auth(key))
     assert download.status_code == 403 and "not downloadable" in download.get_json()["error"]
 
 
