@@ -69,37 +69,33 @@ HEADERS = {"Range": ["bytes=0-1,2-3", "bytes=0-0,-1", f"bytes={HUGE}-", "bytes=-
 SKIP = {"static", "sdapi.txt2img", "sdapi.img2img"}  # static files; sdapi generation waits for the run
 
 
-class Recording(ImmutableMultiDict):
-    """Query arguments that note which names a view reads, so each route gets hostile values for its own."""
-    read: set = set()
+class NotesReads:
+    """Notes in Recording.read each key a view looks up or tests for."""
 
     def __getitem__(self, key):
         Recording.read.add(key)
         return super().__getitem__(key)
+
+    def __contains__(self, key):
+        Recording.read.add(key)
+        return super().__contains__(key)
+
+
+class Recording(NotesReads, ImmutableMultiDict):
+    """Query arguments that note which names a view reads, so each route gets hostile values for its own."""
+    read: set = set()
 
     def getlist(self, key, type=None):
         Recording.read.add(key)
         return super().getlist(key, type)
 
-    def __contains__(self, key):
-        Recording.read.add(key)
-        return super().__contains__(key)
 
-
-class RecordingDict(dict):
+class RecordingDict(NotesReads, dict):
     """A JSON object that notes which fields a view reads."""
-
-    def __getitem__(self, key):
-        Recording.read.add(key)
-        return super().__getitem__(key)
 
     def get(self, key, default=None):
         Recording.read.add(key)
         return super().get(key, default)
-
-    def __contains__(self, key):
-        Recording.read.add(key)
-        return super().__contains__(key)
 
 
 class RecordingRequest(Request):
