@@ -122,7 +122,7 @@ def platform(path: Path, texts: list[str], args, home: Path) -> tuple[float, dic
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
-    batches = [json.loads(e)["batch"] for e in jobs.client().lrange(jobs.channel(run.id) + ":log", 0, -1)
+    batches = [json.loads(e)["batch"] for e in jobs.client().lrange(jobs.run_log_key(run.id), 0, -1)
                if json.loads(e)["event"] == "started"]
     return seconds, {"status": run.status, "done": run.done, "batches": batches}
 

@@ -61,6 +61,11 @@ def channel(run_id: int) -> str:
     return redis_key(f"gen:run:{run_id}")
 
 
+def run_log_key(run_id: int) -> str:
+    """The run's kept events, in order (an event's "seq" is its index)."""
+    return channel(run_id) + ":log"
+
+
 def user_channel(user_id: int) -> str:
     """Every event of the user's runs, for one stream of them all."""
     return redis_key(f"gen:user:{user_id}")
@@ -119,7 +124,7 @@ def publish(run: gen.GenerationRun, kind: str, data: dict, keep: bool = True) ->
         pipe.execute()
         return
     event = json.dumps({"event": kind, "run": run.id, **data, "seq": "__SEQ__", "useq": "__USEQ__"})
-    client().eval(_KEEP, 5, channel(run.id) + ":log", channel(run.id), user_seq_key(run.user_id),
+    client().eval(_KEEP, 5, run_log_key(run.id), channel(run.id), user_seq_key(run.user_id),
                   user_log_key(run.user_id), user_channel(run.user_id), event, EVENT_TTL_S, USER_EVENTS_KEPT)
 
 
@@ -357,7 +362,7 @@ def finish_failed(job_ids, token: str | None, reason: str) -> None:
 def after_job(run_id: int) -> None:
     """Inside the transaction that finished a job: the run's counts; the grid once all are done."""
     run = gen.refresh_run(run_id)
-    if run.status in ("Done", "Failed", "Cancelled"):
+    if run.status in gen.RUN_FINISHED:
         on_commit(lambda: publish(run, run.status.lower(), {"done": run.done, "failed": run.failed,
                                                             "total": run.total}))
         if run.grid_json and run.done:

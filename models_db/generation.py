@@ -157,12 +157,12 @@ def refresh_run(run_id: int) -> GenerationRun:
         status = "Running" if (counts.get("running") or run.done or run.failed) else "Queued"
     else:
         status = "Failed" if run.failed else "Done"
-    if status != run.status or status in ("Done", "Failed", "Cancelled"):
+    if status != run.status or status in RUN_FINISHED:
         run.status = status
-        if status in ("Done", "Failed", "Cancelled") and run.finished_at is None:
-            run.finished_at = utcnow()
-        elif status not in ("Done", "Failed", "Cancelled"):
+        if status not in RUN_FINISHED:
             run.finished_at = None  # reopened by an operator's retry
+        elif run.finished_at is None:
+            run.finished_at = utcnow()
     run.save()
     return run
 

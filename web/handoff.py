@@ -13,7 +13,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from flask import request
 
-from models_db.redis_store import redis_url
+from models_db.redis_store import places_key, redis_url
 
 HANDOFF = "atelier.handoff"  # ASGI scope key: a list where the view leaves its Work
 
@@ -43,6 +43,11 @@ def loop_client() -> aioredis.Redis:
     if loop not in _clients:
         _clients[loop] = aioredis.Redis.from_url(redis_url())
     return _clients[loop]
+
+
+async def give_back_place_soon(name: str, token: str) -> None:
+    """models_db.redis_store.give_back_place on the event loop."""
+    await loop_client().zrem(places_key(name), token)
 
 
 @contextlib.contextmanager

@@ -25,11 +25,11 @@ from models_db.accounts import User, normal_username, user_for_key
 from models_db.catalog import Model, ModelFile, ModelVersion
 from models_db.catalog_queries import visible_versions
 from models_db import db as database
-from models_db.redis_store import client, give_back_place, places_key, redis_key, take_place
+from models_db.redis_store import client, give_back_place, redis_key, take_place
 from models_db.storage import BlobMissing, get_store
 from web import streams
 from web.api import body_limit, current_api_user, log_missing_blob
-from web.handoff import hand_off, loop_client, private_loop, while_connected, without
+from web.handoff import give_back_place_soon, hand_off, private_loop, while_connected, without
 from web.security import SAFE_METHODS, auth_attempt, auth_failed
 
 bp = Blueprint("sdapi", __name__, url_prefix="/sdapi/v1")
@@ -264,7 +264,7 @@ class Wait:
             status, answer_json = await asyncio.get_running_loop().run_in_executor(
                 threads, outcome, self.run_id, self.body)
         finally:
-            await loop_client().zrem(places_key(self.place), self.token)
+            await give_back_place_soon(self.place, self.token)
         data = orjson.dumps(answer_json)
         headers = without(start["headers"], b"content-length", b"content-type")
         await send({"type": "http.response.start", "status": status, "headers": [

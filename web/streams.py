@@ -15,8 +15,8 @@ from redis.exceptions import RedisError
 
 import settings
 from jobs import generation as jobs
-from models_db.redis_store import client, give_back_place, places_key
-from web.handoff import loop_client, private_loop, while_connected, without
+from models_db.redis_store import client, give_back_place
+from web.handoff import give_back_place_soon, loop_client, private_loop, while_connected, without
 
 log = logging.getLogger("atelier.web.streams")
 
@@ -33,13 +33,13 @@ class RunFeed:
         return jobs.channel(self.run_id)
 
     async def kept(self, redis: aioredis.Redis) -> list:
-        return await redis.lrange(log_key(self.run_id), self.after + 1, -1)
+        return await redis.lrange(jobs.run_log_key(self.run_id), self.after + 1, -1)
 
     def ends(self, event: dict) -> bool:
         return jobs.ends_run(event)
 
     async def expired(self, redis: aioredis.Redis) -> bool:
-        return not await redis.exists(log_key(self.run_id))
+        return not await redis.exists(jobs.run_log_key(self.run_id))
 
 
 RESET = b'{"event": "reset"}'
@@ -103,7 +103,7 @@ class Stream:
         try:
             await while_connected(receive, pump())
         finally:
-            await loop_client().zrem(places_key(self.place), self.token)
+            await give_back_place_soon(self.place, self.token)
 
     def blocking(self):
         """The same events for a WSGI server, on a private loop in the request's thread."""
@@ -120,17 +120,13 @@ class Stream:
                 give_back_place(self.place, self.token)
 
 
-def log_key(run_id: int) -> str:
-    return jobs.channel(run_id) + ":log"
-
-
 def nothing_more(run_id: int, after: int, finished: bool) -> bool:
     """The stream would send nothing: the run's event log has expired, or the run has ended and the
     client has seen that end."""
-    if not client().exists(log_key(run_id)):
+    if not client().exists(jobs.run_log_key(run_id)):
         return True
     return finished and after >= 0 and any(jobs.ends_run(json.loads(raw))
-                                           for raw in client().lrange(log_key(run_id), 0, after))
+                                           for raw in client().lrange(jobs.run_log_key(run_id), 0, after))
 
 
 def frame(event: dict, raw, position: str) -> bytes:
