@@ -11,7 +11,7 @@ from peewee import chunked
 from models_db.catalog import ModelFile
 from models_db.generation import GenerationJob, GenerationRun
 from models_db.images import Image, ImageVariant
-from models_db.storage import get_store, is_pending
+from models_db.storage import get_store, pending
 
 COLUMNS = (ModelFile.blob, Image.blob, ImageVariant.blob, GenerationJob.output_blob)  # one address a row
 JSON_COLUMNS = (GenerationRun.grid_blobs,  # a JSON list of grid images
@@ -21,7 +21,7 @@ JSON_COLUMNS = (GenerationRun.grid_blobs,  # a JSON list of grid images
 def blobs_in_use(candidates: Iterable[str]) -> set[str]:
     """Those of candidates that some row still names or a writer is about to name."""
     wanted = set(candidates)
-    used = {blob for blob in wanted if is_pending(blob)}
+    used = pending(sorted(wanted))
     for chunk in chunked(sorted(wanted), 500):
         for field in COLUMNS:
             used.update(v for (v,) in field.model.select(field).where(field.in_(chunk)).tuples())

@@ -114,16 +114,18 @@ def places_key(name: str) -> str:
 def take_place(name: str, cap: int, hold_s: float) -> str | None:
     """One of `cap` places under `name` (a user's open streams, say), shared by every process: a token to
     give back, or None when all are taken. A place not given back is free again after hold_s."""
-    import time
     import uuid
     token, now = uuid.uuid4().hex, time.time()
     taken = client().eval(_TAKE_PLACE, 1, places_key(name), now, cap, now + hold_s, token, int(hold_s) + 1)
     return token if taken else None
 
 
-def places_taken(name: str) -> int:
-    """How many of the places under `name` are held now."""
-    return client().zcount(places_key(name), time.time(), "+inf")
+def places_taken(names: list[str]) -> list[int]:
+    """How many of the places under each of names are held now, in one round trip."""
+    now, pipe = time.time(), client().pipeline(transaction=False)
+    for name in names:
+        pipe.zcount(places_key(name), now, "+inf")
+    return pipe.execute()
 
 
 def give_back_place(name: str, token: str) -> None:

@@ -36,9 +36,10 @@ def mark_pending(sha256: str) -> None:
         held.append((sha256, token))
 
 
-def is_pending(sha256: str) -> bool:
+def pending(blobs: list[str]) -> set[str]:
+    """Those of blobs that a writer has stored and not yet recorded."""
     from models_db.redis_store import places_taken
-    return places_taken(_pending_place(sha256)) > 0
+    return {blob for blob, taken in zip(blobs, places_taken([_pending_place(b) for b in blobs])) if taken}
 
 
 @contextmanager
@@ -136,10 +137,7 @@ class LocalBlobStore(BlobStore):
 
     @contextmanager
     def local_path(self, sha256) -> Iterator[Path]:
-        path = self.path(sha256)
-        if not path.is_file():
-            raise BlobMissing(sha256)
-        yield path
+        yield self.readable(sha256)
 
     def delete(self, sha256):
         self.path(sha256).unlink(missing_ok=True)
