@@ -107,10 +107,13 @@ def header_shapes(stream) -> dict | None:
     """Tensor name -> shape from the start of a safetensors stream (only the header is read), for a file
     already checked on ingest; None when it is not one."""
     raw = stream.read(8)
-    if len(raw) < 8 or struct.unpack("<Q", raw)[0] > MAX_HEADER:
+    if len(raw) < 8:
+        return None
+    (size,) = struct.unpack("<Q", raw)
+    if size > MAX_HEADER:
         return None
     try:
-        header = json.loads(stream.read(struct.unpack("<Q", raw)[0]))
+        header = json.loads(stream.read(size))
     except (ValueError, RecursionError):
         return None
     if not isinstance(header, dict):

@@ -146,6 +146,7 @@ def refresh_version_levels(version_ids) -> None:
     from functools import reduce
 
     from models_db.catalog import Model, search_changed
+    changed = set()
     for version_id in {v for v in version_ids if v}:
         levels = [lvl for (lvl,) in Image.select(Image.nsfw_level).where(
             Image.model_version == version_id, Image.showcase == True, Image.status == "Ready",  # noqa: E712
@@ -159,7 +160,9 @@ def refresh_version_levels(version_ids) -> None:
         model_level = reduce(lambda a, b: a | b, model_levels, R if declared else 0)
         Model.update(nsfw_level=model_level, nsfw=bool(declared) or model_level >= R).where(
             Model.id == model_id).execute()
-        search_changed([model_id])
+        changed.add(model_id)
+    if changed:
+        search_changed(changed)
 
 
 def near_duplicates(image: Image, max_distance: int = 6) -> list[int]:

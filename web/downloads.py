@@ -26,7 +26,8 @@ PREFERENCE = {"format": "SafeTensor", "size_kind": "pruned", "fp": "fp16"}
 
 def pick_file(files: list[ModelFile], args) -> ModelFile | None:
     if args.get("fileId"):
-        return next((f for f in files if f.id == parse_id(args["fileId"])), None)
+        file_id = parse_id(args["fileId"])
+        return next((f for f in files if f.id == file_id), None)
     wanted = {"type": args.get("type"), "format": args.get("format"), "size_kind": args.get("size"),
               "fp": args.get("fp")}
     matching = [f for f in files if all(not v or (getattr(f, k) or "").lower() == v.lower()

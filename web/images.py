@@ -179,7 +179,8 @@ def upload_image():
     if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
         error(400, f"image too large: {width}x{height} (at most {MAX_PIXELS} pixels, {MAX_SIDE} per side)")
     post_id, version_id = request.form.get("postId"), request.form.get("modelVersionId")
-    post = im.Post.get_or_none(im.Post.id == parse_id(post_id)) if parse_id(post_id) else None
+    post_number = parse_id(post_id)
+    post = im.Post.get_or_none(im.Post.id == post_number) if post_number else None
     if post_id and (post is None or post.user_id != user.id):
         error(404, f"No post with id {post_id}")
     version = visible_version(version_id) if version_id else (post.model_version if post else None)

@@ -12,10 +12,10 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.routing import IntegerConverter
 
 from models_db import catalog as c
+from models_db.ids import INT64_MAX
 
 bp = Blueprint("openapi", __name__)
 DOCUMENTED = ("/api/", "/healthz")
-MAX_ID = 2**63 - 1
 
 
 @dataclass
@@ -179,7 +179,7 @@ def path_of(rule, narrower: dict) -> tuple[str, list[dict]]:
         schema = TEXT
         if isinstance(converter, IntegerConverter):  # the bounds the converter matches; others are a 404
             schema = {"type": "integer", "minimum": 0 if converter.min is None else converter.min,
-                      "maximum": MAX_ID if converter.max is None else converter.max}
+                      "maximum": INT64_MAX if converter.max is None else converter.max}
         params.append(param(name, narrower.get(name, schema), where="path", required=True))
     return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), params
 

@@ -92,8 +92,9 @@ def auth_attempt(username: str | None = None) -> None:
     """Call before checking a credential: 429 while this client address, or this username, has failed
     RATE_LIMIT_AUTH_FAILURES times (a right guess is refused as well while it rests). Leave the username
     out for a browser known_device() for it, so that others failing on purpose cannot lock its owner out."""
+    keys = _failure_keys(username)
     for limit in parse_many(settings.get().rate_limit_auth_failures):
-        for key in _failure_keys(username):
+        for key in keys:
             if not limiter.limiter.test(limit, "auth-failures", key):
                 reset = limiter.limiter.get_window_stats(limit, "auth-failures", key).reset_time
                 raise TooManyRequests("Too many failed authentications; try again later",
@@ -102,8 +103,9 @@ def auth_attempt(username: str | None = None) -> None:
 
 def auth_failed(username: str | None = None) -> None:
     """Count a failed authentication against the client address and the username it named."""
+    keys = _failure_keys(username)
     for limit in parse_many(settings.get().rate_limit_auth_failures):
-        for key in _failure_keys(username):
+        for key in keys:
             limiter.limiter.hit(limit, "auth-failures", key)
 
 
