@@ -71,14 +71,37 @@ def redis_group():
 
 @redis_group.command("start")
 def redis_start():
+    """Start the embedded server in the background (it keeps running until `atelier redis stop`); print its URL."""
     from models_db.redis_store import redis_url
     click.echo(redis_url())
 
 
 @redis_group.command("stop")
 def redis_stop():
+    """Stop the embedded server (saving its data), whichever process started it."""
     from models_db.redis_store import stop_embedded
     stop_embedded()
+
+
+@redis_group.command("serve")
+def redis_serve():
+    """Run the embedded server while this command runs (the Procfile's `redis`): SIGTERM or Ctrl-C stops it,
+    after the other processes have disconnected. With REDIS_URL set there is nothing to run: it just waits."""
+    import signal
+    import threading
+
+    import settings
+    from models_db.redis_store import serve_embedded
+    s = settings.get()
+    if not s.redis_url:
+        sys.exit(serve_embedded(s, lambda started: click.echo(
+            f"redis-server at unix://{s.redis_socket} ({'started' if started else 'already running'}); "
+            "it stops when this does", err=True)))
+    click.echo("REDIS_URL is set: no embedded redis-server to run", err=True)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    stopping.wait()
 
 
 COMMANDS = [web, worker, scheduler, redis_group, metrics_reset]

