@@ -1,4 +1,4 @@
-"""atelier search reindex | status"""
+"""atelier search reindex | status | synonyms list|add|remove"""
 import click
 
 
@@ -43,3 +43,44 @@ def status():
 
 
 COMMANDS = [search_group]
+
+
+@search_group.group("synonyms")
+def synonyms_group():
+    """Words that mean the same to a searcher (a query word matches any word of its group)."""
+
+
+@synonyms_group.command("list")
+def synonyms_list():
+    """Every group, one a line."""
+    from cli.common import open_db
+    from models_db.search import synonyms
+    open_db()
+    for group in synonyms.groups():
+        click.echo(", ".join(group))
+
+
+@synonyms_group.command("add")
+@click.argument("terms", nargs=-1, required=True)
+def synonyms_add(terms):
+    """Make TERMS synonyms of one another (joining the groups any of them is in already). A phrase in
+    quotes is one term: atelier search synonyms add scifi "science fiction"."""
+    from cli.common import open_db
+    from models_db.search import synonyms
+    open_db()
+    try:
+        click.echo(", ".join(synonyms.add(list(terms))))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@synonyms_group.command("remove")
+@click.argument("term")
+def synonyms_remove(term):
+    """Take TERM out of its group."""
+    from cli.common import open_db
+    from models_db.search import synonyms
+    open_db()
+    if not synonyms.remove(term):
+        raise click.ClickException(f"{term!r} is in no synonym group")
+    click.echo(f"removed {term!r}")

@@ -116,6 +116,8 @@ def clean_state():
     from models_db.search.vectors import vector_index
     vector_index.reset()
     DatabaseBackend.vocabulary.reset()
+    from models_db.search import synonyms
+    synonyms.cache.reset()
     for folder in ("blobs", "uploads", "tmp"):
         shutil.rmtree(HOME / folder, ignore_errors=True)
     yield

@@ -31,7 +31,8 @@ def basic(username: str, password: str) -> dict:
 
 
 def catalog_model(owner, name: str, *, model_type="Checkpoint", base_model="SD 1.5", tags=(), publish=True,
-                  nsfw=False, downloads=0, rating=0.0, file_bytes: bytes | None = None, **fields):
+                  nsfw=False, downloads=0, rating=0.0, file_bytes: bytes | None = None, trained_words=(),
+                  file_name: str | None = None, **fields):
     """A model with one version and one ingested file, built through the catalog's own functions."""
     import io
 
@@ -44,8 +45,8 @@ def catalog_model(owner, name: str, *, model_type="Checkpoint", base_model="SD 1
     with transaction():
         model = c.create_model(owner, name=name, type=model_type, tags=tags, nsfw=nsfw,
                                download_count=downloads, rating=rating, **fields)
-        version = c.create_version(model, name="v1", base_model=base_model)
-        file = c.ModelFile.create(version=version, name=f"{name}.safetensors", blob=sha, size_bytes=size)
+        version = c.create_version(model, name="v1", base_model=base_model, trained_words=trained_words)
+        file = c.ModelFile.create(version=version, name=file_name or f"{name}.safetensors", blob=sha, size_bytes=size)
     assert ingest(file.id).status == "Ready"
     if publish:
         with transaction():

@@ -7,7 +7,9 @@ from models_db.cursors import decode_offset, encode_offset
 
 SORTS = ("Relevance", "Highest Rated", "Most Downloaded", "Newest")
 SORT_COLUMNS = {"Highest Rated": "rating", "Most Downloaded": "download_count", "Newest": "published_at"}
-FIELD_WEIGHTS = {"name": 10.0, "tags": 5.0, "creator": 3.0, "description": 1.0}
+FIELD_WEIGHTS = {"name": 10.0, "tags": 5.0, "triggers": 5.0, "files": 4.0, "creator": 3.0, "versions": 2.0,
+                 "description": 1.0}
+TEXT_FIELDS = {"tags": "tags_text", "triggers": "triggers_text", "files": "files_text", "versions": "versions_text"}
 RRF_K = 60
 
 
@@ -27,6 +29,7 @@ class SearchQuery:
     hybrid: bool = True
     facets: bool = True
     highlight: bool = True
+    correct: bool = True  # False: the words as typed ("search instead for")
 
 
 @dataclass

@@ -1,5 +1,13 @@
-"""The database search engine shared by the SQLite FTS5 and PostgreSQL backends: filters, typo
-correction, semantic neighbours fused with keyword ranking (RRF), sorts, facets, paging, highlights.
+"""The database search engine shared by the SQLite FTS5 and PostgreSQL backends: filters, synonyms,
+typo correction, a matching strategy that relaxes a query finding too little, semantic neighbours fused
+with keyword ranking (RRF), sorts, facets, paging, highlights.
+
+Keyword matching goes from strict to loose, each step only while the results are fewer than a page, and
+each step's matches rank after the earlier ones': every word as written in the primary fields (names,
+tags, trigger words, file and version names, creators), then in every field, then stemmed; then (like
+Meilisearch's "last" strategy) the query without its last word, without its last two, ..., and finally
+any of its words. A misspelt word (not in the index at all) is corrected before the query is relaxed.
+
 A subclass supplies the full-text part: _index_text, _remove_text, _clear_text, _match_text, _match_ids,
 _keyword (and may replace _highlight). Hot queries are compiled once per process (compiled_tuples)."""
 from __future__ import annotations
@@ -9,8 +17,6 @@ import html
 import itertools
 import operator
 import re
-import threading
-import time
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
@@ -20,9 +26,10 @@ from peewee import SQL, chunked, fn
 
 from models_db.cursors import decode_keyset, encode_keyset
 from models_db.db import compiled_tuples, db, id_set
-from models_db.search import vectors
+from models_db.search import freshness, synonyms, vectors
 from models_db.search.base import (
     SORT_COLUMNS,
+    TEXT_FIELDS,
     Backend,
     Hit,
     SearchQuery,
@@ -32,11 +39,17 @@ from models_db.search.base import (
 )
 from models_db.search.tables import SearchDoc, SearchFacet, SearchTerm, facet_rows
 
+STAGES = ("primary", "all", "stem")  # exact in the primary fields, exact anywhere, stemmed anywhere
+MAX_DROPPED = 3  # words dropped from the end of a query before any word is enough
+STOPWORDS = frozenset("a an and are as at be by for from in into is it of on or that the this to with your".split())
+
 TOKEN = re.compile(r"\w+", re.UNICODE)
 CANDIDATES = 200  # best keyword matches ranked, fused and counted in facets
 TIER = 500  # a word matching more documents than this is ranked among its newest TIER matches only
 SEMANTIC_K = 200
 SEMANTIC_MIN = 0.45  # MiniLM cosine: related texts score 0.45-0.8, unrelated ones 0.0-0.4
+SEMANTIC_FILL = 0.3  # a short result list is filled with neighbours down to this similarity
+SEMANTIC_SPREAD = 0.1  # ... and no further below the best neighbour than this
 MARK_OPEN, MARK_CLOSE = "\x02", "\x03"
 
 
@@ -113,36 +126,64 @@ def semantic_pool() -> ThreadPoolExecutor:
 
 
 def nearest_to(text: str) -> list[tuple[int, float]]:
+    """The query's nearest documents down to the fill floor (which of them count is decided later)."""
     from gpu.embeddings import query_vector
-    return [(i, s) for i, s in vectors.vector_index.nearest(query_vector(text), SEMANTIC_K) if s >= SEMANTIC_MIN]
+    return [(i, s) for i, s in vectors.vector_index.nearest(query_vector(text), SEMANTIC_K) if s >= SEMANTIC_FILL]
 
 
-class Vocabulary:
-    """The index's terms, cached per process for typo correction and grouped by first letter and length:
-    a correction is looked for among terms that start like the word and are about as long."""
+def load_vocabulary() -> tuple[set[str], dict[tuple[str, int], list[str]]]:
+    """The index's terms for typo correction, grouped by first letter and length: a correction is looked
+    for among terms that start like the word and are about as long."""
+    terms = [t for (t,) in db.execute(SearchTerm.select(SearchTerm.term)).fetchall()]
+    groups: dict[tuple[str, int], list[str]] = {}
+    for t in terms:
+        groups.setdefault((t[0], len(t)), []).append(t)
+    return set(terms), groups
 
-    def __init__(self):
-        self.known: set[str] = set()
-        self.groups: dict[tuple[str, int], list[str]] = {}
-        self.loaded_at = -1e9
-        self.lock = threading.Lock()
 
-    def get(self) -> tuple[set[str], dict[tuple[str, int], list[str]]]:
-        with self.lock:
-            if time.monotonic() - self.loaded_at > 300:
-                terms = [t for (t,) in db.execute(SearchTerm.select(SearchTerm.term)).fetchall()]
-                groups: dict[tuple[str, int], list[str]] = {}
-                for t in terms:
-                    groups.setdefault((t[0], len(t)), []).append(t)
-                self.known, self.groups, self.loaded_at = set(terms), groups, time.monotonic()
-            return self.known, self.groups
+def vocabulary_text(doc: dict) -> str:
+    return " ".join([doc["name"], doc["creator"], *doc["tags"], *doc.get("triggers", ()), *doc.get("files", ()),
+                     *doc.get("versions", ())])
 
-    def reset(self):
-        self.loaded_at = -1e9
+
+def relaxations(groups: list[tuple[str, ...]]) -> Iterator[tuple[list[tuple[str, ...]], bool]]:
+    """(groups, any_word) of a query finding too little: without its last word, its last two, ... (at
+    most MAX_DROPPED), then any of its words (but stop words)."""
+    for n in range(len(groups) - 1, max(0, len(groups) - 1 - MAX_DROPPED), -1):
+        yield groups[:n], False
+    meaningful = [g for g in groups if g[0] not in STOPWORDS and len(g[0]) > 1]
+    if len(meaningful) > 1:
+        yield meaningful, True
+
+
+def expand(words: list[str]) -> list[tuple[str, ...]]:
+    """Each word with its synonyms."""
+    return [synonyms.alternatives(w) for w in words]
+
+
+def add_new(found: dict[int, float], ranked: list[tuple[int, float]]) -> None:
+    """Appends the ranked matches not found before (dicts keep their order)."""
+    for i, score in ranked:
+        found.setdefault(i, score)
+
+
+def fuse(keyword: list[tuple[int, float]], semantic: list[tuple[int, float]], wanted: int) -> list[tuple[int, float]]:
+    """Keyword and semantic rankings fused by reciprocal rank: the semantic side counts its close
+    neighbours; when that leaves fewer than `wanted`, weaker ones near the best fill the list (so a
+    query that shares no word with a related document still finds it), ranked after the rest."""
+    close = [i for i, s in semantic if s >= SEMANTIC_MIN]
+    ranked = rrf([i for i, _ in keyword], close)
+    if len(ranked) < wanted and semantic:
+        best = semantic[0][1]
+        seen = {i for i, _ in ranked}
+        low = ranked[-1][1] if ranked else 1.0
+        weak = [(i, s) for i, s in semantic if i not in seen and s < SEMANTIC_MIN and s >= best - SEMANTIC_SPREAD]
+        ranked += [(i, low * s / 2) for i, s in weak[:wanted - len(ranked)]]
+    return ranked
 
 
 class DatabaseBackend(Backend):
-    vocabulary = Vocabulary()
+    vocabulary = freshness.FreshCache(load_vocabulary)
 
     # ---- writing -------------------------------------------------------------------------
     def upsert(self, docs: list[dict], vectors_by_id) -> None:
@@ -153,13 +194,13 @@ class DatabaseBackend(Backend):
             self._remove_text(ids)
             rows = [{**{k: d[k] for k in (
                 "id", "name", "description", "creator", "owner_id", "type", "status", "nsfw", "nsfw_level",
-                "published_at", "download_count", "rating")}, "tags_text": " ".join(d["tags"])} for d in docs]
+                "published_at", "download_count", "rating")},
+                **{column: " ".join(d.get(f, ())) for f, column in TEXT_FIELDS.items()}} for d in docs]
             SearchDoc.insert_many(rows).execute()
             facets = [row for d in docs for row in facet_rows(d)]
             for batch in chunked(facets, 500):
                 SearchFacet.insert_many(batch).execute()
-            terms = sorted({t[:64] for d in docs for t in tokens(f"{d['name']} {' '.join(d['tags'])} {d['creator']}")
-                            if len(t) >= 3})
+            terms = sorted({t[:64] for d in docs for t in TOKEN.findall(vocabulary_text(d).lower()) if len(t) >= 3})
             for batch in chunked(terms, 500):
                 SearchTerm.insert_many([{"term": t} for t in batch]).on_conflict_ignore().execute()
             self._index_text(docs)
@@ -208,15 +249,22 @@ class DatabaseBackend(Backend):
                 SearchFacet.field == "tags", SearchFacet.value == tag.lower())))
         return conds
 
+    def known(self, word: str, vocabulary: set[str]) -> bool:
+        """In the typo vocabulary, or anywhere in the index (descriptions too, stemmed)."""
+        if word in vocabulary:
+            return True
+        return self._match_ids(self._match_text([(word,)], "stem", False), "stem").limit(1).exists()
+
     def correct(self, words: list[str]) -> list[str]:
-        """Each word not in the vocabulary replaced by its closest term (edit distance 1, or 2 from six
-        letters on) among the terms with its first letter."""
+        """Each word found nowhere in the index replaced by its closest term (edit distance 1, or 2 from
+        six letters on) among the terms with its first letter. The vocabulary is reloaded after every
+        index flush (freshness), so a model indexed a second ago is corrected to."""
         from rapidfuzz import process
         from rapidfuzz.distance import Levenshtein
         known, groups = self.vocabulary.get()
         out = []
         for word in words:
-            if word in known or len(word) < 4:
+            if len(word) < 4 or word in STOPWORDS or self.known(word, known):
                 out.append(word)
                 continue
             cutoff = 1 if len(word) < 6 else 2
@@ -232,17 +280,9 @@ class DatabaseBackend(Backend):
         corrected = None
         if words:
             near = self.start_semantic(q.text) if q.hybrid else None
-            keyword = self.matches(words, conds, q.limit, q.sort)
-            if len(keyword) < 3:
-                fixed = self.correct(words)
-                if fixed != words:
-                    better = self.matches(fixed, conds, q.limit, q.sort)
-                    if len(better) > len(keyword):
-                        keyword, words, corrected = better, fixed, " ".join(fixed)
-            ranked = [(i, s) for i, s in keyword]
+            ranked, words, corrected = self.keyword(words, conds, q)
             if near is not None:
-                semantic = self.semantic(near.result(), conds)
-                ranked = rrf([i for i, _ in keyword], [i for i, _ in semantic])
+                ranked = fuse(ranked, self.semantic(near.result(), conds), q.limit)
             if q.sort != "Relevance":
                 ranked = self.sort_ids([i for i, _ in ranked], q.sort)
             chunk, next_cursor = page(ranked, q)
@@ -256,33 +296,56 @@ class DatabaseBackend(Backend):
         return SearchResult([Hit(i, s, highlights.get(i, {})) for i, s in chunk], total, facets, next_cursor,
                             corrected)
 
-    def matches(self, words: list[str], conds: list, wanted: int, sort: str = "Relevance") -> list[tuple[int, float]]:
-        """Matches in names, tags and creators first (few, and what people look for); descriptions
-        too when those are not enough to fill a page."""
-        found = self.best(words, conds, CANDIDATES, "primary", sort, wanted)
-        if len(found) < wanted:
-            found = self.best(words, conds, CANDIDATES, "all", sort, wanted)
+    def keyword(self, words: list[str], conds: list, q: SearchQuery):
+        """(ranked matches, the words matched, the corrected query or None): every word strictly (see
+        matches); misspelt words corrected when that finds too little; then the query relaxed, its
+        matches ranked after the strict ones."""
+        groups = expand(words)
+        found = self.matches(groups, conds, q.limit, q.sort)
+        corrected = None
+        if len(found) < 3 and q.correct:
+            fixed = self.correct(words)
+            if fixed != words:
+                better = self.matches(expand(fixed), conds, q.limit, q.sort)
+                if len(better) > len(found):
+                    found, words, groups, corrected = better, fixed, expand(fixed), " ".join(fixed)
+        for attempt, any_word in relaxations(groups):
+            if len(found) >= q.limit:
+                break
+            add_new(found, self.best(attempt, conds, CANDIDATES, "stem", q.sort, q.limit, any_word=any_word))
+        return list(found.items()), words, corrected
+
+    def matches(self, groups: list[tuple[str, ...]], conds: list, wanted: int,
+                sort: str = "Relevance") -> dict[int, float]:
+        """Documents matching every word (or one of its synonyms), best first: as written in names, tags,
+        trigger words, file and version names and creators (few, and what people look for); as written
+        anywhere; stemmed anywhere, each step only while fewer than `wanted` are found."""
+        found: dict[int, float] = {}
+        for fields in STAGES:
+            add_new(found, self.best(groups, conds, CANDIDATES, fields, sort, wanted))
+            if len(found) >= wanted:
+                break
         return found
 
-    def best(self, words: list[str], conds: list, limit: int, fields: str, sort: str = "Relevance",
-             wanted: int = 1, whole_words_first: bool = True) -> list[tuple[int, float]]:
+    def best(self, groups: list[tuple[str, ...]], conds: list, limit: int, fields: str, sort: str = "Relevance",
+             wanted: int = 1, whole_words_first: bool = True, any_word: bool = False) -> list[tuple[int, float]]:
         """The best `limit` matches. The last word is read as a prefix (search as you type), but first as a
         whole word when whole_words_first: a prefix reads every term it extends, so on a large index the
         prefix is only worth it when the whole word finds fewer than `wanted`."""
         found: list[tuple[int, float]] = []
         for prefix in ((False, True) if whole_words_first else (True,)):
-            found = self.ranked(words, conds, limit, fields, sort, wanted, prefix)
+            found = self.ranked(self._match_text(groups, fields, prefix, any_word), conds, limit, fields, sort,
+                                wanted)
             if len(found) >= wanted:
                 break
         return found
 
-    def ranked(self, words: list[str], conds: list, limit: int, fields: str, sort: str, wanted: int,
-               prefix: bool) -> list[tuple[int, float]]:
+    def ranked(self, text: str, conds: list, limit: int, fields: str, sort: str,
+               wanted: int) -> list[tuple[int, float]]:
         """Ranking every match of a common word is what makes full-text search slow on a large catalog,
         so relevance ranks the newest TIER matches (a rowid range: cheap), and only falls back to every
         match when the filters leave fewer than `wanted` of those; another sort orders every match by its
         column, which needs no ranking."""
-        text = self._match_text(words, fields, prefix)
         if sort != "Relevance":
             column = getattr(SearchDoc, SORT_COLUMNS[sort])
             rows = (SearchDoc.select(SearchDoc.id).where(SearchDoc.id.in_(self._match_ids(text, fields)), *conds)
@@ -356,7 +419,8 @@ class DatabaseBackend(Backend):
         if not words:
             return []
         conds = self.conditions(SearchQuery(viewer_id=viewer_id))
-        ids = [i for i, _ in self.best(words, conds, limit * 5, "name", wanted=limit, whole_words_first=False)]
+        ids = [i for i, _ in self.best([(w,) for w in words], conds, limit * 5, "name", wanted=limit,
+                                       whole_words_first=False)]
         rows = dict(SearchDoc.select(SearchDoc.id, SearchDoc.name).where(SearchDoc.id.in_(ids)).tuples())
         seen, out = set(), []
         for i in ids:
@@ -371,9 +435,11 @@ class DatabaseBackend(Backend):
     def _remove_text(self, ids: list[int]) -> None: ...
     def _clear_text(self) -> None: ...
 
-    def _match_text(self, words: list[str], fields: str, prefix: bool) -> str:
-        """The full-text query where every word matches (the last one as a prefix when `prefix`) within
-        the fields: "name", "primary" (name, tags, creator) or "all"."""
+    def _match_text(self, groups: list[tuple[str, ...]], fields: str, prefix: bool, any_word: bool = False) -> str:
+        """The full-text query where each group (a word or phrase and its synonyms) matches (any_word: one
+        group is enough; the first of the last group as a prefix when `prefix`) within the fields: "name",
+        "primary" (name, tags, trigger words, file and version names, creator), "all" (those and the
+        description) as written, or "stem" (all, stemmed)."""
 
     def _match_ids(self, text: str, fields: str):
         """A query of the ids of the documents that match (see _match_text)."""

@@ -1,5 +1,7 @@
-"""Search backend on PostgreSQL: a weighted tsvector (name A, tags B, creator C, description D) with a
-GIN index, an unaccent text-search configuration, ts_rank_cd and ts_headline, over the shared engine."""
+"""Search backend on PostgreSQL over the shared engine: two weighted tsvectors (name A; tags and trigger
+words B; creator, file and version names C; description D) with GIN indexes, one of the words as written
+(`tsv`, unaccent) and one through the English Snowball stemmer (`tsv_stem`), ranked by ts_rank_cd. The
+engine asks the exact one first, so exact matches rank above stemmed ones."""
 from __future__ import annotations
 
 from peewee import SQL, Expression, fn
@@ -9,62 +11,92 @@ from models_db.search.engine import DatabaseBackend, conditions_key
 from models_db.search.tables import SearchDoc
 
 CONFIG = "atelier_search"
+STEM_CONFIG = "atelier_search_stem"
 RANK_WEIGHTS = "{0.1, 0.3, 0.5, 1.0}"  # D, C, B, A
+
+
+def config_sql(name: str, copy: str, dictionaries: str) -> str:
+    return f"""DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = '{name}') THEN
+            CREATE TEXT SEARCH CONFIGURATION {name} (COPY = {copy});
+            ALTER TEXT SEARCH CONFIGURATION {name} ALTER MAPPING FOR hword, hword_part, word WITH {dictionaries};
+        END IF;
+    END $$"""
+
 
 SETUP = [
     "CREATE EXTENSION IF NOT EXISTS unaccent",
-    f"""DO $$ BEGIN
-        IF NOT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = '{CONFIG}') THEN
-            CREATE TEXT SEARCH CONFIGURATION {CONFIG} (COPY = simple);
-            ALTER TEXT SEARCH CONFIGURATION {CONFIG} ALTER MAPPING FOR hword, hword_part, word WITH unaccent, simple;
-        END IF;
-    END $$""",
+    config_sql(CONFIG, "simple", "unaccent, simple"),
     "ALTER TABLE search_doc ADD COLUMN IF NOT EXISTS tsv tsvector",
     "CREATE INDEX IF NOT EXISTS search_doc_tsv ON search_doc USING GIN (tsv)",
 ]
+STEM_SETUP = [
+    config_sql(STEM_CONFIG, "english", "unaccent, english_stem"),
+    "ALTER TABLE search_doc ADD COLUMN IF NOT EXISTS tsv_stem tsvector",
+    "CREATE INDEX IF NOT EXISTS search_doc_tsv_stem ON search_doc USING GIN (tsv_stem)",
+]
 
 
-WEIGHTS = {"name": "A", "primary": "ABC", "all": ""}
+def vector_sql(config: str) -> str:
+    return (f"setweight(to_tsvector('{config}', name), 'A') || "
+            f"setweight(to_tsvector('{config}', tags_text || ' ' || triggers_text), 'B') || "
+            f"setweight(to_tsvector('{config}', creator || ' ' || files_text || ' ' || versions_text), 'C') || "
+            f"setweight(to_tsvector('{config}', description), 'D')")
 
 
-def tsquery(words: list[str], fields: str, prefix: bool = True) -> str:
+REFILL = f"UPDATE search_doc SET tsv = {vector_sql(CONFIG)}, tsv_stem = {vector_sql(STEM_CONFIG)}"
+WEIGHTS = {"name": "A", "primary": "ABC", "all": "", "stem": ""}
+
+
+def lexeme(term: str, weight: str, prefix: bool) -> str:
+    words = term.split()
+    suffix = ":*" + weight if prefix else (":" + weight if weight else "")
+    return " <-> ".join(words[:-1] + [words[-1] + suffix]) if len(words) > 1 else words[0] + suffix
+
+
+def tsquery(groups: list[tuple[str, ...]], fields: str, prefix: bool = True, any_word: bool = False) -> str:
     weight = WEIGHTS[fields]
-    return " & ".join(f"{w}:*{weight}" if prefix and i == len(words) - 1 else (f"{w}:{weight}" if weight else w)
-                      for i, w in enumerate(words))
+    parts = []
+    for n, alternatives in enumerate(groups):
+        terms = [lexeme(t, weight, prefix and n == len(groups) - 1 and i == 0) for i, t in enumerate(alternatives)]
+        parts.append(terms[0] if len(terms) == 1 else "(" + " | ".join(f"({t})" for t in terms) + ")")
+    return (" | " if any_word else " & ").join(parts)
+
+
+def column_and_config(fields: str) -> tuple[SQL, str]:
+    return (SQL("tsv_stem"), STEM_CONFIG) if fields == "stem" else (SQL("tsv"), CONFIG)
 
 
 class PostgresBackend(DatabaseBackend):
     name = "postgres"
 
     def _index_text(self, docs):
-        db.execute_sql(f"""
-            UPDATE search_doc SET tsv =
-                setweight(to_tsvector('{CONFIG}', name), 'A') ||
-                setweight(to_tsvector('{CONFIG}', tags_text), 'B') ||
-                setweight(to_tsvector('{CONFIG}', creator), 'C') ||
-                setweight(to_tsvector('{CONFIG}', description), 'D')
-            WHERE id = ANY(%s)""", ([d["id"] for d in docs],))
+        db.execute_sql(f"{REFILL} WHERE id = ANY(%s)", ([d["id"] for d in docs],))
 
     def _remove_text(self, ids):
-        pass  # the tsvector lives in search_doc's row
+        pass  # the tsvectors live in search_doc's row
 
     def _clear_text(self):
         pass
 
-    def _match_text(self, words, fields, prefix):
-        return tsquery(words, fields, prefix)
+    def _match_text(self, groups, fields, prefix, any_word=False):
+        return tsquery(groups, fields, prefix, any_word)
 
     def _match_ids(self, text, fields):
-        return SearchDoc.select(SearchDoc.id).where(Expression(SQL("tsv"), "@@", fn.to_tsquery(CONFIG, text)))
+        column, config = column_and_config(fields)
+        return SearchDoc.select(SearchDoc.id).where(Expression(column, "@@", fn.to_tsquery(config, text)))
 
     def _keyword(self, text, conds, limit, fields="all", floor=None):
+        column, config = column_and_config(fields)
+
         def build(query_text, most, lowest):
-            match = fn.to_tsquery(CONFIG, query_text)
-            rank = fn.ts_rank_cd(RANK_WEIGHTS, SQL("tsv"), match)
+            match = fn.to_tsquery(config, query_text)
+            rank = fn.ts_rank_cd(RANK_WEIGHTS, column, match)
             query = (SearchDoc.select(SearchDoc.id, rank.alias("rank"))
-                     .where(Expression(SQL("tsv"), "@@", match), *conds)
+                     .where(Expression(column, "@@", match), *conds)
                      .order_by(rank.desc(), SearchDoc.id.desc()).limit(most))
             return query if floor is None else query.where(SearchDoc.id >= lowest)
 
-        rows = compiled_tuples(("keyword", floor is None, conditions_key(conds)), build, text, limit, floor or 0)
+        key = ("keyword", config, floor is None, conditions_key(conds))
+        rows = compiled_tuples(key, build, text, limit, floor or 0)
         return [(i, float(score)) for i, score in rows]

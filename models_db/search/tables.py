@@ -11,6 +11,9 @@ class SearchDoc(BaseModel):
     id = IntegerField(primary_key=True)  # the model's id
     name = TextField()
     tags_text = TextField(default="")
+    triggers_text = TextField(default="")  # the versions' trigger words
+    files_text = TextField(default="")  # file names without extensions
+    versions_text = TextField(default="")  # version names
     description = TextField(default="")
     creator = CharField(max_length=64)
     owner_id = IntegerField()
@@ -41,7 +44,13 @@ class SearchTerm(BaseModel):
     term = CharField(max_length=64, primary_key=True)
 
 
-TABLES = [SearchDoc, SearchFacet, SearchTerm]
+class SearchSynonym(BaseModel):
+    """Words (or phrases) that mean the same to a searcher: one row per word, grouped by `group`."""
+    term = CharField(max_length=64, primary_key=True)
+    group = IntegerField(index=True)
+
+
+TABLES = [SearchDoc, SearchFacet, SearchTerm, SearchSynonym]
 
 
 def facet_rows(doc: dict) -> list[dict]:

@@ -58,7 +58,8 @@ def test_semantic_query_finds_related_description(client, catalog):
     found, _ = names(client, "/api/v1/search?q=rainy neon city at night")
     assert found[0] == "Neon Alley"
     assert "Citrus Still Life" not in found
-    assert names(client, "/api/v1/search?q=rainy neon city at night&mode=keyword")[0] == []
+    # keywords alone: no document has every word; "neon" is the one found once words are dropped
+    assert names(client, "/api/v1/search?q=rainy neon city at night&mode=keyword")[0] == ["Neon Alley"]
 
 
 def test_filters_facets_and_visibility(client, catalog, bob):
@@ -190,3 +191,74 @@ def test_typo_correction_looks_among_terms_with_the_same_first_letter(client, ca
     assert names(client, "/api/v1/search?q=lanscape&mode=keyword")[0][0] == "Mountain Landscape"
     found, body = names(client, "/api/v1/search?q=kandscape&mode=keyword")
     assert found == [] and body["query"]["corrected"] is None
+
+
+# ---- finding what people mean (issue 21) -------------------------------------------------------------
+
+def test_a_singular_word_finds_its_plural_and_exact_forms_rank_first(client, alice):
+    catalog_model(alice[0], "Cozy Cabin", tags=["interior"], description="Warm wooden rooms with fireplaces")
+    catalog_model(alice[0], "Hearth Study", tags=["interior"], description="A stone fireplace in a quiet room")
+    flush_search_index.fn()
+    assert names(client, "/api/v1/search?q=fireplace room&mode=keyword")[0] == ["Hearth Study", "Cozy Cabin"]
+    assert names(client, "/api/v1/search?q=fireplaces&mode=keyword")[0] == ["Cozy Cabin", "Hearth Study"]
+
+
+def test_words_no_document_has_are_dropped_from_the_end_then_any_word_is_enough(client, alice):
+    catalog_model(alice[0], "Cozy Cabin", tags=["interior"], description="Warm wooden rooms with fireplaces")
+    catalog_model(alice[0], "Mountain Landscape", tags=["landscape"], description="Peaks at dawn")
+    catalog_model(alice[0], "Sunset Harbor", tags=["boats"], description="Fishing boats in the evening light")
+    flush_search_index.fn()
+    assert names(client, "/api/v1/search?q=fireplace living room&mode=keyword")[0] == ["Cozy Cabin"]
+    assert names(client, "/api/v1/search?q=mountain sunset&mode=keyword")[0] == ["Mountain Landscape", "Sunset Harbor"]
+    assert names(client, "/api/v1/search?q=sunset mountain&mode=keyword")[0] == ["Sunset Harbor", "Mountain Landscape"]
+
+
+def test_a_paraphrase_sharing_no_word_finds_the_related_model(client, alice):
+    catalog_model(alice[0], "Coral Reef", tags=["underwater", "reef"],
+                  description="Colorful coral gardens with tropical fish and turtles below the waves")
+    catalog_model(alice[0], "Neon Alley", tags=["cyberpunk"], description="A cyberpunk street in the rain")
+    catalog_model(alice[0], "Citrus Still Life", tags=["food"], description="A bowl of lemons on a wooden table")
+    flush_search_index.fn()
+    assert names(client, "/api/v1/search?q=scuba diving&mode=keyword")[0] == []
+    assert names(client, "/api/v1/search?q=scuba diving")[0] == ["Coral Reef"]  # MiniLM cosine 0.36
+    assert names(client, "/api/v1/search?q=ocean animals")[0] == ["Coral Reef"]  # 0.49
+
+
+def test_trigger_words_file_and_version_names_are_searchable(client, alice):
+    catalog_model(alice[0], "Ink Wash", trained_words=["inkwsh style", "sumi"],
+                  file_name="brushwork_xl-000012.safetensors")
+    catalog_model(alice[0], "Inkwsh Lookalike", description="not the one")
+    flush_search_index.fn()
+    assert names(client, "/api/v1/search?q=inkwsh&mode=keyword")[0] == ["Inkwsh Lookalike", "Ink Wash"]
+    assert names(client, "/api/v1/search?q=sumi&mode=keyword")[0] == ["Ink Wash"]
+    assert names(client, "/api/v1/search?q=brushwork xl&mode=keyword")[0] == ["Ink Wash"]
+    assert names(client, "/api/v1/search?q=safetensors&mode=keyword")[0] == []  # the extension is not a word
+
+
+def test_synonyms_edited_from_the_cli_apply_at_the_next_query(client, alice):
+    catalog_model(alice[0], "Manga Lineart", tags=["comic"])
+    flush_search_index.fn()
+    assert names(client, "/api/v1/search?q=anime&mode=keyword")[0] == []
+    result = cli("search", "synonyms", "add", "anime", "manga")
+    assert result.exit_code == 0, result.output
+    assert names(client, "/api/v1/search?q=anime&mode=keyword")[0] == ["Manga Lineart"]
+    assert "anime, manga" in cli("search", "synonyms", "list").output
+    assert cli("search", "synonyms", "remove", "anime").exit_code == 0
+    assert names(client, "/api/v1/search?q=anime&mode=keyword")[0] == []
+    assert cli("search", "synonyms", "add", "anime").exit_code != 0  # a group of one
+
+
+def test_the_shipped_synonyms(client, alice):
+    from models_db.search import synonyms
+    synonyms.install_defaults()
+    catalog_model(alice[0], "Enlarge 4x", model_type="Upscaler")
+    flush_search_index.fn()
+    assert names(client, "/api/v1/search?q=upscaler&mode=keyword")[0] == ["Enlarge 4x"]
+
+
+def test_a_typo_of_a_model_indexed_a_second_ago_is_corrected(client, catalog, alice):
+    assert names(client, "/api/v1/search?q=glaicer&mode=keyword")[0] == []  # this process reads its vocabulary
+    catalog_model(alice[0], "Glacier Study", tags=["ice"])
+    flush_search_index.fn()
+    found, body = names(client, "/api/v1/search?q=glaicer&mode=keyword")
+    assert found == ["Glacier Study"] and body["query"]["corrected"] == "glacier"
