@@ -431,3 +431,32 @@ def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]
     ids = [j for (j,) in GenerationJob.select(GenerationJob.id).where(GenerationJob.run == run)
            .order_by(GenerationJob.index).tuples()]
     return run, ids
+
+
+# ---- paging runs and jobs ---------------------------------------------------------------------------
+def runs_page(user_id: int, limit: int, cursor: str = "") -> tuple[list[GenerationRun], str | None]:
+    """The user's runs, newest first, after the cursor; and the next page's cursor (None: last page)."""
+    from models_db.cursors import decode_keyset, encode_keyset
+    query = GenerationRun.select().where(GenerationRun.user == user_id)
+    if cursor:
+        query = query.where(GenerationRun.id < decode_keyset(cursor, dated=False)[1])
+    rows = list(query.order_by(GenerationRun.id.desc()).limit(limit + 1))
+    more = len(rows) > limit
+    return rows[:limit], encode_keyset(rows[limit - 1].id, rows[limit - 1].id) if more else None
+
+
+def jobs_page(run_id: int, limit: int, cursor: str = "", state: str | None = None
+              ) -> tuple[list[GenerationJob], str | None]:
+    """A run's jobs in their order (only those in `state` if given), after the cursor; and the next cursor."""
+    from models_db.cursors import BadCursor, decode_keyset, encode_keyset
+    query = GenerationJob.select().where(GenerationJob.run == run_id)
+    if state:
+        query = query.where(GenerationJob.state == state)
+    if cursor:
+        after = decode_keyset(cursor, dated=False)[0]
+        if after is None:
+            raise BadCursor()
+        query = query.where(GenerationJob.index > after)
+    rows = list(query.order_by(GenerationJob.index).limit(limit + 1))
+    more = len(rows) > limit
+    return rows[:limit], encode_keyset(rows[limit - 1].index, rows[limit - 1].id) if more else None

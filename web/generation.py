@@ -13,10 +13,10 @@ from models_db import generation as gen
 from models_db.ids import INT64_MAX
 from models_db.redis_store import give_back_place, take_place
 from web import streams
-from web.api import absolute, body_limit, current_api_user, error, integer, require_user, send_blob
+from web.api import absolute, body_limit, current_api_user, error, integer, page_url, require_user, send_blob
 from web.catalog import iso
 from web.handoff import hand_off
-from web.openapi import INT, LIMIT, STR, doc, items_of, obj, param, ref
+from web.openapi import INT, LIMIT, STR, doc, enum, obj, paged, param, ref
 
 PNG = {"type": "string", "format": "binary"}
 
@@ -30,7 +30,13 @@ def job_json(job: gen.GenerationJob) -> dict:
             "imageUrl": absolute("generation.job_image", job_id=job.id) if job.output_blob else None}
 
 
-def run_json(run: gen.GenerationRun, with_jobs: bool = True) -> dict:
+JOBS_PAGE = 100  # a run's jobs per page unless ?limit= says otherwise (at most MAX_JOBS_PAGE)
+MAX_JOBS_PAGE = 500
+
+
+def run_json(run: gen.GenerationRun, with_jobs: bool = True, limit: int = JOBS_PAGE, cursor: str = "",
+             state: str | None = None) -> dict:
+    """The run's summary; with_jobs: also one page of its jobs (in order) and `metadata` to page on."""
     out = {"id": run.id, "status": run.status, "source": run.source, "total": run.total, "done": run.done,
            "failed": run.failed, "progress": (run.done + run.failed) / run.total if run.total else 1.0,
            "createdAt": iso(run.created_at), "finishedAt": iso(run.finished_at), "request": run.request,
@@ -38,7 +44,13 @@ def run_json(run: gen.GenerationRun, with_jobs: bool = True) -> dict:
                      for n in range(len(json.loads(run.grid_blobs or "[]")))],
            "eventsUrl": absolute("generation.events", run_id=run.id)}
     if with_jobs:
-        out["jobs"] = [job_json(j) for j in run.jobs.order_by(gen.GenerationJob.index)]
+        jobs_, next_cursor = gen.jobs_page(run.id, limit, cursor, state)
+        out["jobs"] = [job_json(j) for j in jobs_]
+        out["metadata"] = {"pageSize": limit}
+        if next_cursor:
+            args = {"state": state} if state else {}
+            out["metadata"].update(nextCursor=next_cursor, nextPage=absolute(
+                "generation.run_status", run_id=run.id, cursor=next_cursor, limit=limit, **args))
     return out
 
 
@@ -67,25 +79,37 @@ def create():
     return jsonify(run_json(run)), 202
 
 
+CURSOR = param("cursor", description="opaque; from metadata.nextCursor")
+
+
 @bp.get("/api/v1/generation/runs")
 @require_user("read")
-@doc("Your latest runs (without their jobs)", "generation", response=items_of(ref("GenerationRun")),
-     params=[LIMIT(100)])
+@doc("Your runs, newest first, without their jobs; page on with metadata.nextCursor", "generation",
+     response=paged(ref("GenerationRun")), params=[LIMIT(100), CURSOR])
 def runs():
     limit = integer("limit", 20, 1, 100)
-    query = (gen.GenerationRun.select().where(gen.GenerationRun.user == current_api_user())
-             .order_by(gen.GenerationRun.id.desc()).limit(limit))
-    return jsonify(items=[run_json(r, with_jobs=False) for r in query])
+    rows, next_cursor = gen.runs_page(current_api_user().id, limit, request.args.get("cursor", ""))
+    metadata = {"pageSize": limit}
+    if next_cursor:
+        metadata.update(nextCursor=next_cursor, nextPage=page_url(cursor=next_cursor))
+    return jsonify(items=[run_json(r, with_jobs=False) for r in rows], metadata=metadata)
 
 
 @bp.get("/api/v1/generation/runs/<id:run_id>")
 @require_user("read")
-@doc("A run: status, progress, jobs and image URLs", "generation", response=ref("GenerationRun"))
+@doc("A run: status, progress, and one page of its jobs in order (their image URLs, failures' reasons); "
+     "page on with metadata.nextCursor; `state` keeps only jobs in that state", "generation",
+     response=ref("GenerationRun"), params=[LIMIT(MAX_JOBS_PAGE), CURSOR, param("state", enum(gen.JOB_STATES))])
 def run_status(run_id: int):
-    return jsonify(run_json(own_run(run_id)))
+    run = own_run(run_id)
+    state = request.args.get("state") or None
+    if state is not None and state not in gen.JOB_STATES:
+        error(400, f"state must be one of: {', '.join(gen.JOB_STATES)}", field="state")
+    return jsonify(run_json(run, limit=integer("limit", JOBS_PAGE, 1, MAX_JOBS_PAGE),
+                            cursor=request.args.get("cursor", ""), state=state))
 
 
-@bp.delete("/api/v1/generation/runs/<id:run_id>")
+@bp.post("/api/v1/generation/runs/<id:run_id>/cancel")
 @require_user("write")
 @doc("Cancel: queued jobs are dropped, a running batch stops at its next step", "generation",
      response=ref("GenerationRun"))

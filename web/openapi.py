@@ -153,7 +153,7 @@ SCHEMAS = {
         id=INT, status=enum(("Queued", "Running", "Done", "Failed", "Cancelled")), source=STR, total=INT,
         done=INT, failed=INT, progress=NUM, createdAt=DATE, finishedAt=nullable(DATE),
         request={"type": ["object", "string", "null"]}, grids=array(URL), eventsUrl=URL,
-        jobs=array(ref("GenerationJob"))),
+        jobs=array(ref("GenerationJob")), metadata=ref("PageMetadata")),
     "ModerationItem": obj(
         ("id", "nsfwLevel"), id=INT, url=URL, nsfwLevel=INT, nsfwLevelName=STR, source=nullable(STR),
         reports=array(STR), votes={"type": "object", "additionalProperties": NUM}, status=STR),

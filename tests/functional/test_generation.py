@@ -161,7 +161,7 @@ def test_cancel_stops_a_running_batch_and_drops_queued_jobs(client, alice, sd1, 
                  **dict(SMALL, steps=150, width=128, height=128))
     pubsub.subscribe(jobs.channel(run["id"]))
     assert first_step(pubsub, 60), "no step event"
-    answer = client.delete(f"/api/v1/generation/runs/{run['id']}", headers=auth(key)).get_json()
+    answer = client.post(f"/api/v1/generation/runs/{run['id']}/cancel", headers=auth(key)).get_json()
     assert answer["status"] == "Cancelled"
     run_jobs(worker)
     run = run_of(client, key, run["id"])

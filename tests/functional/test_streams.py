@@ -124,7 +124,8 @@ def test_streams_of_several_users_leave_the_request_threads_free(web, sd1):
         for path in ("/healthz", "/", "/api/v1/models"):
             answers_within_a_second(web + path)
         # a live event reaches every stream of the run, and the run's end ends them
-        assert requests.delete(f"{web}/api/v1/generation/runs/{runs[0]}", headers=auth(keys[0])).status_code == 200
+        cancelled = requests.post(f"{web}/api/v1/generation/runs/{runs[0]}/cancel", headers=auth(keys[0]))
+        assert cancelled.status_code == 200
         for stream in streams[0]:
             assert stream.read_until(b"0\r\n\r\n").endswith(b"0\r\n\r\n") and b"event: cancelled" in stream.data
         # a client that goes away gives its place back
@@ -223,7 +224,7 @@ def test_a_finished_runs_stream_replays_and_ends_and_a_caught_up_client_gets_204
     _, key = alice
     run = client.post("/api/v1/generation", headers=auth(key),
                       json={"model": sd1["versionId"], "prompt": "x", **SMALL}).get_json()
-    client.delete(f"/api/v1/generation/runs/{run['id']}", headers=auth(key))
+    client.post(f"/api/v1/generation/runs/{run['id']}/cancel", headers=auth(key))
     status, body = read_stream(client, key, run["id"])
     assert status == 200 and event_names(body) == ["queued", "cancelled"]
     assert read_stream(client, key, run["id"], **{"Last-Event-ID": "1"})[0] == 204
@@ -270,7 +271,7 @@ def test_a1111_waits_of_several_users_leave_the_request_threads_free(tmp_path, s
             # a waiting call answers as soon as its run ends: here the first user cancels theirs
             first = gen.GenerationRun.select().join(User).where(User.username == "painter0")
             for run in first:
-                assert requests.delete(f"{web}/api/v1/generation/runs/{run.id}", headers=auth(keys[0])).ok
+                assert requests.post(f"{web}/api/v1/generation/runs/{run.id}/cancel", headers=auth(keys[0])).ok
             for call in calls[:per_user]:
                 assert call.status == 409 and b"generation cancelled" in call.read_until(b"}"), call.data
         finally:
@@ -317,7 +318,7 @@ def test_one_stream_follows_all_of_a_users_runs_and_only_theirs(live_server, sd1
     refused.close()
     queued_run(live_server, other, sd1)  # someone else's run: none of its events reach quinn
     first, second = queued_run(live_server, key, sd1), queued_run(live_server, key, sd1)
-    assert requests.delete(f"{live_server}/api/v1/generation/runs/{second}", headers=auth(key)).ok
+    assert requests.post(f"{live_server}/api/v1/generation/runs/{second}/cancel", headers=auth(key)).ok
     stream.read_until(b"event: cancelled")
     assert sse(stream.data) == [("1", "queued", first), ("2", "queued", second), ("3", "cancelled", second)]
     stream.close()
@@ -336,7 +337,7 @@ def test_one_stream_follows_all_of_a_users_runs_and_only_theirs(live_server, sd1
     while (again := user_events(live_server, key, last=1)).status != 200 and time.monotonic() < deadline:
         again.close()
         time.sleep(0.2)
-    assert requests.delete(f"{live_server}/api/v1/generation/runs/{third}", headers=auth(key)).ok
+    assert requests.post(f"{live_server}/api/v1/generation/runs/{third}/cancel", headers=auth(key)).ok
     again.read_until(b"event: cancelled")  # told to read its runs again, then what happens next
     assert sse(again.data) == [(None, "reset", None), ("5", "cancelled", third)]
     again.close()

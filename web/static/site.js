@@ -232,7 +232,7 @@ function followRuns(box) {
 }
 
 async function cancelRun(id) {
-  const run = await api("DELETE", `/api/v1/generation/runs/${id}`);
+  const run = await api("POST", `/api/v1/generation/runs/${id}/cancel`);
   if (RUN_DONE.includes(run.status)) onRunEvent(run.status.toLowerCase(), {run: id});  // as its end event will
 }
 
