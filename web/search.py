@@ -1,7 +1,7 @@
 """GET /api/v1/search (hits, facets, highlights, cursor paging) and /api/v1/search/suggest."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify, request, url_for
 
 from models_db import catalog as c
 from models_db import catalog_queries, search
@@ -66,13 +66,17 @@ def search_models():
 
 
 @bp.get("/api/v1/search/suggest")
-@doc("Model names completing a prefix", "search", response=obj(query=STR, suggestions=array(STR)),
+@doc("Model names completing a prefix, and the models they name (a suggestion opens its model)", "search",
+     response=obj(query=STR, suggestions=array(STR), models=array(obj(id=INT, name=STR, url=STR))),
      params=[param("q", required=True), LIMIT(20)])
 def suggest():
     text = request.args.get("q", "").strip()
     limit = integer("limit", 8, 1, 20)
     user = current_api_user()
-    return jsonify(query=text, suggestions=search.get_backend().suggest(text, limit, user.id if user else None))
+    found = search.get_backend().suggest_models(text, limit, user.id if user else None)
+    return jsonify(query=text, suggestions=[name for _, name in found],
+                   models=[{"id": i, "name": name, "url": url_for("site_catalog.model_page", model_id=i)}
+                           for i, name in found])
 
 
 def models_page(f, sort: str, limit: int, cursor: str | None, page: int | None):

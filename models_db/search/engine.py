@@ -414,7 +414,7 @@ class DatabaseBackend(Backend):
                 out[field][value] = n
         return out
 
-    def suggest(self, prefix: str, limit: int = 10, viewer_id: int | None = None) -> list[str]:
+    def suggest_models(self, prefix: str, limit: int = 10, viewer_id: int | None = None) -> list[tuple[int, str]]:
         words = tokens(prefix)
         if not words:
             return []
@@ -427,7 +427,7 @@ class DatabaseBackend(Backend):
             name = rows.get(i)
             if name and name.lower() not in seen:
                 seen.add(name.lower())
-                out.append(name)
+                out.append((i, name))
         return out[:limit]
 
     # ---- the full-text part -----------------------------------------------------------------

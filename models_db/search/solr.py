@@ -10,9 +10,17 @@ from models_db.search.base import (
     SearchQuery,
     SearchResult,
     page,
-    rrf,
 )
-from models_db.search.engine import CANDIDATES, MARK_CLOSE, MARK_OPEN, SEMANTIC_K, SEMANTIC_MIN, mark_html, tokens
+from models_db.search.engine import (
+    CANDIDATES,
+    MARK_CLOSE,
+    MARK_OPEN,
+    SEMANTIC_FILL,
+    SEMANTIC_K,
+    fuse,
+    mark_html,
+    tokens,
+)
 
 FACETS = {"type": "type", "base_models": "baseModel", "tags": "tags"}
 
@@ -45,7 +53,8 @@ class SolrBackend(Backend):
                    "description": d["description"], "type": d["type"], "base_models": d["base_models"],
                    "status": d["status"], "owner_id": d["owner_id"], "nsfw": d["nsfw"],
                    "nsfw_level": d["nsfw_level"], "published_at": solr_date(d["published_at"]),
-                   "download_count": d["download_count"], "rating": d["rating"]}
+                   "download_count": d["download_count"], "rating": d["rating"],
+                   "triggers": d.get("triggers", []), "files": d.get("files", []), "versions": d.get("versions", [])}
             if d["id"] in vecs:
                 row["vector"] = vecs[d["id"]]
             rows.append({k: v for k, v in row.items() if v is not None})
@@ -79,11 +88,12 @@ class SolrBackend(Backend):
             fq.append(f"nsfw_level:[* TO {int(q.max_nsfw_level)}]")
         return fq
 
-    def keyword(self, words: list[str], fq: list[str], fuzzy=False, rows=CANDIDATES):
+    def keyword(self, words: list[str], fq: list[str], fuzzy=False, rows=CANDIDATES, any_word=False):
         terms = [f"{w}~{1 if len(w) < 6 else 2}" if fuzzy and len(w) >= 4 else w for w in words]
         if not fuzzy:
             terms[-1] = terms[-1] + "*"
-        result = self.solr.search(" ".join(terms), fq=fq, fl="id,score", rows=rows)
+        options = {"q.op": "OR"} if any_word else {}
+        result = self.solr.search(" ".join(terms), fq=fq, fl="id,score", rows=rows, **options)
         return [(int(d["id"]), float(d["score"])) for d in result.docs]
 
     def search(self, q: SearchQuery) -> SearchResult:
@@ -96,9 +106,12 @@ class SolrBackend(Backend):
             fuzzy = self.keyword(words, fq, fuzzy=True)
             if len(fuzzy) > len(keyword):
                 keyword, corrected = fuzzy, " ".join(f"{w}~" for w in words)
+        if len(keyword) < q.limit and len(words) > 1:  # too few with every word: any word (ranked after)
+            seen = {i for i, _ in keyword}
+            keyword += [(i, s) for i, s in self.keyword(words, fq, any_word=True) if i not in seen]
         ranked = keyword
         if q.hybrid:
-            ranked = rrf([i for i, _ in keyword], [i for i, _ in self.semantic(q.text, fq)])
+            ranked = fuse(keyword, self.semantic(q.text, fq), q.limit)
         if q.sort != "Relevance":
             ranked = self.sort_ids([i for i, _ in ranked], q.sort)
         chunk, next_cursor = page(ranked, q)
@@ -116,7 +129,7 @@ class SolrBackend(Backend):
                                   rows=SEMANTIC_K, defType="lucene")
         # Solr's cosine score is (1 + cos) / 2
         return [(int(d["id"]), 2 * float(d["score"]) - 1) for d in result.docs
-                if 2 * float(d["score"]) - 1 >= SEMANTIC_MIN]
+                if 2 * float(d["score"]) - 1 >= SEMANTIC_FILL]
 
     def sort_ids(self, ids, sort):
         if not ids:
@@ -156,11 +169,14 @@ class SolrBackend(Backend):
             out[int(doc_id)] = {k: mark_html(v[0]) for k, v in fields.items() if v}
         return out
 
-    def suggest(self, prefix, limit=10, viewer_id=None):
+    def suggest_models(self, prefix, limit=10, viewer_id=None):
         words = tokens(prefix)
         if not words:
             return []
         fq = self.filters(SearchQuery(viewer_id=viewer_id))
         query = " AND ".join(f"name_prefix:{w}" for w in words)
-        result = self.solr.search(query, fq=fq, fl="name", rows=limit, sort="download_count desc", defType="lucene")
-        return list(dict.fromkeys(d["name"] for d in result.docs))
+        result = self.solr.search(query, fq=fq, fl="id,name", rows=limit, sort="download_count desc", defType="lucene")
+        names = {}
+        for d in result.docs:
+            names.setdefault(d["name"].lower(), (int(d["id"]), d["name"]))
+        return list(names.values())

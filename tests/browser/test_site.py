@@ -57,8 +57,10 @@ def test_visitor_registers_browses_filters_searches_and_downloads(page, catalog)
     assert cards(page) == ["Forest Spirits"]
 
     page.fill("#search", "lighth")  # autocomplete from the search engine
-    page.locator("#suggestions a", has_text="Lighthouse Dreams").click()
-    page.wait_for_url(re.compile(r"query=Lighthouse"))
+    page.locator("#suggestions a", has_text="Lighthouse Dreams").click()  # a suggestion opens its model
+    page.wait_for_url(re.compile(r"/models/\d+"))
+    assert page.locator("#model-name").inner_text() == "Lighthouse Dreams"
+    page.goto("/?query=lighthouse")
     assert cards(page)[0] == "Lighthouse Dreams"
 
     page.locator("#models .card", has_text="Lighthouse Dreams").click()

@@ -262,3 +262,19 @@ def test_a_typo_of_a_model_indexed_a_second_ago_is_corrected(client, catalog, al
     flush_search_index.fn()
     found, body = names(client, "/api/v1/search?q=glaicer&mode=keyword")
     assert found == ["Glacier Study"] and body["query"]["corrected"] == "glacier"
+
+
+def test_the_page_says_it_corrected_the_query_and_offers_the_words_as_typed(client, catalog):
+    page = client.get("/?query=lanscape").get_data(as_text=True)
+    assert "Showing results for" in page and "Mountain Landscape" in page
+    assert "search instead for" in page and 'href="/?query=lanscape&amp;exact=1"' in page
+    page = client.get("/?query=lanscape&exact=1").get_data(as_text=True)
+    assert "Showing results for" not in page and "Mountain Landscape" not in page
+
+
+def test_a_suggestion_opens_its_model(client, catalog):
+    body = client.get("/api/v1/search/suggest?q=mou").get_json()
+    assert body["models"] == [{"id": catalog["landscape"].id, "name": "Mountain Landscape",
+                               "url": f"/models/{catalog['landscape'].id}"}]
+    page = client.get(body["models"][0]["url"], follow_redirects=True)
+    assert page.status_code == 200 and "Mountain Landscape" in page.get_data(as_text=True)

@@ -47,20 +47,21 @@ def cards(rows: list[dict]) -> list[dict]:
     return out
 
 
-def grid_rows(f: q.ModelFilter, sort: str, cursor: str | None):
-    """(rows, next cursor): the search engine for text queries, the catalog's keyset paging otherwise."""
+def grid_rows(f: q.ModelFilter, sort: str, cursor: str | None, exact: bool = False):
+    """(rows, next cursor, the corrected query or None): the search engine for text queries (`exact`: no
+    typo correction), the catalog's keyset paging otherwise."""
     if f.query:
         from models_db import search
         from models_db.search.base import SearchQuery
         user = viewer()
         sq = SearchQuery(text=f.query, types=f.types, base_models=f.base_models, tags=[f.tag] if f.tag else [],
                          viewer_id=user.id if user else None, sort=sort,
-                         limit=PAGE_SIZE, cursor=cursor, facets=False, highlight=False)
+                         limit=PAGE_SIZE, cursor=cursor, facets=False, highlight=False, correct=not exact)
         result = search.search(sq)
         by_id = {r["id"]: r for r in q.model_rows([h.id for h in result.hits])}
-        return [by_id[h.id] for h in result.hits if h.id in by_id], result.next_cursor
+        return [by_id[h.id] for h in result.hits if h.id in by_id], result.next_cursor, result.corrected
     rows, next_cursor, _ = q.list_models(f, sort, PAGE_SIZE, cursor=cursor)
-    return rows, next_cursor
+    return rows, next_cursor, None
 
 
 @bp.get("/models")
@@ -72,8 +73,10 @@ def home():
                       base_models=[b for b in multi("baseModels") if b in c.BASE_MODELS], period=period)
     sorts = (["Relevance"] if f.query else []) + ["Newest", "Most Downloaded", "Highest Rated"]
     sort = request.args.get("sort") if request.args.get("sort") in sorts else sorts[0]
-    rows, next_cursor = grid_rows(f, sort, request.args.get("cursor") or None)
+    exact = request.args.get("exact") == "1"
+    rows, next_cursor, corrected = grid_rows(f, sort, request.args.get("cursor") or None, exact)
     return render_template("catalog/home.html", cards=cards(rows), next_cursor=next_cursor, f=f, sort=sort,
+                           corrected=corrected, exact=exact,
                            sorts=sorts, periods=PERIODS, types=GRID_TYPES, base_models=c.BASE_MODELS,
                            popular_tags=q.popular_tags())
 

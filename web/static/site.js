@@ -68,9 +68,9 @@ function initSuggest() {
     if (text.length < 2) return close();
     timer = setTimeout(async () => {
       const data = await api("GET", `${input.dataset.suggest}?q=${encodeURIComponent(text)}&limit=8`);
-      list.replaceChildren(...data.suggestions.map((s) => el("li", {}, el("a", {
-        href: `/?query=${encodeURIComponent(s)}`}, s))));
-      list.hidden = !data.suggestions.length;
+      // a suggestion names a model: it opens that model's page
+      list.replaceChildren(...data.models.map((m) => el("li", {}, el("a", {href: m.url}, m.name))));
+      list.hidden = !data.models.length;
     }, 150);
   });
   input.addEventListener("keydown", (ev) => {
