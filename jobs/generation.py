@@ -236,6 +236,9 @@ def run_batch(jobs: list, token: str, model: ModelRef, params: Params) -> str:
     runs = [gen.refresh_run(run_id) for run_id in sorted({j.run_id for j in jobs})]
     for run in runs:
         publish(run, "started", {"jobs": [j.id for j in jobs if j.run_id == run.id], "batch": len(jobs)})
+    if not backend().is_warm(model):  # the pipeline loads first (seconds to minutes): say so, not kept
+        for run in runs:
+            publish(run, "loading", {"model": model.name}, keep=False)
     started = time.monotonic()
     try:
         with beating([j.id for j in jobs], token), GPU_LOCK:  # one batch at a time per process; claims stay fresh

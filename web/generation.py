@@ -10,12 +10,14 @@ import settings
 from gpu.request import GenerationRequest, RequestError, parse
 from jobs import generation as jobs
 from models_db import generation as gen
+from models_db import images as im
 from models_db.ids import INT64_MAX
 from models_db.redis_store import give_back_place, take_place
 from web import streams
 from web.api import absolute, body_limit, current_api_user, error, integer, page_url, require_user, send_blob
 from web.catalog import iso
 from web.handoff import hand_off
+from web.images import image_url
 from web.openapi import INT, LIMIT, STR, doc, enum, obj, paged, param, ref
 
 PNG = {"type": "string", "format": "binary"}
@@ -23,11 +25,23 @@ PNG = {"type": "string", "format": "binary"}
 bp = Blueprint("generation", __name__)
 
 
-def job_json(job: gen.GenerationJob) -> dict:
-    return {"id": job.id, "index": job.index, "state": job.state, "prompt": job.prompt,
-            "negativePrompt": job.negative_prompt, "seed": job.seed, "error": job.error,
-            "cell": json.loads(job.cell_json) if job.cell_json else None, "imageId": job.image_id,
-            "imageUrl": absolute("generation.job_image", job_id=job.id) if job.output_blob else None}
+def job_json(job: gen.GenerationJob, image: dict | None = None) -> dict:
+    """`image`: the job's catalog image row (id, mime, width, status), for links to its small variants."""
+    out = {"id": job.id, "index": job.index, "state": job.state, "prompt": job.prompt,
+           "negativePrompt": job.negative_prompt, "seed": job.seed, "error": job.error,
+           "cell": json.loads(job.cell_json) if job.cell_json else None, "imageId": job.image_id,
+           "imageUrl": absolute("generation.job_image", job_id=job.id) if job.output_blob else None,
+           "thumbUrl": None, "previewUrl": None}
+    if image and image["status"] == "Ready":  # its 96 and 450 px variants exist once jobs/images.py ran
+        out["thumbUrl"], out["previewUrl"] = image_url(image, 96), image_url(image, 450)
+    return out
+
+
+def jobs_json(jobs: list[gen.GenerationJob]) -> list[dict]:
+    """Jobs with their images' variant URLs (one query for the images of them all)."""
+    images = {r["id"]: r for r in im.Image.select(im.Image.id, im.Image.mime, im.Image.width, im.Image.status)
+              .where(im.Image.id.in_([j.image_id for j in jobs if j.image_id])).dicts()}
+    return [job_json(j, images.get(j.image_id)) for j in jobs]
 
 
 JOBS_PAGE = 100  # a run's jobs per page unless ?limit= says otherwise (at most MAX_JOBS_PAGE)
@@ -45,7 +59,7 @@ def run_json(run: gen.GenerationRun, with_jobs: bool = True, limit: int = JOBS_P
            "eventsUrl": absolute("generation.events", run_id=run.id)}
     if with_jobs:
         jobs_, next_cursor = gen.jobs_page(run.id, limit, cursor, state)
-        out["jobs"] = [job_json(j) for j in jobs_]
+        out["jobs"] = jobs_json(jobs_)
         out["metadata"] = {"pageSize": limit}
         if next_cursor:
             args = {"state": state} if state else {}
@@ -73,7 +87,10 @@ def request_error(exc: RequestError):
      "generation", status=202, response=ref("GenerationRun"), body=GenerationRequest)
 def create():
     try:
-        run = jobs.submit(current_api_user(), parse(request.get_json(silent=True)), source="api")
+        req = parse(request.get_json(silent=True))
+        if req.prompt is not None and not req.prompt.strip():
+            raise RequestError("prompt", "write a prompt: an empty one makes nothing worth keeping")
+        run = jobs.submit(current_api_user(), req, source="api")
     except RequestError as exc:
         request_error(exc)
     return jsonify(run_json(run)), 202
@@ -84,15 +101,23 @@ CURSOR = param("cursor", description="opaque; from metadata.nextCursor")
 
 @bp.get("/api/v1/generation/runs")
 @require_user("read")
-@doc("Your runs, newest first, without their jobs; page on with metadata.nextCursor", "generation",
-     response=paged(ref("GenerationRun")), params=[LIMIT(100), CURSOR])
+@doc("Your runs, newest first, without their jobs (`jobs=N`: with the first N of each); page on with "
+     "metadata.nextCursor", "generation", response=paged(ref("GenerationRun")),
+     params=[LIMIT(100), CURSOR, param("jobs", {"type": "integer", "minimum": 0, "maximum": MAX_JOBS_PAGE})])
 def runs():
-    limit = integer("limit", 20, 1, 100)
-    rows, next_cursor = gen.runs_page(current_api_user().id, limit, request.args.get("cursor", ""))
+    limit, jobs_limit = integer("limit", 20, 1, 100), integer("jobs", 0, 0, MAX_JOBS_PAGE)
+    items, next_cursor = runs_page(current_api_user().id, limit, request.args.get("cursor", ""), jobs_limit)
     metadata = {"pageSize": limit}
     if next_cursor:
         metadata.update(nextCursor=next_cursor, nextPage=page_url(cursor=next_cursor))
-    return jsonify(items=[run_json(r, with_jobs=False) for r in rows], metadata=metadata)
+    return jsonify(items=items, metadata=metadata)
+
+
+def runs_page(user_id: int, limit: int, cursor: str = "", jobs_limit: int = 0) -> tuple[list[dict], str | None]:
+    """A page of the user's runs as the API shows them, each with its first `jobs_limit` jobs (none for 0),
+    and the next page's cursor."""
+    rows, next_cursor = gen.runs_page(user_id, limit, cursor)
+    return [run_json(r, with_jobs=bool(jobs_limit), limit=jobs_limit) for r in rows], next_cursor
 
 
 @bp.get("/api/v1/generation/runs/<id:run_id>")

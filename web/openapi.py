@@ -147,7 +147,8 @@ SCHEMAS = {
     "Comment": obj(("id", "modelId", "content"), id=INT, modelId=INT, username=STR, content=STR, createdAt=DATE),
     "GenerationJob": obj(
         ("id", "index", "state"), id=INT, index=INT, state=STR, prompt=STR, negativePrompt=STR, seed=INT,
-        error=nullable(STR), cell=nullable(array({})), imageId=nullable(INT), imageUrl=nullable(URL)),
+        error=nullable(STR), cell=nullable(array({})), imageId=nullable(INT), imageUrl=nullable(URL),
+        thumbUrl=nullable(URL), previewUrl=nullable(URL)),
     "GenerationRun": obj(
         ("id", "status", "total", "done", "failed", "progress"),
         id=INT, status=enum(("Queued", "Running", "Done", "Failed", "Cancelled")), source=STR, total=INT,

@@ -31,6 +31,10 @@ class Backend(abc.ABC):
     def max_batch(self, model: ModelRef, params: Params) -> int:
         """The most items one `generate` call should get for these params (at least 1)."""
 
+    def is_warm(self, model: ModelRef) -> bool:
+        """Whether `load` would find the model's pipeline already loaded (False when the backend cannot say)."""
+        return False
+
     @abc.abstractmethod
     def release(self) -> None:
         """Drop every warm pipeline and give the device memory back."""

@@ -114,6 +114,9 @@ class TorchBackend(Backend):
     def _key(model: ModelRef) -> tuple:
         return model.sha256, model.vae.sha256 if model.vae else None
 
+    def is_warm(self, model: ModelRef) -> bool:
+        return self._key(model) in self._cache  # no lock: a load in progress must not hold this up
+
     def cached(self) -> list[Loaded]:
         """Warm pipelines, least recently used first."""
         return list(self._cache.values())

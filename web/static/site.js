@@ -139,68 +139,153 @@ function initShowcaseUploads() {
 }
 
 // ---- the generation page: one event stream for all of the user's runs ------------------------------
+// The queue is paged (runs, and each run's images) and shows the workers' small image variants, so that a
+// page with big runs asks for a few dozen things, not one full PNG per image.
 const RUN_DONE = ["Done", "Failed", "Cancelled"];
-const EVENTS = ["queued", "started", "step", "image", "failed", "done", "cancelled", "reset"];
-const runsShown = new Map();  // run id -> {node, total, done: Set of job ids, failed: Set of job ids}
+const EVENTS = ["queued", "started", "loading", "step", "image", "failed", "done", "cancelled", "grid", "reset"];
+const runsShown = new Map();  // run id -> {node, total, done, failed, seen: Set of finished job ids, bulk, rate}
+const queue = () => $("#runs");
+
+function variantUrl(imageId, width) { return `/images/${imageId}/width=${width}/${imageId}.png`; }
+
+function thumbnail(job) {
+  // A finished job's image: its 96 px variant (made by a worker a moment after the image; until then the
+  // job's own PNG), linking to the image's page.
+  const img = el("img", {alt: job.prompt || "", loading: "lazy", decoding: "async"});
+  let tries = 0;
+  img.addEventListener("error", () => {
+    if (++tries <= 4) setTimeout(() => { img.src = `${variantUrl(job.imageId, 96)}?try=${tries}`; }, 1500);
+    else if (tries === 5) img.src = `/api/v1/generation/jobs/${job.id}/image.png`;
+  });
+  img.src = job.thumbUrl || variantUrl(job.imageId, 96);
+  return el("a", {href: `/images/${job.imageId}`}, img);
+}
+
+function fillSlot(slot, job, bulk) {
+  slot.dataset.state = job.state;
+  const body = job.imageId ? thumbnail(job)
+    : job.state === "failed" ? el("span", {class: "slot-error", title: job.error || ""}, `failed: ${job.error || "unknown"}`)
+    : el("span", {}, job.state);
+  slot.replaceChildren(body, bulk && job.prompt ? el("figcaption", {}, job.prompt) : null);
+}
+
+function jobSlot(job, bulk) {
+  const slot = el("figure", {class: "slot", "data-job": job.id, title: job.prompt || ""});
+  fillSlot(slot, job, bulk);
+  return slot;
+}
+
+function moreButton(run) {
+  const cursor = run.metadata?.nextCursor;
+  if (!cursor) return null;
+  const button = el("button", {type: "button", class: "wide", "data-role": "more"}, "More images");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const limit = queue().dataset.imagesShown;
+      const page = await api("GET", `/api/v1/generation/runs/${run.id}?limit=${limit}&cursor=${encodeURIComponent(cursor)}`);
+      const shown = runsShown.get(run.id);
+      $(".images", shown.node).append(...page.jobs.map((job) => jobSlot(job, shown.bulk)));
+      button.replaceWith(moreButton(page) || "");
+    } catch (err) { button.disabled = false; button.textContent = `More images (${err.message})`; }
+  });
+  return button;
+}
 
 function renderRun(run) {
-  const slots = run.jobs.map((job) => el("div", {class: "slot", "data-job": job.id, title: job.prompt},
-    job.imageUrl ? el("img", {src: job.imageUrl, alt: job.prompt}) : job.state));
+  const prompts = new Set(run.jobs.map((j) => j.prompt));
+  const bulk = prompts.size > 1 || (run.request?.prompts?.length || 0) > 1;
   const node = el("article", {class: "run panel", id: `run-${run.id}`, "data-status": run.status},
     el("header", {},
       el("div", {}, el("b", {}, `Run ${run.id}`), " ",
         el("span", {class: `status ${run.status.toLowerCase()}`, "data-role": "status"}, run.status), " ",
-        el("span", {class: "muted", "data-role": "count"}, `${run.done}/${run.total}`)),
+        el("span", {class: "muted", "data-role": "count"}, `${run.done}/${run.total}`),
+        run.failed ? el("span", {class: "muted"}, ` · ${run.failed} failed`) : null),
       RUN_DONE.includes(run.status) ? null :
         el("button", {type: "button", class: "danger", "data-role": "cancel", onclick: () => cancelRun(run.id)}, "Cancel")),
-    el("p", {class: "muted run-prompt"}, run.jobs[0]?.prompt || ""),
+    el("p", {class: "muted run-prompt"}, bulk ? `${run.total} images from ${prompts.size}+ prompts` : run.jobs[0]?.prompt || ""),
     el("div", {class: "progress"}, el("div", {"data-role": "bar"})),
     el("p", {class: "muted run-step", "data-role": "step"}),
-    el("div", {class: "images"}, ...slots));
+    el("div", {class: "grids", "data-role": "grids"}, ...(run.grids || []).map((url) =>
+      el("a", {href: url}, el("img", {src: url, alt: `XYZ grid of run ${run.id}`, loading: "lazy"})))),
+    el("div", {class: "images"}, ...run.jobs.map((job) => jobSlot(job, bulk))),
+    moreButton(run));
   $('[data-role="bar"]', node).style.width = `${Math.round(run.progress * 100)}%`;  // CSSOM: allowed by the CSP
-  return node;
+  return {node, bulk};
 }
 
 function showRun(run, where = "append") {  // a run as the API gives it, in place of its older view
-  const node = renderRun(run), old = $(`#run-${run.id}`);
-  if (old) old.replaceWith(node); else $("#runs")[where](node);
-  const ids = (state) => new Set(run.jobs.filter((j) => j.state === state).map((j) => j.id));
-  runsShown.set(run.id, {node, total: run.total, done: ids("done"), failed: ids("failed")});
+  const {node, bulk} = renderRun(run), old = $(`#run-${run.id}`);
+  if (old) old.replaceWith(node); else queue()[where](node);
+  const seen = new Set(run.jobs.filter((j) => j.state === "done" || j.state === "failed").map((j) => j.id));
+  runsShown.set(run.id, {node, total: run.total, done: run.done, failed: run.failed, seen, bulk, rate: []});
+  $("#no-runs").hidden = true;
+  return node;
 }
 
 async function reloadRun(id, where) {
-  try { showRun(await api("GET", `/api/v1/generation/runs/${id}`), where); } catch (err) { /* gone: keep the view */ }
+  try { return showRun(await api("GET", `/api/v1/generation/runs/${id}?limit=${queue().dataset.imagesShown}`), where); }
+  catch (err) { return null; /* gone: keep the view */ }
+}
+
+function duration(seconds) {
+  seconds = Math.max(1, Math.round(seconds));
+  return seconds < 90 ? `${seconds} s` : seconds < 5400 ? `${Math.round(seconds / 60)} min` : `${(seconds / 3600).toFixed(1)} h`;
+}
+
+function eta(run, e) {
+  // From the recent step rate (steps per second over the last ~30 step events, across batches): the rest of
+  // this batch, then the run's images still waiting, in batches of this batch's size.
+  const now = performance.now() / 1000, last = run.rate[run.rate.length - 1];
+  const counted = (last?.counted || 0) + (last && e.step > last.step ? e.step - last.step : e.step);
+  run.rate.push({t: now, step: e.step, counted});
+  if (run.rate.length > 30) run.rate.shift();
+  const first = run.rate[0];
+  if (run.rate.length < 3 || now - first.t < 0.5) return "";
+  const perSecond = (counted - first.counted) / (now - first.t);
+  const mine = e.jobs.filter((id) => $(`[data-job="${id}"]`, run.node)).length || 1;
+  const waiting = Math.max(0, run.total - run.done - run.failed - mine);
+  const steps = (e.steps - e.step) + Math.ceil(waiting / e.jobs.length) * e.steps;
+  return perSecond > 0 ? ` · about ${duration(steps / perSecond)} left` : "";
 }
 
 function onRunEvent(kind, e) {
   const run = runsShown.get(e.run);
   if (!run) { if (kind === "queued") reloadRun(e.run, "prepend"); return; }  // queued elsewhere (API, another tab)
   if (kind === "queued") { if (e.jobs) reloadRun(e.run); return; }  // failed jobs retried: the run reopens
+  if (kind === "grid") { reloadRun(e.run); return; }  // the XYZ grid image, assembled once the run is done
   const node = run.node;
   if (RUN_DONE.includes(node.dataset.status)) return;  // ended: later events of it change nothing shown
   const set = (role, text) => { $(`[data-role="${role}"]`, node).textContent = text; };
   const bar = (extra = 0) => {
-    $('[data-role="bar"]', node).style.width = `${Math.round(100 * Math.min(1, (run.done.size + run.failed.size + extra) / run.total))}%`;
+    $('[data-role="bar"]', node).style.width = `${Math.round(100 * Math.min(1, (run.done + run.failed + extra) / run.total))}%`;
   };
   const slot = (id) => $(`[data-job="${id}"]`, node);
+  const finished = (id, field) => { if (!run.seen.has(id)) { run.seen.add(id); run[field] = Math.min(run.total, run[field] + 1); } };
   const finish = (status) => {
     set("status", status); node.dataset.status = status;
     $('[data-role="status"]', node).className = `status ${status.toLowerCase()}`;
     if (status !== "Cancelled") $('[data-role="bar"]', node).style.width = "100%";
     $('[data-role="cancel"]', node)?.remove();
-    for (const s of $$(".slot", node)) if (!$("img", s) && !s.textContent.startsWith("failed")) s.textContent = status.toLowerCase();
+    for (const s of $$(".slot", node)) if (["queued", "running"].includes(s.dataset.state)) fillSlot(s, {state: status.toLowerCase()}, false);
   };
-  if (kind === "started") { set("status", "Running"); node.dataset.status = "Running"; }
+  if (kind === "started") { set("status", "Running"); node.dataset.status = "Running"; set("step", "starting…"); }
+  else if (kind === "loading") set("step", "loading model…");
   else if (kind === "step") {
-    set("step", `step ${e.step}/${e.steps} · batch of ${e.jobs.length}`);
+    set("step", `step ${e.step}/${e.steps} · batch of ${e.jobs.length}${eta(run, e)}`);
     const mine = e.jobs.filter((id) => slot(id)).length;
     bar((e.step / e.steps) * mine);
-    for (const id of e.jobs) { const s = slot(id); if (s && !$("img", s)) s.textContent = `${e.step}/${e.steps}`; }
+    for (const id of e.jobs) { const s = slot(id); if (s && !$("img", s)) { s.dataset.state = "running"; $("span", s).textContent = `${e.step}/${e.steps}`; } }
   } else if (kind === "image") {
-    run.done.add(e.job); bar(); set("count", `${run.done.size}/${run.total}`);
-    slot(e.job)?.replaceChildren(el("a", {href: `/images/${e.image}`}, el("img", {src: `/api/v1/generation/jobs/${e.job}/image.png`, alt: `seed ${e.seed}`})));
+    finished(e.job, "done"); bar(); set("count", `${run.done}/${run.total}`);
+    const s = slot(e.job);
+    if (s) fillSlot(s, {id: e.job, imageId: e.image, state: "done", prompt: s.title}, run.bulk);
   } else if (kind === "failed" && e.jobs) {  // a batch's jobs failed; the run goes on
-    for (const id of e.jobs) { if (slot(id)) { run.failed.add(id); slot(id).textContent = "failed"; } }
+    for (const id of e.jobs) {
+      finished(id, "failed");
+      const s = slot(id);
+      if (s) fillSlot(s, {id, state: "failed", error: e.error, prompt: s.title}, run.bulk);
+    }
     bar(); set("step", e.error);
   } else if (kind === "failed") finish("Failed");
   else if (kind === "done") { set("step", ""); finish("Done"); }
@@ -231,49 +316,321 @@ function followRuns(box) {
   connect();
 }
 
+function initOlderRuns(box) {
+  const button = $("#older-runs");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const page = await api("GET", `${box.dataset.runsUrl}?limit=${box.dataset.runsShown}&jobs=${box.dataset.imagesShown}` +
+                                    `&cursor=${encodeURIComponent(box.dataset.older)}`);
+      for (const run of page.items) if (!runsShown.has(run.id)) showRun(run);
+      box.dataset.older = page.metadata.nextCursor || "";
+      button.hidden = !box.dataset.older;
+    } finally { button.disabled = false; }
+  });
+}
+
 async function cancelRun(id) {
   const run = await api("POST", `/api/v1/generation/runs/${id}/cancel`);
   if (RUN_DONE.includes(run.status)) onRunEvent(run.status.toLowerCase(), {run: id});  // as its end event will
 }
 
+// ---- the generation form --------------------------------------------------------------------------
+// It covers the request schema (gpu/request.py): txt2img, img2img and inpainting (a mask painted on a
+// canvas), hires fix, ControlNet, VAE, style, LoRAs, wildcards, combinations and an X/Y/Z grid. It shows the
+// chosen family's real defaults, searches the whole catalog as one types, offers only LoRAs that fit the
+// checkpoint, and is remembered across reloads (localStorage).
+const FORM_KEY = "atelier.generate.form";
+const DEFAULT_FIELDS = {width: "#g-width", height: "#g-height", steps: "#g-steps", cfg_scale: "#g-cfg",
+                        sampler: "#g-sampler", clip_skip: "#g-clip"};
+
+function readDataUrl(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.addEventListener("load", () => resolve(reader.result));
+    reader.addEventListener("error", () => reject(reader.error));
+    reader.readAsDataURL(blob);
+  });
+}
+
+function versionOption(v) {  // {id, label, base} as the server's pickers give them
+  return el("option", {value: v.id, "data-base": v.base}, `${v.label} (${v.base})`);
+}
+
+function maskPainter() {
+  // The init image on one canvas, the mask painted (white, by mouse or touch) on a second one above it.
+  const box = $("#g-canvas-box"), image = $("#g-init-canvas"), mask = $("#g-mask-canvas");
+  const state = {dataUrl: null, painted: false};
+  let drawing = false, last = null;
+  const at = (ev) => {
+    const r = mask.getBoundingClientRect();
+    return [(ev.clientX - r.left) * mask.width / r.width, (ev.clientY - r.top) * mask.height / r.height];
+  };
+  const stroke = (ev) => {
+    const ctx = mask.getContext("2d"), [x, y] = at(ev);
+    ctx.strokeStyle = ctx.fillStyle = "#fff";
+    ctx.lineCap = ctx.lineJoin = "round";
+    ctx.lineWidth = Number($("#g-brush").value) * mask.width / mask.getBoundingClientRect().width;
+    ctx.beginPath();
+    ctx.moveTo(...(last || [x, y]));
+    ctx.lineTo(x, y);
+    ctx.stroke();
+    last = [x, y];
+    state.painted = true;
+  };
+  mask.addEventListener("pointerdown", (ev) => { drawing = true; last = null; mask.setPointerCapture(ev.pointerId); stroke(ev); });
+  mask.addEventListener("pointermove", (ev) => { if (drawing) stroke(ev); });
+  for (const kind of ["pointerup", "pointercancel"]) mask.addEventListener(kind, () => { drawing = false; last = null; });
+  const clear = () => { mask.getContext("2d").clearRect(0, 0, mask.width, mask.height); state.painted = false; };
+  $("#g-mask-clear").addEventListener("click", clear);
+  state.load = (dataUrl) => new Promise((resolve, reject) => {
+    const img = new Image();
+    img.addEventListener("load", () => {
+      image.width = mask.width = img.naturalWidth; image.height = mask.height = img.naturalHeight;
+      image.getContext("2d").drawImage(img, 0, 0);
+      clear();
+      state.dataUrl = dataUrl; box.hidden = false;
+      resolve(img);
+    });
+    img.addEventListener("error", () => reject(new Error("not an image the browser can read")));
+    img.src = dataUrl;
+  });
+  state.remove = () => { state.dataUrl = null; clear(); box.hidden = true; $("#g-init-file").value = ""; };
+  state.maskUrl = () => {  // white = repaint, black = keep, the init image's size
+    if (!state.painted) return null;
+    const out = el("canvas");
+    out.width = mask.width; out.height = mask.height;
+    const ctx = out.getContext("2d");
+    ctx.fillStyle = "#000"; ctx.fillRect(0, 0, out.width, out.height);
+    ctx.drawImage(mask, 0, 0);
+    return out.toDataURL("image/png");
+  };
+  $("#g-init-remove").addEventListener("click", state.remove);
+  return state;
+}
+
 function initGeneration() {
   const form = $("#generate-form");
   if (!form) return;
-  const runs = $("#runs"), loras = [];
+  const runs = $("#runs"), config = JSON.parse($("#gen-config").textContent), loras = [];
+  const painter = maskPainter();
+  let family = null, controlImage = null;
+  const modelBase = () => $("#g-model").selectedOptions[0]?.dataset.base;
+  const group = (base) => config.bases[base]?.group || "other";
+  const fits = (base) => { const a = group(base), b = group(modelBase()); return a === b || a === "other" || b === "other"; };
+  const showError = (text) => { const e = $("#g-error"); e.textContent = text; e.hidden = !text; };
+
+  // -- the family's defaults and sizes, and the LoRAs that fit
+  const applyFamily = (force) => {
+    const base = config.bases[modelBase()] || {};
+    $("#g-family").textContent = base.defaults ? `${modelBase()}: ${base.family} defaults ${base.defaults.width}×` +
+      `${base.defaults.height}, ${base.defaults.steps} steps, CFG ${base.defaults.cfg_scale}, ${base.defaults.sampler}` : "";
+    if (base.family && (force || base.family !== family)) {
+      for (const [key, sel] of Object.entries(DEFAULT_FIELDS)) $(sel).value = base.defaults[key] ?? 1;
+      $("#g-size").replaceChildren(el("option", {value: ""}, "Custom"),
+        ...base.sizes.map(([name, w, h]) => el("option", {value: `${w}x${h}`}, `${name} · ${w} × ${h}`)));
+      for (const sel of ["#g-width", "#g-height"]) $(sel).step = base.limits.multiple;
+      $("#g-size").value = `${base.defaults.width}x${base.defaults.height}`;
+    }
+    family = base.family || family;
+    const current = $("#g-lora").value;
+    $("#g-lora").replaceChildren(el("option", {value: ""}, "Add a LoRA…"),
+      ...config.loras.filter((l) => fits(l.base)).map(versionOption));
+    $("#g-lora").value = current;
+    for (const chip of $$(".chip", $("#g-loras"))) chip.classList.toggle("misfit", !fits(chip.dataset.base));
+  };
   $("#g-size").addEventListener("change", (ev) => {
-    const [w, h] = ev.target.value ? ev.target.value.split("x") : ["", ""];
+    if (!ev.target.value) return;
+    const [w, h] = ev.target.value.split("x");
     $("#g-width").value = w; $("#g-height").value = h;
   });
+  $("#g-model").addEventListener("change", () => applyFamily(false));
+
+  // -- search as one types, over the whole catalog
+  for (const input of $$("input[data-types]", form)) {
+    let timer = null;
+    input.addEventListener("input", () => {
+      clearTimeout(timer);
+      const text = input.value.trim(), target = $(input.dataset.target);
+      if (text.length < 2) return;
+      timer = setTimeout(async () => {
+        const params = new URLSearchParams({query: text, limit: "20"});
+        for (const t of input.dataset.types.split(",")) params.append("types", t);
+        const data = await api("GET", `${input.dataset.searchUrl}?${params}`);
+        const found = data.items.flatMap((m) => m.modelVersions.map((v) => ({id: v.id, base: v.baseModel,
+          label: `${m.name} — ${v.name}`})));
+        const isLora = target.id === "g-lora";
+        const shown = found.filter((v) => !isLora || fits(v.base));
+        if (isLora) { config.loras = [...shown, ...config.loras.filter((l) => !shown.some((v) => v.id === l.id))]; applyFamily(false); }
+        else {
+          const keep = target.selectedOptions[0];
+          target.replaceChildren(...shown.map(versionOption), ...(keep && !shown.some((v) => String(v.id) === keep.value) ? [keep] : []));
+          target.dispatchEvent(new Event("change", {bubbles: true}));
+        }
+        if (shown.length) target.value = shown[0].id;
+        input.classList.toggle("no-results", !shown.length);
+      }, 200);
+    });
+  }
+
+  // -- LoRAs
+  const addLora = (item) => {
+    if (!item.id || loras.some((l) => l.id === item.id)) return;
+    loras.push(item);
+    const chip = el("span", {class: "chip", "data-lora": item.id, "data-base": item.base || ""}, `${item.label} · ${item.weight} `,
+      el("button", {type: "button", class: "link", "aria-label": "remove", onclick: () => {
+        loras.splice(loras.indexOf(item), 1); chip.remove(); save(); }}, "✕"));
+    chip.classList.toggle("misfit", !fits(item.base));
+    $("#g-loras").append(chip);
+  };
+  $("#g-lora-add").addEventListener("click", () => {
+    const option = $("#g-lora").selectedOptions[0];
+    if (!option?.value) return;
+    addLora({id: Number(option.value), weight: Number($("#g-lora-weight").value), base: option.dataset.base,
+             label: option.textContent.replace(/ \([^)]*\)$/, "")});
+    save();
+  });
+
+  // -- init image, mask and control image
+  const useInit = async (dataUrl) => {
+    const img = await painter.load(dataUrl);
+    const limits = config.bases[modelBase()]?.limits || {multiple: 8, min_side: 64, max_side: 2048};
+    const side = (n) => Math.max(limits.min_side, Math.min(limits.max_side, Math.round(n / limits.multiple) * limits.multiple));
+    $("#g-width").value = side(img.naturalWidth); $("#g-height").value = side(img.naturalHeight);
+    $("#g-size").value = "";
+    $("#g-img2img-box").open = true;
+  };
+  $("#g-init-file").addEventListener("change", async (ev) => {
+    if (ev.target.files[0]) {
+      try { await useInit(await readDataUrl(ev.target.files[0])); showError(""); } catch (err) { showError(err.message); }
+    }
+  });
+  for (const pick of $$("#g-init-pick .pick")) {
+    pick.addEventListener("click", async () => {
+      try { await useInit(await readDataUrl(await (await fetch(pick.dataset.url, {credentials: "same-origin"})).blob())); }
+      catch (err) { showError(`Could not load that image: ${err.message}`); }
+    });
+  }
+  $("#g-control-file").addEventListener("change", async (ev) => {
+    controlImage = ev.target.files[0] ? await readDataUrl(ev.target.files[0]) : null;
+  });
+
+  // -- remembered across reloads
+  const fields = () => $$("input[name], select[name], textarea[name]", form).filter((f) => f.type !== "file");
+  const save = () => {
+    const values = {};
+    for (const f of fields()) values[f.name] = f.type === "checkbox" ? f.checked : f.multiple ? [...f.selectedOptions].map((o) => o.value) : f.value;
+    const model = $("#g-model").selectedOptions[0];
+    values.model = model ? {id: model.value, base: model.dataset.base, label: model.textContent.replace(/ \([^)]*\)$/, "")} : null;
+    try { localStorage.setItem(FORM_KEY, JSON.stringify({values, loras, bulk: $("#g-bulk").open})); } catch (err) { /* private mode */ }
+  };
+  const chooseModel = (m) => {
+    if (!m?.id) return;
+    const select = $("#g-model");
+    if (![...select.options].some((o) => o.value === String(m.id))) select.prepend(versionOption(m));
+    select.value = String(m.id);
+  };
+  const restore = () => {
+    let saved = null;
+    try { saved = JSON.parse(localStorage.getItem(FORM_KEY) || "null"); } catch (err) { return; }
+    if (!saved) return;
+    chooseModel(saved.values.model);
+    applyFamily(true);
+    for (const f of fields()) {
+      const v = saved.values[f.name];
+      if (v === undefined || f.name === "model") continue;
+      if (f.type === "checkbox") f.checked = Boolean(v);
+      else if (f.multiple) for (const o of f.options) o.selected = v.includes(o.value);
+      else f.value = v;
+    }
+    $("#g-size").value = `${$("#g-width").value}x${$("#g-height").value}`;
+    if (!$("#g-size").value) $("#g-size").value = "";
+    $("#g-bulk").open = Boolean(saved.bulk);
+    for (const l of saved.loras || []) addLora(l);
+  };
+  const fill = (p) => {  // a link into the form: a model, a LoRA with a checkpoint it fits, or an image's data
+    chooseModel(p.model);
+    applyFamily(true);
+    $("#g-prompts").value = ""; $("#g-bulk").open = false;
+    const set = {prompt: "#g-prompt", negative_prompt: "#g-negative", seed: "#g-seed", steps: "#g-steps",
+                 cfg_scale: "#g-cfg", sampler: "#g-sampler", clip_skip: "#g-clip", width: "#g-width", height: "#g-height"};
+    for (const [key, sel] of Object.entries(set)) if (p[key] !== undefined && p[key] !== null) $(sel).value = p[key];
+    if (p.hires) {
+      $("#g-hires").checked = true; $("#g-hires-box").open = true;
+      $("#g-hires-scale").value = p.hires.scale; $("#g-hires-steps").value = p.hires.steps; $("#g-hires-denoise").value = p.hires.denoising_strength;
+    }
+    $("#g-size").value = `${$("#g-width").value}x${$("#g-height").value}`;
+    if (!$("#g-size").value) $("#g-size").value = "";
+    if (p.loras) { loras.splice(0); $("#g-loras").replaceChildren(); p.loras.forEach(addLora); }
+    $("#g-source").textContent = p.model ? `From ${p.source}` : `From ${p.source}: none of its checkpoints is in the catalog`;
+    $("#g-source").hidden = false;
+  };
+  restore();
+  applyFamily(!family);
+  if (config.prefill) { fill(config.prefill); save(); history.replaceState(null, "", location.pathname); }
+  form.addEventListener("input", save);
+  form.addEventListener("change", save);
+  $("#g-bulk").addEventListener("toggle", save);
+
   for (const run of JSON.parse($("#initial-runs").textContent)) showRun(run);
   followRuns(runs);
-  $("#g-lora-add").addEventListener("click", () => {
-    const select = $("#g-lora"), option = select.selectedOptions[0];
-    if (!select.value || loras.some((l) => l.id === Number(select.value))) return;
-    const item = {id: Number(select.value), weight: Number($("#g-lora-weight").value)};
-    loras.push(item);
-    const chip = el("span", {class: "chip", "data-lora": item.id}, `${option.textContent} · ${item.weight} `,
-      el("button", {type: "button", class: "link", "aria-label": "remove", onclick: () => {
-        loras.splice(loras.indexOf(item), 1); chip.remove(); }}, "✕"));
-    $("#g-loras").append(chip);
-  });
+  initOlderRuns(runs);
+
+  // -- the request
+  const request = () => {
+    const f = new FormData(form), num = (key) => Number(f.get(key));
+    const body = {model: num("model"), negative_prompt: f.get("negative_prompt"), seed: Number(f.get("seed") || -1),
+                  quantity: Number(f.get("quantity") || 1), clip_skip: Number(f.get("clip_skip") || 1),
+                  resources: loras.map((l) => ({id: l.id, weight: l.weight}))};
+    const lines = (f.get("prompts") || "").split("\n").map((s) => s.trim()).filter(Boolean);
+    if (lines.length) body.prompts = lines;
+    else if ((f.get("prompt") || "").trim()) body.prompt = f.get("prompt");
+    else throw Object.assign(new Error("Write a prompt (or prompts, one per line, under Bulk)."), {field: "#g-prompt"});
+    for (const key of ["steps", "cfg_scale", "width", "height"]) if (f.get(key)) body[key] = num(key);
+    if (f.get("sampler")) body.sampler = f.get("sampler");
+    if (f.get("style")) body.style = f.get("style");
+    if (f.get("vae")) body.vae = num("vae");
+    if (painter.dataUrl) {
+      body.init_image = painter.dataUrl;
+      body.denoising_strength = num("denoising_strength");
+      const mask = painter.maskUrl();
+      if (mask) body.mask = mask;
+    }
+    if (f.get("hires")) body.hires = {scale: num("hires_scale"), steps: num("hires_steps"), denoising_strength: num("hires_denoising")};
+    if (f.get("controlnet")) {
+      if (!controlImage) throw Object.assign(new Error("Choose a control image for the ControlNet."), {field: "#g-control-file"});
+      body.controlnet = {model: num("controlnet"), image: controlImage, scale: num("control_scale")};
+    }
+    const wildcards = f.getAll("wildcards").filter(Boolean).map(Number);
+    if (wildcards.length) body.wildcards = wildcards;
+    if (f.get("combinatorial")) body.combinatorial = true;
+    const axes = {};
+    for (const axis of ["x", "y", "z"]) {
+      const field = f.get(`grid_${axis}_field`), values = (f.get(`grid_${axis}_values`) || "").trim();
+      if (field && values) axes[axis] = {field, values};
+    }
+    if (Object.keys(axes).length) {
+      if (!axes.x) throw Object.assign(new Error("A grid needs its X axis first."), {field: "#g-grid-x-field"});
+      body.grid = axes;
+    }
+    return body;
+  };
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const f = new FormData(form), error = $("#g-error");
-    const body = {model: Number(f.get("model")), negative_prompt: f.get("negative_prompt"),
-                  seed: Number(f.get("seed") || -1), quantity: Number(f.get("quantity") || 1),
-                  clip_skip: Number(f.get("clip_skip") || 1), resources: loras.map((l) => ({id: l.id, weight: l.weight}))};
-    const lines = (f.get("prompts") || "").split("\n").map((s) => s.trim()).filter(Boolean);
-    if (lines.length) body.prompts = lines; else body.prompt = f.get("prompt");
-    for (const key of ["steps", "cfg_scale", "width", "height"]) if (f.get(key)) body[key] = Number(f.get(key));
-    if (f.get("sampler")) body.sampler = f.get("sampler");
-    error.hidden = true;
+    showError("");
+    let body;
+    try { body = request(); } catch (err) {
+      showError(err.message);
+      if (err.field) { const box = $(err.field).closest("details"); if (box) box.open = true; $(err.field).focus(); }
+      return;
+    }
     $("#g-submit").disabled = true;
     try {
       const run = await api("POST", "/api/v1/generation", body);
-      $("#no-runs").hidden = true;
-      if (!runsShown.has(run.id)) showRun(run, "prepend");  // its queued event may have shown it already
+      const node = runsShown.get(run.id)?.node || showRun(run, "prepend");  // its queued event may have shown it already
+      node.scrollIntoView({block: "nearest"});
     } catch (err) {
-      error.textContent = err.message; error.hidden = false;
+      showError(err.message);
     } finally { $("#g-submit").disabled = false; }
   });
 }
