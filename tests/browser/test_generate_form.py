@@ -3,6 +3,7 @@ CPU: img2img with a mask painted by mouse, a hires-fix run, an X/Y grid run, "Re
 "Generate with this model" from a LoRA's page."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -159,12 +160,16 @@ def test_remix_fills_the_form_and_a_lora_page_opens_it_with_a_checkpoint(
     assert page.locator("#g-lora option", has_text="Ink Lines").count() == 1  # offered: it fits SD 1.5
 
 
-def test_the_lora_picker_offers_only_loras_that_fit_and_search_finds_any_checkpoint(page, sd1, bob):
+def test_the_lora_picker_offers_only_loras_that_fit_and_search_finds_any_checkpoint(page, worker, sd1, bob):
     user, _ = bob
     catalog_model(user, "Ink Lines", model_type="LORA", file_bytes=tiny_safetensors("ink"))
     catalog_model(user, "Neon XL", model_type="LORA", base_model="SDXL 1.0", file_bytes=tiny_safetensors("neon"))
+    harbor = catalog_model(user, "Harbor XL", base_model="SDXL 1.0", file_bytes=tiny_safetensors("harbor"))
+    run_jobs(worker)  # the search index
     sign_up(page, "mona")
-    page.goto("/generate")
+    page.goto(f"/models/{sd1['modelId']}")
+    page.click("#generate-with")  # a checkpoint's page opens the form with it chosen
+    assert page.input_value("#g-model") == str(sd1["versionId"])
     options = page.locator("#g-lora option").all_inner_texts()
     assert any("Ink Lines" in o for o in options) and not any("Neon XL" in o for o in options)
     page.fill("#g-lora-search", "neon")  # found by the search, and still not offered for an SD 1.5 checkpoint
@@ -173,3 +178,40 @@ def test_the_lora_picker_offers_only_loras_that_fit_and_search_finds_any_checkpo
     assert "512" in page.locator("#g-family").inner_text()
     assert page.input_value("#g-steps") == "25"  # SD 1.5's real defaults, not placeholders
     assert page.input_value("#g-sampler") == "DPM++ 2M Karras"
+
+    page.fill("#g-model-search", "harbor")  # search as one types: the checkpoint found is chosen
+    expect(page.locator("#g-model")).to_have_value(str(harbor.versions.get().id))
+    assert page.input_value("#g-width") == "1024" and page.input_value("#g-steps") == "30"  # SDXL's defaults
+    assert any("Neon XL" in o for o in page.locator("#g-lora option").all_inner_texts())  # now it fits
+    assert not any("Ink Lines" in o for o in page.locator("#g-lora option").all_inner_texts())
+
+
+def test_the_form_sends_style_vae_controlnet_wildcards_and_combinations(page, sd1, bob, tmp_path):
+    user, _ = bob
+    vae = catalog_model(user, "Clear VAE", model_type="VAE", file_bytes=tiny_safetensors("vae")).versions.get()
+    control = catalog_model(user, "Edges", model_type="Controlnet", file_bytes=tiny_safetensors("cn")).versions.get()
+    cards = catalog_model(user, "Colors", model_type="Wildcards", file_bytes=tiny_safetensors("wc")).versions.get()
+    sign_up(page, "nora")
+    small_form(page, "a __color__ {kite|boat}")
+    page.select_option("#g-style", "Watercolor")
+    page.select_option("#g-vae", str(vae.id))
+    page.fill("#g-clip", "2")
+    page.click("#g-controlnet-box summary")
+    page.select_option("#g-controlnet", str(control.id))
+    page.click("#g-submit")  # no control image yet: refused in the page
+    assert "control image" in page.locator("#g-error").inner_text()
+    picture(64, 64, seed=5).save(tmp_path / "edges.png")
+    page.set_input_files("#g-control-file", str(tmp_path / "edges.png"))
+    page.fill("#g-control-scale", "0.7")
+    page.click("#g-prompts-box summary")
+    page.select_option("#g-wildcards", [str(cards.id)])
+    page.check("#g-combinatorial")
+    with page.expect_request(lambda r: r.url.endswith("/api/v1/generation") and r.method == "POST") as sent:
+        page.click("#g-submit")
+    body = sent.value.post_data_json
+    assert body["prompt"] == "a __color__ {kite|boat}" and body["style"] == "Watercolor"
+    assert body["vae"] == vae.id and body["clip_skip"] == 2 and body["combinatorial"] is True
+    assert body["wildcards"] == [cards.id]
+    assert body["controlnet"]["model"] == control.id and body["controlnet"]["scale"] == 0.7
+    assert base64.b64decode(body["controlnet"]["image"].split(",", 1)[1]) == (tmp_path / "edges.png").read_bytes()
+    assert "init_image" not in body and "hires" not in body and "grid" not in body

@@ -465,9 +465,9 @@ function initGeneration() {
         else {
           const keep = target.selectedOptions[0];
           target.replaceChildren(...shown.map(versionOption), ...(keep && !shown.some((v) => String(v.id) === keep.value) ? [keep] : []));
-          target.dispatchEvent(new Event("change", {bubbles: true}));
         }
         if (shown.length) target.value = shown[0].id;
+        if (!isLora) target.dispatchEvent(new Event("change", {bubbles: true}));
         input.classList.toggle("no-results", !shown.length);
       }, 200);
     });
