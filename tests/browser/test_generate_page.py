@@ -47,9 +47,11 @@ def finished_run(user, version, total: int, failed: set[int] = frozenset(), prom
 
 
 def test_a_300_image_run_loads_in_few_requests_with_small_variants(page, live_server):
+    """The queue with a 300-image run (and 10 older runs): a page of runs, a page of each run's images."""
     sign_up(page, "hana")
     user = User.get(User.username == "hana")
     version = catalog_model(user, "Harbor XL").versions.get()
+    older = [finished_run(user, version, 1, prompt=f"an older run {n}") for n in range(10)]
     run = finished_run(user, version, 300, failed={5})
     requests = []
     page.on("request", lambda r: requests.append(r.url))
@@ -71,4 +73,9 @@ def test_a_300_image_run_loads_in_few_requests_with_small_variants(page, live_se
     shown = thumbs.count()
     box.locator("[data-role=more]").click()  # the run's next page of images
     expect(thumbs).to_have_count(shown + 40)  # the next 40, all finished
+    assert page.locator("#runs article").count() == 10  # a page of runs: the big one and 9 older ones
+    assert page.locator(f"#run-{older[0].id}").count() == 0
+    page.click("#older-runs")
+    page.locator(f"#run-{older[0].id} .slot img").wait_for()
+    assert page.locator("#older-runs").is_hidden()
     assert elapsed <= 1000

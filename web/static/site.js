@@ -146,18 +146,12 @@ const EVENTS = ["queued", "started", "loading", "step", "image", "failed", "done
 const runsShown = new Map();  // run id -> {node, total, done, failed, seen: Set of finished job ids, bulk, rate}
 const queue = () => $("#runs");
 
-function variantUrl(imageId, width) { return `/images/${imageId}/width=${width}/${imageId}.png`; }
-
 function thumbnail(job) {
-  // A finished job's image: its 96 px variant (made by a worker a moment after the image; until then the
-  // job's own PNG), linking to the image's page.
-  const img = el("img", {alt: job.prompt || "", loading: "lazy", decoding: "async"});
-  let tries = 0;
-  img.addEventListener("error", () => {
-    if (++tries <= 4) setTimeout(() => { img.src = `${variantUrl(job.imageId, 96)}?try=${tries}`; }, 1500);
-    else if (tries === 5) img.src = `/api/v1/generation/jobs/${job.id}/image.png`;
-  });
-  img.src = job.thumbUrl || variantUrl(job.imageId, 96);
+  // A finished job's image, linking to the image's page: its 96 px variant once a worker made it (a moment
+  // after the image), else the job's own PNG (only for the few slots a page shows, as they finish).
+  const own = job.imageUrl || `/api/v1/generation/jobs/${job.id}/image.png`;
+  const img = el("img", {alt: job.prompt || "", loading: "lazy", decoding: "async", src: job.thumbUrl || own});
+  img.addEventListener("error", () => { if (img.getAttribute("src") !== own) img.src = own; });
   return el("a", {href: `/images/${job.imageId}`}, img);
 }
 
@@ -166,7 +160,7 @@ function fillSlot(slot, job, bulk) {
   const body = job.imageId ? thumbnail(job)
     : job.state === "failed" ? el("span", {class: "slot-error", title: job.error || ""}, `failed: ${job.error || "unknown"}`)
     : el("span", {}, job.state);
-  slot.replaceChildren(body, bulk && job.prompt ? el("figcaption", {}, job.prompt) : null);
+  slot.replaceChildren(...[body, bulk && job.prompt ? el("figcaption", {}, job.prompt) : null].filter(Boolean));
 }
 
 function jobSlot(job, bulk) {
@@ -444,6 +438,11 @@ function initGeneration() {
     const [w, h] = ev.target.value.split("x");
     $("#g-width").value = w; $("#g-height").value = h;
   });
+  const sizeShown = () => {  // the preset the width and height make, or "Custom"
+    const value = `${$("#g-width").value}x${$("#g-height").value}`;
+    $("#g-size").value = [...$("#g-size").options].some((o) => o.value === value) ? value : "";
+  };
+  for (const sel of ["#g-width", "#g-height"]) $(sel).addEventListener("input", sizeShown);
   $("#g-model").addEventListener("change", () => applyFamily(false));
 
   // -- search as one types, over the whole catalog
@@ -543,8 +542,7 @@ function initGeneration() {
       else if (f.multiple) for (const o of f.options) o.selected = v.includes(o.value);
       else f.value = v;
     }
-    $("#g-size").value = `${$("#g-width").value}x${$("#g-height").value}`;
-    if (!$("#g-size").value) $("#g-size").value = "";
+    sizeShown();
     $("#g-bulk").open = Boolean(saved.bulk);
     for (const l of saved.loras || []) addLora(l);
   };
@@ -559,8 +557,7 @@ function initGeneration() {
       $("#g-hires").checked = true; $("#g-hires-box").open = true;
       $("#g-hires-scale").value = p.hires.scale; $("#g-hires-steps").value = p.hires.steps; $("#g-hires-denoise").value = p.hires.denoising_strength;
     }
-    $("#g-size").value = `${$("#g-width").value}x${$("#g-height").value}`;
-    if (!$("#g-size").value) $("#g-size").value = "";
+    sizeShown();
     if (p.loras) { loras.splice(0); $("#g-loras").replaceChildren(); p.loras.forEach(addLora); }
     $("#g-source").textContent = p.model ? `From ${p.source}` : `From ${p.source}: none of its checkpoints is in the catalog`;
     $("#g-source").hidden = false;
