@@ -15,7 +15,10 @@ from playwright.sync_api import expect
 
 from models_db import generation as gen
 from models_db import images as im
+from models_db.accounts import User
+from models_db.catalog import ModelVersion
 from tests.browser.conftest import shot, showcase, sign_up
+from tests.browser.test_generate_page import finished_run
 from tests.conftest import run_jobs
 from tests.factories import picture
 from tests.helpers import auth, catalog_model, tiny_safetensors
@@ -106,6 +109,20 @@ def test_hires_and_xy_grid_runs_from_the_form(page, worker, sd1):
     page.wait_for_selector(f"#run-{grid.id} .grids img", timeout=60_000)  # the assembled grid, shown
     assert json.loads(gen.GenerationRun.get_by_id(grid.id).grid_blobs)
     shot(page, "generation-grid")
+
+
+def test_a_queued_run_is_in_view_without_scrolling(page, sd1):
+    sign_up(page, "otto")
+    user = User.get(User.username == "otto")
+    version = ModelVersion.get_by_id(sd1["versionId"])
+    for n in range(8):  # a long queue, read down to its older runs
+        finished_run(user, version, 4, prompt=f"older {n}")
+    small_form(page, "a new one")
+    page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
+    page.click("#g-submit")
+    new = page.locator("#runs article").first
+    expect(new).to_contain_text("a new one")
+    expect(new.locator("header")).to_be_in_viewport(ratio=1)
 
 
 def test_an_empty_prompt_is_refused_and_the_form_is_remembered(page, sd1, live_server, alice):
