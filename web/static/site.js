@@ -455,6 +455,9 @@ function initGeneration() {
       timer = setTimeout(async () => {
         const params = new URLSearchParams({query: text, limit: "20"});
         for (const t of input.dataset.types.split(",")) params.append("types", t);
+        if (input.id === "g-lora-search" && group(modelBase()) !== "other") {  // only LoRAs that fit, so that 20 are 20 usable
+          for (const base of Object.keys(config.bases)) if (fits(base)) params.append("baseModels", base);
+        }
         const data = await api("GET", `${input.dataset.searchUrl}?${params}`);
         const found = data.items.flatMap((m) => m.modelVersions.map((v) => ({id: v.id, base: v.baseModel,
           label: `${m.name} — ${v.name}`})));
