@@ -562,7 +562,7 @@ function initGeneration() {
     }
     sizeShown();
     if (p.loras) { loras.splice(0); $("#g-loras").replaceChildren(); p.loras.forEach(addLora); }
-    $("#g-source").textContent = p.model ? `From ${p.source}` : `From ${p.source}: none of its checkpoints is in the catalog`;
+    $("#g-source").textContent = p.model ? `From ${p.source}` : `From ${p.source}: no checkpoint of the catalog matches it, choose one`;
     $("#g-source").hidden = false;
   };
   restore();
