@@ -68,6 +68,8 @@ VARIABLES = {
                                             "vae_tiling, attention_slicing, cpu_offload.")),
     "GPU_MAX_BATCH": ("8", "Most images one GPU batch coalesces (lowered further by free memory)."),
     "GPU_PIPELINE_CACHE_BYTES": ("0", "Memory the warm-pipeline LRU may hold; 0 = 80% of the device's memory."),
+    "GPU_HEARTBEAT_S": ("5", ("How often a GPU worker publishes its heartbeat (the Operations page's GPU workers): "
+                              "silent for 3 beats it is shown stale, for 12 it is dropped.")),
     "T5_TOKENIZER_DIR": (None, "Folder of a T5 tokenizer (spiece.model) for FLUX single-file checkpoints."),
     "RATE_LIMIT_LOGIN": ("10/minute", "Log-in attempts per client address (Flask-Limiter syntax, kept in Redis)."),
     "RATE_LIMIT_REGISTER": ("5/hour", "Account registrations per client address."),
@@ -135,6 +137,7 @@ class Settings:
     gpu_optimizations: tuple
     gpu_max_batch: int
     gpu_pipeline_cache_bytes: int
+    gpu_heartbeat_s: int
     t5_tokenizer_dir: str
     flux_components_dir: str
     model_cache_dir: Path
@@ -285,6 +288,7 @@ def load(env: dict | None = None) -> Settings:
                                 if o.strip()),
         gpu_max_batch=num("GPU_MAX_BATCH"),
         gpu_pipeline_cache_bytes=num("GPU_PIPELINE_CACHE_BYTES"),
+        gpu_heartbeat_s=num("GPU_HEARTBEAT_S"),
         t5_tokenizer_dir=raw["T5_TOKENIZER_DIR"],
         flux_components_dir=raw["FLUX_COMPONENTS_DIR"],
         model_cache_dir=Path(raw["MODEL_CACHE_DIR"] or home / "cache").resolve(),

@@ -19,7 +19,7 @@ from dramatiq.middleware import (
 )
 
 import settings
-from jobs.middleware import DbConnection, JobRegistry, Metrics
+from jobs.middleware import DbConnection, GpuHeartbeat, JobRegistry, Metrics
 from jobs.redis_consumer import BatchingRedisBroker
 from models_db.redis_store import redis_url
 
@@ -90,6 +90,7 @@ def build_broker() -> RedisBroker:
         CurrentMessage(),
         DbConnection(),
         Metrics(),
+        GpuHeartbeat(),
         JobRegistry(),  # last: its after-hooks run first
     ]
     broker = BatchingRedisBroker(url=redis_url(), namespace=s.queue_namespace, middleware=middleware,

@@ -17,6 +17,7 @@ import dramatiq
 
 from gpu.pipelines import Cancelled, Item, ModelRef, Params, Resource, one_line
 from gpu.png_meta import format_a1111
+from jobs import gpu_workers
 from jobs.broker import PermanentError, logs_result
 from jobs.images import process_image
 from models_db import generation as gen
@@ -241,8 +242,11 @@ def run_batch(jobs: list, token: str, model: ModelRef, params: Params) -> str:
             publish(run, "loading", {"model": model.name}, keep=False)
     started = time.monotonic()
     try:
-        with beating([j.id for j in jobs], token), GPU_LOCK:  # one batch at a time per process; claims stay fresh
-            images = backend().generate(model, params, items, progress(jobs, token, runs))
+        # one batch at a time per process; claims stay fresh; the worker's heartbeat shows the batch
+        with (beating([j.id for j in jobs], token), GPU_LOCK,
+              gpu_workers.heartbeat.running(jobs, model, params) as batch):
+            images = backend().generate(model, params, items, batch.on_step(progress(jobs, token, runs)))
+            batch.images = len(images)
     except Cancelled:
         return stop_cancelled(jobs, token)
     except OutOfMemory:

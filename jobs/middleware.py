@@ -235,3 +235,18 @@ class Metrics(dramatiq.Middleware):
             self._m().gpu_workers.dec()
             if self.gpu_sampler is not None:
                 self.gpu_sampler.set()
+
+
+class GpuHeartbeat(dramatiq.Middleware):
+    """A worker on the gpu queue publishes its heartbeat (jobs.gpu_workers) while it runs."""
+
+    def after_worker_boot(self, broker, worker):
+        self.beating = "gpu" in (worker.consumer_whitelist or ())
+        if self.beating:
+            from jobs.gpu_workers import heartbeat
+            heartbeat.start()
+
+    def after_worker_shutdown(self, broker, worker):
+        if getattr(self, "beating", False):
+            from jobs.gpu_workers import heartbeat
+            heartbeat.stop()

@@ -8,6 +8,7 @@ from datetime import timedelta
 from peewee import (
     BigIntegerField,
     BooleanField,
+    Case,
     CharField,
     DateTimeField,
     ForeignKeyField,
@@ -203,6 +204,23 @@ def runs_of_jobs(job_ids) -> dict[int, int]:
 
 def stale_running(lease_s: float) -> list[int]:
     return [j for (j,) in GenerationJob.select(GenerationJob.id).where(abandoned(lease_s)).tuples()]
+
+
+def queue_by_user(limit: int = 20) -> list[dict]:
+    """The users with queued or running jobs, most open jobs first (at most `limit` users): {"user",
+    "username", "queued", "running", "runs"}. Reads only the open runs' jobs (runs by their status index)."""
+    state = GenerationJob.state
+    queued = fn.SUM(Case(None, [(state == "queued", 1)], 0))
+    running = fn.SUM(Case(None, [(state == "running", 1)], 0))
+    rows = (GenerationJob.select(GenerationRun.user, User.username, queued, running,
+                                 fn.COUNT(GenerationRun.id.distinct()))
+            .join(GenerationRun).join(User)
+            .where(GenerationRun.status.in_(RUN_STATES[:2]), state.in_(("queued", "running")))
+            .group_by(GenerationRun.user, User.username)
+            .order_by((queued + running).desc(), GenerationRun.user)
+            .limit(max(1, limit)).tuples())
+    return [{"user": user, "username": username, "queued": int(q), "running": int(r), "runs": runs}
+            for user, username, q, r, runs in rows]
 
 
 # ---- resolving catalog references ---------------------------------------------------------------

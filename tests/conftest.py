@@ -148,6 +148,18 @@ def worker():
     w.stop()
 
 
+@pytest.fixture
+def gpu_worker(configure):
+    """A real Dramatiq worker on the gpu queue alone, in this process, as `atelier worker --gpu` runs: it
+    publishes its heartbeat (jobs.gpu_workers), here every second."""
+    from dramatiq import Worker
+    configure(GPU_HEARTBEAT_S="1")
+    w = Worker(broker, queues={"gpu"}, worker_threads=1, worker_timeout=100)
+    w.start()
+    yield w
+    w.stop()
+
+
 def run_jobs(worker_, rounds: int = 3) -> None:
     """Waits until every queue is empty and the worker idle (jobs may enqueue more jobs)."""
     for _ in range(rounds):

@@ -46,13 +46,14 @@ def create_app(env: dict | None = None) -> Flask:
         moderation,
         notifications,
         openapi,
+        operations,
         reviews,
         sdapi,
         search,
         uploads,
     )
     for module in (accounts, catalog, creators, downloads, generation, health, images, leaderboards, metrics,
-                   moderation, notifications, openapi, reviews, sdapi, search, uploads):
+                   moderation, notifications, openapi, operations, reviews, sdapi, search, uploads):
         app.register_blueprint(module.bp)
     metrics.init_app(app)
     accounts.login_manager.init_app(app)

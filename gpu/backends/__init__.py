@@ -39,6 +39,11 @@ class Backend(abc.ABC):
     def release(self) -> None:
         """Drop every warm pipeline and give the device memory back."""
 
+    def status(self) -> dict:
+        """What an operator sees of it (the worker's heartbeat): device, warm pipelines, device memory. Called
+        from another thread while a batch runs: it only reads."""
+        return {"backend": self.name}
+
 
 BACKENDS = {"torch": ("gpu.backends.torch_backend", "TorchBackend"),
             "tensorrt": ("gpu.backends.tensorrt_backend", "TensorRTBackend")}

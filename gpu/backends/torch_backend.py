@@ -192,6 +192,24 @@ class TorchBackend(Backend):
             self._cache.clear()
             self._free_memory()
 
+    def status(self) -> dict:
+        device = str(self.device)
+        if self.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(self.device)})"
+        for _ in range(3):  # the batch's thread may change the cache meanwhile
+            try:
+                warm = [{"name": loaded.model.name, "family": loaded.model.family, "bytes": loaded.bytes}
+                        for loaded in reversed(self._cache.values())]
+                break
+            except RuntimeError:
+                warm = []
+        memory = None
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            memory = {"used": total - free, "total": total, "allocated": torch.cuda.memory_allocated(self.device)}
+        return {"backend": self.name, "device": device, "dtype": str(self.dtype).removeprefix("torch."),
+                "warm": warm, "vram": memory}
+
     # --- generation ----------------------------------------------------------------------------------------
 
     def generate(self, model: ModelRef, params: Params, items: list[Item], on_step: OnStep) -> list:

@@ -1,5 +1,5 @@
 """Moderation and operations pages: the review queue and the rating game (moderators; the game is open to
-every signed-in user), queue depths and failed jobs (admins)."""
+every signed-in user), queue depths, GPU workers, the per-user generation queue and failed jobs (admins)."""
 from __future__ import annotations
 
 from functools import wraps
@@ -7,7 +7,8 @@ from functools import wraps
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from jobs import queues
+from jobs import gpu_workers, queues
+from models_db import generation as gen
 from models_db import images as im
 from web.moderation import queue_item
 
@@ -39,11 +40,16 @@ def rating_game():
     return render_template("staff/rating_game.html", levels=[name for name in im.LEVELS if name != "Blocked"])
 
 
+QUEUE_USERS_SHOWN = 20
+
+
 @bp.get("/operations")
 @role("admin")
 def operations():
     return render_template("staff/operations.html", queues=queues.queue_stats(), failed=queues.failed_by_run()[:100],
-                           actors=sorted(queues.actor_totals().items()), stale=queues.stale_jobs())
+                           actors=sorted(queues.actor_totals().items()), stale=queues.stale_jobs(),
+                           workers=gpu_workers.workers(), users=gen.queue_by_user(QUEUE_USERS_SHOWN),
+                           stale_beats=gpu_workers.STALE_BEATS, drop_beats=gpu_workers.TTL_BEATS)
 
 
 RETRIED = {"sent": "Sent again.", "settled": "Nothing left to do for that job (it is no longer failed): removed.",
