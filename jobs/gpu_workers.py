@@ -1,6 +1,6 @@
 """GPU workers' heartbeats. Each GPU worker process publishes what it is doing (backend, device, warm
 pipelines, memory, the batch it runs, its speed) as one Redis key with a TTL: every GPU_HEARTBEAT_S from a
-thread started at worker boot, and at each batch's start and end. The Operations page and the operations API
+thread started at worker boot, and at each batch's start, first step and end. The Operations page and the operations API
 read them all; a worker silent for STALE_BEATS beats is shown stale, and its key is gone after TTL_BEATS."""
 from __future__ import annotations
 
@@ -42,9 +42,12 @@ class Batch:
         self.beat, self.description, self.images = beat, description, 0
 
     def on_step(self, callback):
-        """callback, also counting the batch's steps for the heartbeat (written by the next beat)."""
+        """callback, also counting the batch's steps for the heartbeat (written at the first, then by each beat)."""
         def on_step(done: int, total: int) -> None:
+            first = not self.description["step"]
             self.description.update(step=done, steps=total)
+            if first:  # the model has loaded: "loading model…" becomes "step 1/N" at once
+                self.beat.write()
             callback(done, total)
         return on_step
 
