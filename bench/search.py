@@ -55,6 +55,7 @@ def parent(args) -> int:
         os.close(fd)
         cmd = [sys.executable, __file__, "--child", "--backend", backend, "--models", str(args.models),
                "--queries", str(args.queries), "--embed", str(args.embed), "--pg-url", args.pg_url,
+               "--keep-db", args.keep_db,
                "--json-out", name] + (["--embed-all"] if args.embed_all else [])
         print(f"\n===== {backend} =====", flush=True)
         subprocess.call(cmd)
@@ -81,9 +82,9 @@ def parent(args) -> int:
 
 def child(args) -> int:
     home = Path(tempfile.mkdtemp(prefix="atelier-bench-search-"))
-    args.pg_db, args.redis_url = f"atelier_bench_{uuid.uuid4().hex[:10]}", ""
+    args.pg_db, args.redis_url = args.keep_db or f"atelier_bench_{uuid.uuid4().hex[:10]}", ""
     try:
-        if args.backend == "postgres":
+        if args.backend == "postgres" and not (args.keep_db and database_exists(args.pg_url, args.pg_db)):
             pg_admin(args.pg_url, f"CREATE DATABASE {args.pg_db}")
         configure_env(args, home)
         result = run(args)
@@ -95,8 +96,20 @@ def child(args) -> int:
         if args.backend == "postgres":
             from models_db import db as database
             database.db.close_all()
-            pg_admin(args.pg_url, f"DROP DATABASE IF EXISTS {args.pg_db} WITH (FORCE)")
+            if not args.keep_db:
+                pg_admin(args.pg_url, f"DROP DATABASE IF EXISTS {args.pg_db} WITH (FORCE)")
         shutil.rmtree(home, ignore_errors=True)
+
+
+def database_exists(base_url: str, name: str) -> bool:
+    import psycopg2
+    conn = psycopg2.connect(base_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            return cur.fetchone() is not None
+    finally:
+        conn.close()
 
 
 def run(args) -> dict:
@@ -112,6 +125,8 @@ def run(args) -> dict:
     from models_db.search import documents
     upgrade()
     rng = random.Random(7)
+    if args.keep_db and search.get_backend().count() == args.models:
+        return measure(args, rng, 0.0, 0.0, 0)  # seeded and indexed by an earlier run
     seed(database.db, args.models, rng, settings.get().is_sqlite)
     backend = search.get_backend()
     embed_left = args.models if args.embed_all else args.embed
@@ -137,6 +152,11 @@ def run(args) -> dict:
         database.db.execute_sql("VACUUM ANALYZE")
     else:
         database.db.execute_sql("ANALYZE")
+    return measure(args, rng, index_s, embed_s, embedded)
+
+
+def measure(args, rng: random.Random, index_s: float, embed_s: float, embedded: int) -> dict:
+    from models_db import search
     from web import create_app
     client = create_app().test_client()
     words = [w for w in WORDS if len(w) >= 4]
@@ -204,6 +224,8 @@ def main() -> int:
     p.add_argument("--embed", type=int, default=2000, help="documents embedded with MiniLM (the rest random)")
     p.add_argument("--embed-all", action="store_true")
     p.add_argument("--pg-url", default="postgresql://127.0.0.1:5432/test")
+    p.add_argument("--keep-db", default="", metavar="NAME",
+                   help="PostgreSQL: seed and index database NAME once and keep it; later runs only measure")
     p.add_argument("--child", action="store_true")
     p.add_argument("--json-out", default="")
     args = p.parse_args()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import settings
-from models_db.search import documents, freshness, vectors
+from models_db.search import documents, vectors
 from models_db.search.base import Backend, SearchQuery, SearchResult  # noqa: F401
 
 _backends: dict = {}
@@ -59,8 +59,6 @@ def index_models(model_ids: list[int], backend: Backend | None = None) -> tuple[
         backend.upsert(docs, embed(docs, backend))
     if gone:
         backend.delete(gone)
-    if docs or gone:
-        freshness.bump()  # every process's vocabulary (typo correction) reloads at its next query
     m.search_index_seconds.labels(backend.name).observe(time.perf_counter() - started)
     return len(docs), len(gone)
 

@@ -201,9 +201,15 @@ class DatabaseBackend(Backend):
             for batch in chunked(facets, 500):
                 SearchFacet.insert_many(batch).execute()
             terms = sorted({t[:64] for d in docs for t in TOKEN.findall(vocabulary_text(d).lower()) if len(t) >= 3})
+            new_terms = []
             for batch in chunked(terms, 500):
+                known = {t for (t,) in SearchTerm.select(SearchTerm.term).where(SearchTerm.term.in_(batch)).tuples()}
+                new_terms += [t for t in batch if t not in known]
+            for batch in chunked(new_terms, 500):
                 SearchTerm.insert_many([{"term": t} for t in batch]).on_conflict_ignore().execute()
             self._index_text(docs)
+        if new_terms:
+            freshness.bump()  # every process reloads its typo vocabulary at its next correction
         if vectors_by_id:
             vectors.store(*vectors_by_id)
 
@@ -312,7 +318,7 @@ class DatabaseBackend(Backend):
         for attempt, any_word in relaxations(groups):
             if len(found) >= q.limit:
                 break
-            add_new(found, self.best(attempt, conds, CANDIDATES, "stem", q.sort, q.limit, any_word=any_word))
+            add_new(found, self.best(attempt, conds, CANDIDATES, "stem", q.sort, q.limit, (False,), any_word))
         return list(found.items()), words, corrected
 
     def matches(self, groups: list[tuple[str, ...]], conds: list, wanted: int,
@@ -322,18 +328,20 @@ class DatabaseBackend(Backend):
         anywhere; stemmed anywhere, each step only while fewer than `wanted` are found."""
         found: dict[int, float] = {}
         for fields in STAGES:
-            add_new(found, self.best(groups, conds, CANDIDATES, fields, sort, wanted))
+            prefixes = (False, True) if fields == "primary" else (False,)  # as you type: names, tags, creators
+            add_new(found, self.best(groups, conds, CANDIDATES, fields, sort, wanted, prefixes))
             if len(found) >= wanted:
                 break
         return found
 
     def best(self, groups: list[tuple[str, ...]], conds: list, limit: int, fields: str, sort: str = "Relevance",
-             wanted: int = 1, whole_words_first: bool = True, any_word: bool = False) -> list[tuple[int, float]]:
-        """The best `limit` matches. The last word is read as a prefix (search as you type), but first as a
-        whole word when whole_words_first: a prefix reads every term it extends, so on a large index the
+             wanted: int = 1, prefixes: tuple[bool, ...] = (False, True),
+             any_word: bool = False) -> list[tuple[int, float]]:
+        """The best `limit` matches. The last word is read as a prefix (search as you type) in the primary
+        fields, but first as a whole word: a prefix reads every term it extends, so on a large index the
         prefix is only worth it when the whole word finds fewer than `wanted`."""
         found: list[tuple[int, float]] = []
-        for prefix in ((False, True) if whole_words_first else (True,)):
+        for prefix in prefixes:
             found = self.ranked(self._match_text(groups, fields, prefix, any_word), conds, limit, fields, sort,
                                 wanted)
             if len(found) >= wanted:
@@ -420,7 +428,7 @@ class DatabaseBackend(Backend):
             return []
         conds = self.conditions(SearchQuery(viewer_id=viewer_id))
         ids = [i for i, _ in self.best([(w,) for w in words], conds, limit * 5, "name", wanted=limit,
-                                       whole_words_first=False)]
+                                       prefixes=(True,))]
         rows = dict(SearchDoc.select(SearchDoc.id, SearchDoc.name).where(SearchDoc.id.in_(ids)).tuples())
         seen, out = set(), []
         for i in ids:

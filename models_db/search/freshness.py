@@ -1,6 +1,7 @@
-"""Per-process caches of the index (typo vocabulary, synonyms) kept fresh across processes: every index
-flush and synonym edit increments one counter in Redis, and a cache reloads when the counter it was
-loaded at is no longer the current one (read at query time, one GET)."""
+"""Per-process caches of the index (typo vocabulary, synonyms) kept fresh across processes: an index
+flush that adds terms to the vocabulary, and every synonym edit, increments one counter in Redis, and a
+cache reloads when the counter it was loaded at is no longer the current one (read at query time, one
+GET). Flushes that only change counts or sorts (downloads, ratings) leave the caches alone."""
 from __future__ import annotations
 
 import threading
