@@ -24,6 +24,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	command -v prometheus >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
 		echo "could not install prometheus: its tests will be skipped"
+	# Debian's rum extension for PostgreSQL (ranked-order full-text indexes for search); needs root, else
+	# search keeps GIN indexes and the RUM test is skipped
+	test -f /usr/share/postgresql/15/extension/rum.control || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15-rum >/dev/null; } || \
+		echo "could not install postgresql-15-rum: search on PostgreSQL keeps GIN indexes"
 	# Debian's chromium for the browser tests (driven by Playwright; never `playwright install`)
 	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \

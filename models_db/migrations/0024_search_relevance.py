@@ -1,5 +1,6 @@
 """Search that finds what people mean: trigger words, file and version names as fields of their own,
-a stemmed index beside the exact ones (SQLite: an FTS5 porter table; PostgreSQL: an English tsvector),
+a stemmed index beside the exact ones (SQLite: an FTS5 porter table; PostgreSQL: an English tsvector, and
+a tsvector of the primary fields alone; RUM indexes instead of GIN where the rum extension is installed),
 and the synonym list with the shipped groups. The indexes are rebuilt from search_doc at once; every
 model is then marked for the index queue, which fills the new fields."""
 from peewee import SqliteDatabase
@@ -26,6 +27,7 @@ def up(db):
         for statement in postgres_fts.STEM_SETUP:
             db.execute_sql(statement)
         db.execute_sql(postgres_fts.REFILL)
+        postgres_fts.install_rum(db)
     synonyms.install_defaults()
     mark_every_model(db)
 

@@ -41,6 +41,8 @@ from models_db.search.tables import SearchDoc, SearchFacet, SearchTerm, facet_ro
 
 STAGES = ("primary", "all", "stem")  # exact in the primary fields, exact anywhere, stemmed anywhere
 MAX_DROPPED = 3  # words dropped from the end of a query before any word is enough
+MAX_ANY_WORD = 4  # ... for hybrid queries of at most this many words: OR-ing a sentence's common words
+# reads most of a large index, and ranks worse than the semantic neighbours that fill the list anyway
 STOPWORDS = frozenset("a an and are as at be by for from in into is it of on or that the this to with your".split())
 
 TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -146,13 +148,13 @@ def vocabulary_text(doc: dict) -> str:
                      *doc.get("versions", ())])
 
 
-def relaxations(groups: list[tuple[str, ...]]) -> Iterator[tuple[list[tuple[str, ...]], bool]]:
+def relaxations(groups: list[tuple[str, ...]], hybrid: bool) -> Iterator[tuple[list[tuple[str, ...]], bool]]:
     """(groups, any_word) of a query finding too little: without its last word, its last two, ... (at
-    most MAX_DROPPED), then any of its words (but stop words)."""
+    most MAX_DROPPED), then any of its words (but stop words; in hybrid search, only of short queries)."""
     for n in range(len(groups) - 1, max(0, len(groups) - 1 - MAX_DROPPED), -1):
         yield groups[:n], False
     meaningful = [g for g in groups if g[0] not in STOPWORDS and len(g[0]) > 1]
-    if len(meaningful) > 1:
+    if 1 < len(meaningful) and (len(meaningful) <= MAX_ANY_WORD or not hybrid):
         yield meaningful, True
 
 
@@ -315,7 +317,7 @@ class DatabaseBackend(Backend):
                 better = self.matches(expand(fixed), conds, q.limit, q.sort)
                 if len(better) > len(found):
                     found, words, groups, corrected = better, fixed, expand(fixed), " ".join(fixed)
-        for attempt, any_word in relaxations(groups):
+        for attempt, any_word in relaxations(groups, q.hybrid):
             if len(found) >= q.limit:
                 break
             add_new(found, self.best(attempt, conds, CANDIDATES, "stem", q.sort, q.limit, (False,), any_word))
@@ -359,8 +361,8 @@ class DatabaseBackend(Backend):
             rows = (SearchDoc.select(SearchDoc.id).where(SearchDoc.id.in_(self._match_ids(text, fields)), *conds)
                     .order_by(column.desc(), SearchDoc.id.desc()).limit(limit).tuples())
             return [(i, 0.0) for (i,) in rows]
-        newest = compiled_tuples(("tier", self.name, fields), lambda match, most: self._match_ids(match, fields)
-                                 .order_by(SQL("1 DESC")).limit(most), text, TIER + 1)
+        newest = compiled_tuples(("tier", self.name, fields), lambda match, most: self._newest(match, fields)
+                                 .limit(most), text, TIER + 1)
         if not newest:
             return []
         # the tier, or every match when there are no more than that
@@ -451,6 +453,10 @@ class DatabaseBackend(Backend):
 
     def _match_ids(self, text: str, fields: str):
         """A query of the ids of the documents that match (see _match_text)."""
+
+    def _newest(self, text: str, fields: str):
+        """The ids of the matches, newest first (see _match_text)."""
+        return self._match_ids(text, fields).order_by(SQL("1 DESC"))
 
     def _keyword(self, text: str, conds: list, limit: int, fields="all",
                  floor: int | None = None) -> list[tuple[int, float]]:

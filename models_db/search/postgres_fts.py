@@ -1,7 +1,10 @@
-"""Search backend on PostgreSQL over the shared engine: two weighted tsvectors (name A; tags and trigger
-words B; creator, file and version names C; description D) with GIN indexes, one of the words as written
-(`tsv`, unaccent) and one through the English Snowball stemmer (`tsv_stem`), ranked by ts_rank_cd. The
-engine asks the exact one first, so exact matches rank above stemmed ones."""
+"""Search backend on PostgreSQL over the shared engine: weighted tsvectors (name A; tags and trigger words
+B; creator, file and version names C; description D) with GIN indexes, ranked by ts_rank_cd: the primary
+fields as written (`tsv_primary`: small, so matching and ranking never read the long descriptions),
+every field as written (`tsv`, unaccent) and every field through the English Snowball stemmer
+(`tsv_stem`). The engine asks them in that order, so exact matches rank above stemmed ones. No query
+restricts weights except name-only suggestions: a weight restriction makes PostgreSQL re-read every
+matching row's tsvector."""
 from __future__ import annotations
 
 from peewee import SQL, Expression, fn
@@ -34,18 +37,32 @@ STEM_SETUP = [
     config_sql(STEM_CONFIG, "english", "unaccent, english_stem"),
     "ALTER TABLE search_doc ADD COLUMN IF NOT EXISTS tsv_stem tsvector",
     "CREATE INDEX IF NOT EXISTS search_doc_tsv_stem ON search_doc USING GIN (tsv_stem)",
+    "ALTER TABLE search_doc ADD COLUMN IF NOT EXISTS tsv_primary tsvector",
+    "CREATE INDEX IF NOT EXISTS search_doc_tsv_primary ON search_doc USING GIN (tsv_primary)",
 ]
 
 
-def vector_sql(config: str) -> str:
+def vector_sql(config: str, description: bool = True) -> str:
     return (f"setweight(to_tsvector('{config}', name), 'A') || "
             f"setweight(to_tsvector('{config}', tags_text || ' ' || triggers_text), 'B') || "
-            f"setweight(to_tsvector('{config}', creator || ' ' || files_text || ' ' || versions_text), 'C') || "
-            f"setweight(to_tsvector('{config}', description), 'D')")
+            f"setweight(to_tsvector('{config}', creator || ' ' || files_text || ' ' || versions_text), 'C')"
+            + (f" || setweight(to_tsvector('{config}', description), 'D')" if description else ""))
 
 
-REFILL = f"UPDATE search_doc SET tsv = {vector_sql(CONFIG)}, tsv_stem = {vector_sql(STEM_CONFIG)}"
-WEIGHTS = {"name": "A", "primary": "ABC", "all": "", "stem": ""}
+TSVECTORS = ("tsv_primary", "tsv", "tsv_stem")
+# Where the rum extension is installed (Debian: postgresql-15-rum), RUM indexes replace the GIN ones: they
+# also hold each row's id, so "the newest matches" (the engine's tier) is read from the index in id order
+# and stops after the first 501, where GIN reads every match's row and sorts them.
+RUM_SETUP = ["CREATE EXTENSION IF NOT EXISTS rum"] + [statement for column in TSVECTORS for statement in (
+    f"CREATE INDEX IF NOT EXISTS search_doc_{column}_rum ON search_doc "
+    f"USING rum ({column} rum_tsvector_addon_ops, id) WITH (attach = 'id', to = '{column}')",
+    f"DROP INDEX IF EXISTS search_doc_{column}")]
+NEWEST_FIRST = "id <=| 2147483647"  # RUM: distance from the largest id, only for ids at or below it
+
+REFILL = (f"UPDATE search_doc SET tsv = {vector_sql(CONFIG)}, tsv_stem = {vector_sql(STEM_CONFIG)}, "
+          f"tsv_primary = {vector_sql(CONFIG, description=False)}")
+WEIGHTS = {"name": "A", "primary": "", "all": "", "stem": ""}
+COLUMNS = {"name": "tsv_primary", "primary": "tsv_primary", "all": "tsv", "stem": "tsv_stem"}
 
 
 def lexeme(term: str, weight: str, prefix: bool) -> str:
@@ -64,11 +81,39 @@ def tsquery(groups: list[tuple[str, ...]], fields: str, prefix: bool = True, any
 
 
 def column_and_config(fields: str) -> tuple[SQL, str]:
-    return (SQL("tsv_stem"), STEM_CONFIG) if fields == "stem" else (SQL("tsv"), CONFIG)
+    return SQL(COLUMNS[fields]), STEM_CONFIG if fields == "stem" else CONFIG
+
+
+def install_rum(db) -> bool:
+    """RUM indexes in place of the GIN ones, if the extension can be created (a savepoint: a server
+    without it, or a role that may not create it, keeps GIN)."""
+    from peewee import DatabaseError
+    try:
+        with db.atomic():
+            for statement in RUM_SETUP:
+                db.execute_sql(statement)
+        return True
+    except DatabaseError as exc:
+        print(f"search: keeping GIN indexes, the rum extension is not available ({str(exc).strip()[:200]})")
+        return False
 
 
 class PostgresBackend(DatabaseBackend):
     name = "postgres"
+    _rum: dict = {}  # per database: are the full-text indexes RUM ones?
+
+    def uses_rum(self) -> bool:
+        key = id(db.obj)
+        if key not in self._rum:
+            self._rum[key] = db.execute_sql(
+                "SELECT 1 FROM pg_indexes WHERE tablename = 'search_doc' AND indexname = 'search_doc_tsv_rum'"
+            ).fetchone() is not None
+        return self._rum[key]
+
+    def _newest(self, text, fields):
+        if not self.uses_rum():
+            return super()._newest(text, fields)
+        return self._match_ids(text, fields).order_by(SQL(NEWEST_FIRST))
 
     def _index_text(self, docs):
         db.execute_sql(f"{REFILL} WHERE id = ANY(%s)", ([d["id"] for d in docs],))
@@ -97,6 +142,6 @@ class PostgresBackend(DatabaseBackend):
                      .order_by(rank.desc(), SearchDoc.id.desc()).limit(most))
             return query if floor is None else query.where(SearchDoc.id >= lowest)
 
-        key = ("keyword", config, floor is None, conditions_key(conds))
+        key = ("keyword", COLUMNS[fields], floor is None, conditions_key(conds))
         rows = compiled_tuples(key, build, text, limit, floor or 0)
         return [(i, float(score)) for i, score in rows]

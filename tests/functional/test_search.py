@@ -278,3 +278,21 @@ def test_a_suggestion_opens_its_model(client, catalog):
                                "url": f"/models/{catalog['landscape'].id}"}]
     page = client.get(body["models"][0]["url"], follow_redirects=True)
     assert page.status_code == 200 and "Mountain Landscape" in page.get_data(as_text=True)
+
+
+def test_postgres_reads_the_newest_matches_from_rum_indexes_where_installed(client, catalog):
+    from models_db.db import db
+    if search.get_backend().name != "postgres":
+        pytest.skip("PostgreSQL's full-text indexes")
+    if not db.execute_sql("SELECT 1 FROM pg_available_extensions WHERE name = 'rum'").fetchone():
+        pytest.skip("the rum extension is not installed (make install-test installs postgresql-15-rum as root)")
+    indexes = {n for (n,) in db.execute_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'search_doc'")}
+    assert {"search_doc_tsv_rum", "search_doc_tsv_stem_rum", "search_doc_tsv_primary_rum"} <= indexes
+    assert not {"search_doc_tsv", "search_doc_tsv_stem", "search_doc_tsv_primary"} & indexes  # GIN dropped
+    backend = search.get_backend()
+    sql, params = backend._newest(backend._match_text([("landscape",)], "primary", False), "primary").limit(5).sql()
+    db.execute_sql("SET enable_seqscan = off")  # a tiny table: the planner would rather read it all
+    plan = "\n".join(r[0] for r in db.execute_sql("EXPLAIN " + sql, params))
+    db.execute_sql("RESET enable_seqscan")
+    assert "search_doc_tsv_primary_rum" in plan and "Sort" not in plan  # ordered by the index
+    assert names(client, "/api/v1/search?q=landscape&mode=keyword")[0] == ["Mountain Landscape"]
