@@ -14,6 +14,7 @@ import time
 import uuid
 
 import dramatiq
+from peewee import chunked
 
 from gpu.pipelines import Cancelled, Item, ModelRef, Params, Resource, one_line
 from gpu.png_meta import format_a1111
@@ -24,7 +25,7 @@ from models_db import generation as gen
 from models_db.db import on_commit, transaction, utcnow
 from models_db.images import Image
 from models_db.redis_store import client, redis_key
-from models_db.storage import BlobMissing, LocalBlobStore, get_store
+from models_db.storage import BlobMissing, LocalBlobStore, get_store, holding
 
 HEARTBEAT_S = 2.0
 RECHECK_S = 2 * HEARTBEAT_S
@@ -46,7 +47,7 @@ log = logging.getLogger("atelier.jobs.generation")
 def submit(user, req, source: str = "api") -> gen.GenerationRun:
     """Stores the run and, once committed, publishes its "queued" event, then queues one message per job
     (in that order: a running worker's "started" must not come before "queued")."""
-    with transaction():
+    with holding(), transaction():  # its input images' pending marks go once the run names them
         run, job_ids = gen.create_run(user, req, source)
         on_commit(lambda: (publish(run, "queued", {"total": run.total}), send_jobs(job_ids)))
     return run
@@ -106,7 +107,7 @@ return seq
 """
 
 
-RUN_END = ("done", "failed", "cancelled")
+RUN_END = ("done", "failed", "cancelled", "deleted")
 
 
 def ends_run(event: dict) -> bool:
@@ -142,6 +143,37 @@ def cancel(run: gen.GenerationRun) -> None:
         running = gen.cancel_run(run)
     client().set(cancel_key(run.id), 1, ex=EVENT_TTL_S)
     publish(run, "cancelled", {"running": len(running)})
+
+
+def delete(runs) -> list[int]:
+    """Deletes a GenerationRun query's runs: unfinished ones are cancelled first; all are hidden at once and
+    removed, with their private outputs and the blobs only they used, by delete_runs. Returns their ids."""
+    runs = list(runs.where(gen.GenerationRun.deleted_at.is_null()))
+    for run in runs:
+        if run.status not in gen.RUN_FINISHED:
+            cancel(run)
+    with transaction():
+        ids = gen.mark_deleted(gen.GenerationRun.select().where(gen.GenerationRun.id.in_([r.id for r in runs])))
+        on_commit(lambda: [delete_runs.send(chunk) for chunk in chunked(ids, 20)])
+    for run in runs:
+        if run.id in ids:
+            publish(run, "deleted", {})
+            client().delete(run_log_key(run.id))
+    return ids
+
+
+@dramatiq.actor(queue_name="default", max_retries=5, time_limit=3600 * 1000)
+@logs_result
+def delete_runs(run_ids: list[int]) -> str:
+    """Removes runs marked deleted, one transaction each; the blobs only they named follow (jobs.storage)."""
+    from jobs.storage import remove_unused_later
+    blobs = 0
+    for run_id in run_ids:
+        with transaction():
+            freed = gen.delete_run(run_id)
+            on_commit(lambda freed=freed: remove_unused_later(freed))
+        blobs += len(freed)
+    return f"{len(run_ids)} runs deleted, {blobs} blobs to check"
 
 
 # ---- the GPU actor ---------------------------------------------------------------------------------
@@ -413,7 +445,11 @@ def png_bytes(image, text: str) -> bytes:
 def store_output(job, image, token: str, model: ModelRef, params: Params) -> int:
     """Stores the PNG and marks the job done in one transaction, unless the job left this batch."""
     data = png_bytes(image, parameters_text(job, model, params))
-    blob, size = get_store().put_stream(io.BytesIO(data))
+    with holding():  # the PNG's pending mark goes once the job names it
+        return _record_output(job, image, token, *get_store().put_stream(io.BytesIO(data)))
+
+
+def _record_output(job, image, token: str, blob: str, size: int) -> int:
     with transaction():
         row = Image.create(user=job.run.user_id, model_version=job.model_version_id, status="Pending", blob=blob,
                            filename=f"{job.run_id}-{job.index:05d}-{job.seed}.png", mime="image/png",
@@ -449,8 +485,9 @@ def assemble_grid(run_id: int) -> str:
         with store.open(job.output_blob) as f:
             tiles.setdefault(tuple(json.loads(job.cell_json)), PILImage.open(io.BytesIO(f.read())).convert("RGB"))
     grids = xyz.assemble_grid(tiles, labels.get("x", []), labels.get("y", [""]), labels.get("z", [""]))
-    blobs = [store.put_stream(io.BytesIO(png_bytes(g, f"XYZ grid of run {run_id}")))[0] for g in grids]
-    gen.GenerationRun.update(grid_blobs=json.dumps(blobs)).where(gen.GenerationRun.id == run_id).execute()
+    with holding():
+        blobs = [store.put_stream(io.BytesIO(png_bytes(g, f"XYZ grid of run {run_id}")))[0] for g in grids]
+        gen.GenerationRun.update(grid_blobs=json.dumps(blobs)).where(gen.GenerationRun.id == run_id).execute()
     publish(run, "grid", {"grids": len(blobs)})
     return f"{len(blobs)} grid images"
 

@@ -13,7 +13,7 @@ from jobs.broker import logs_result
 from models_db import images as im
 from models_db.catalog_queries import version_ids_by_hash
 from models_db.db import on_commit, transaction
-from models_db.storage import get_store
+from models_db.storage import get_store, holding
 from models_db.uploads import part_path
 
 VARIANT_WIDTHS = (96, 450)
@@ -47,24 +47,25 @@ def process(image_id: int) -> str:
     except image_files.InvalidImage as exc:
         return reject(image, str(exc))
     clean = image_files.without_location(data, decoded)
-    blob, size = store.put_stream(io.BytesIO(clean))
-    variants = []
-    for width in VARIANT_WIDTHS:
-        body, mime = image_files.resized(decoded, width)
-        variants.append((width, store.put_stream(io.BytesIO(body))[0], mime))
-    meta = parse_image_text(info.text)
-    with transaction():
-        image.blob, image.size_bytes, image.mime = blob, size, info.mime
-        image.width, image.height = info.width, info.height
-        image.blurhash, image.phash = image_files.blurhash(decoded), image_files.perceptual_hash(decoded)
-        image.meta_json = json.dumps(meta) if meta else None
-        image.status = "Ready"
-        image.save()
-        for width, variant_blob, mime in variants:
-            (im.ImageVariant.insert(image=image, width=width, blob=variant_blob, mime=mime)
-             .on_conflict_ignore().execute())
-        link_resources(image, meta or {})
-        on_commit(lambda: check_nsfw.send([image.id]))
+    with holding():  # the blobs' pending marks go once the rows name them
+        blob, size = store.put_stream(io.BytesIO(clean))
+        variants = []
+        for width in VARIANT_WIDTHS:
+            body, mime = image_files.resized(decoded, width)
+            variants.append((width, store.put_stream(io.BytesIO(body))[0], mime))
+        meta = parse_image_text(info.text)
+        with transaction():
+            image.blob, image.size_bytes, image.mime = blob, size, info.mime
+            image.width, image.height = info.width, info.height
+            image.blurhash, image.phash = image_files.blurhash(decoded), image_files.perceptual_hash(decoded)
+            image.meta_json = json.dumps(meta) if meta else None
+            image.status = "Ready"
+            image.save()
+            for width, variant_blob, mime in variants:
+                (im.ImageVariant.insert(image=image, width=width, blob=variant_blob, mime=mime)
+                 .on_conflict_ignore().execute())
+            link_resources(image, meta or {})
+            on_commit(lambda: check_nsfw.send([image.id]))
     staged.unlink(missing_ok=True)
     return "Ready"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 
 import dramatiq
+from peewee import chunked
+
 from jobs.broker import logs_result
 from models_db.blob_references import blobs_in_use
 from models_db.storage import get_store
@@ -28,3 +30,20 @@ def remove_orphan_blobs(grace_s: float = GRACE_S) -> int:
     for sha in orphans:
         store.delete(sha)
     return len(orphans)
+
+
+@dramatiq.actor(queue_name="default", max_retries=5)
+@logs_result
+def remove_unused_blobs(blobs: list[str]) -> int:
+    """Deletes those of blobs that no row names any more (after the rows that named them were deleted)."""
+    store = get_store()
+    unused = set(blobs) - blobs_in_use(blobs)
+    for sha in unused:
+        store.delete(sha)
+    return len(unused)
+
+
+def remove_unused_later(blobs) -> None:
+    """After commit: remove_unused_blobs over blobs, in messages of a bounded size."""
+    for chunk in chunked(sorted(blobs), 1000):
+        remove_unused_blobs.send(chunk)

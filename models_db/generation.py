@@ -43,6 +43,7 @@ class GenerationRun(BaseModel):
     grid_blobs = TextField(null=True)  # JSON list of grid image blobs (one per z)
     created_at = DateTimeField(default=utcnow, index=True)
     finished_at = DateTimeField(null=True)
+    deleted_at = DateTimeField(null=True)  # deleted by its owner: hidden now, removed by a worker (delete_runs)
 
     @property
     def request(self) -> dict:
@@ -455,7 +456,7 @@ def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]
 def runs_page(user_id: int, limit: int, cursor: str = "") -> tuple[list[GenerationRun], str | None]:
     """The user's runs, newest first, after the cursor; and the next page's cursor (None: last page)."""
     from models_db.cursors import decode_keyset, encode_keyset
-    query = GenerationRun.select().where(GenerationRun.user == user_id)
+    query = GenerationRun.select().where(GenerationRun.user == user_id, GenerationRun.deleted_at.is_null())
     if cursor:
         query = query.where(GenerationRun.id < decode_keyset(cursor, dated=False)[1])
     rows = list(query.order_by(GenerationRun.id.desc()).limit(limit + 1))
@@ -478,3 +479,47 @@ def jobs_page(run_id: int, limit: int, cursor: str = "", state: str | None = Non
     rows = list(query.order_by(GenerationJob.index).limit(limit + 1))
     more = len(rows) > limit
     return rows[:limit], encode_keyset(rows[limit - 1].index, rows[limit - 1].id) if more else None
+
+
+# ---- deleting runs ----------------------------------------------------------------------------------
+def mark_deleted(query) -> list[int]:
+    """Hides the runs of a GenerationRun query (not yet deleted) at once; returns their ids, for delete_runs."""
+    ids = [r for (r,) in query.where(GenerationRun.deleted_at.is_null()).select(GenerationRun.id).tuples()]
+    for chunk in chunked(ids, 500):
+        GenerationRun.update(deleted_at=utcnow()).where(GenerationRun.id.in_(chunk)).execute()
+    return ids
+
+
+def private_outputs(run_id: int):
+    """The Image ids of a run's outputs that go with it: those its owner has not posted."""
+    return (GenerationJob.select(GenerationJob.image).join(Image, on=(GenerationJob.image == Image.id))
+            .where(GenerationJob.run == run_id, Image.post.is_null()))
+
+
+def delete_run(run_id: int) -> set[str]:
+    """Deletes a run marked deleted, its jobs and its private outputs' images (call in a transaction);
+    returns every blob those rows named, for removing the ones nothing else names (blob_references)."""
+    from models_db.images import ImageVariant, refresh_version_levels
+    run = GenerationRun.get_or_none(GenerationRun.id == run_id, GenerationRun.deleted_at.is_null(False))
+    if run is None:
+        return set()
+    blobs = set(json.loads(run.grid_blobs or "[]"))
+    jobs = GenerationJob.select(GenerationJob.output_blob, GenerationJob.inputs_json).where(GenerationJob.run == run_id)
+    for output, inputs in jobs.tuples():
+        blobs.update([output] if output else [])
+        blobs.update(json.loads(inputs).values())
+    image_ids = [i for (i,) in private_outputs(run_id).tuples()]
+    versions = set()
+    for chunk in chunked(image_ids, 500):
+        images = Image.select(Image.blob, Image.model_version).where(Image.id.in_(chunk))
+        for blob, version in images.tuples():
+            blobs.update([blob] if blob else [])
+            versions.add(version)
+        blobs.update(b for (b,) in ImageVariant.select(ImageVariant.blob).where(ImageVariant.image.in_(chunk)).tuples())
+    GenerationJob.delete().where(GenerationJob.run == run_id).execute()
+    GenerationParams.delete().where(GenerationParams.run == run_id).execute()
+    run.delete_instance()
+    for chunk in chunked(image_ids, 500):
+        Image.delete().where(Image.id.in_(chunk)).execute()
+    refresh_version_levels(versions - {None})
+    return blobs

@@ -18,7 +18,7 @@ from web.api import absolute, body_limit, current_api_user, error, integer, page
 from web.catalog import iso
 from web.handoff import hand_off
 from web.images import image_url
-from web.openapi import INT, LIMIT, STR, doc, enum, obj, paged, param, ref
+from web.openapi import BOOL, INT, LIMIT, STR, doc, enum, obj, paged, param, ref
 
 PNG = {"type": "string", "format": "binary"}
 
@@ -69,7 +69,7 @@ def run_json(run: gen.GenerationRun, with_jobs: bool = True, limit: int = JOBS_P
 
 
 def own_run(run_id: int) -> gen.GenerationRun:
-    run = gen.GenerationRun.get_or_none(gen.GenerationRun.id == run_id)
+    run = gen.GenerationRun.get_or_none(gen.GenerationRun.id == run_id, gen.GenerationRun.deleted_at.is_null())
     user = current_api_user()
     if run is None or (run.user_id != user.id and not user.is_staff):
         error(404, "No such generation run")
@@ -145,6 +145,27 @@ def cancel(run_id: int):
     return jsonify(run_json(gen.GenerationRun.get_by_id(run_id)))
 
 
+@bp.delete("/api/v1/generation/runs/<id:run_id>")
+@require_user("write")
+@doc("Delete a run (cancelled first if it has not ended): it is gone at once; its jobs, its outputs that were "
+     "not posted and the files only they used are removed by a worker", "generation", status=202,
+     response=obj(("id", "deleted"), id=INT, deleted=BOOL))
+def delete(run_id: int):
+    run = own_run(run_id)
+    jobs.delete(gen.GenerationRun.select().where(gen.GenerationRun.id == run.id))
+    return jsonify(id=run.id, deleted=True), 202
+
+
+@bp.post("/api/v1/generation/runs/clear")
+@require_user("write")
+@doc("Delete all your finished runs (Done, Failed, Cancelled), as DELETE does each", "generation", status=202,
+     response=obj(("deleted",), deleted=INT))
+def clear_finished():
+    finished = gen.GenerationRun.select().where(gen.GenerationRun.user == current_api_user().id,
+                                                gen.GenerationRun.status.in_(gen.RUN_FINISHED))
+    return jsonify(deleted=len(jobs.delete(finished))), 202
+
+
 @bp.get("/api/v1/generation/jobs/<id:job_id>/image.png")
 @require_user("read")
 @doc("A job's PNG (with its A1111 parameters chunk)", "generation", response=PNG, media="image/png",
@@ -170,8 +191,8 @@ def grid_image(run_id: int, n: int):
 
 @bp.get("/api/v1/generation/runs/<id:run_id>/events")
 @require_user("read")
-@doc("Server-Sent Events until the run ends: queued, started, step, image, grid, done, failed, cancelled; each "
-     "kept event has an id for Last-Event-ID", "generation", media="text/event-stream",
+@doc("Server-Sent Events until the run ends: queued, started, step, image, grid, done, failed, cancelled, "
+     "deleted; each kept event has an id for Last-Event-ID", "generation", media="text/event-stream",
      response=obj(("event", "data"), id=STR, event=STR,
                   data={"type": "string", "contentMediaType": "application/json"}),
      params=[param("Last-Event-ID", INT, where="header"), param("after", INT)],

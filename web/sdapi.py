@@ -275,7 +275,9 @@ class Wait:
 def outcome(run_id: int, body: dict) -> tuple[int, dict]:
     """The answer to a call whose wait is over (status, JSON), read on a database connection of its own."""
     with database.db.connection_context():
-        run = gen.GenerationRun.get_by_id(run_id)
+        run = gen.GenerationRun.get_or_none(gen.GenerationRun.id == run_id, gen.GenerationRun.deleted_at.is_null())
+        if run is None:
+            return 404, problem(f"generation run {run_id} was deleted")
         if run.status not in gen.RUN_FINISHED:
             return 504, problem(f"generation run {run.id} did not finish within {settings.get().sdapi_wait_s} s; "
                                 "it goes on (GET /sdapi/v1/progress)")

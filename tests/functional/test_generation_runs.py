@@ -1,6 +1,13 @@
 """Run management over the REST API: cursor paging of runs and of a run's jobs, deleting runs (and the
 blobs only they used), the zip download, retrying failed jobs; one user never reaches another's runs."""
+import base64
+import io
+
 from models_db import generation as gen
+from models_db import images as im
+from models_db.storage import get_store
+from tests.conftest import run_jobs
+from tests.factories import picture
 from tests.helpers import auth
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler": "Euler"}
@@ -60,3 +67,84 @@ def test_a_runs_jobs_page_by_cursor_in_order_with_the_runs_summary(client, alice
     assert client.get(f"/api/v1/generation/runs/{run['id']}?state=odd", headers=auth(alice[1])).status_code == 400
     other = client.get(f"/api/v1/generation/runs/{run['id']}", headers=auth(bob[1]))
     assert other.status_code == 404 and other.get_json()["error"]
+
+
+def b64_png(image) -> str:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def blobs_of_run(run_id: int) -> set[str]:
+    """Every blob a run's rows name: outputs (job and image rows, variants) and inputs."""
+    out = set()
+    for job in gen.GenerationJob.select().where(gen.GenerationJob.run == run_id):
+        out.update([job.output_blob, *job.inputs.values()])
+        if job.image_id:
+            image = im.Image.get_by_id(job.image_id)
+            out.update([image.blob, *(v.blob for v in image.variants)])
+    out.discard(None)
+    return out
+
+
+def test_deleting_a_run_frees_the_blobs_only_it_used(client, alice, bob, sd1, worker):
+    _, key = alice
+    source = b64_png(picture(64, 64, seed=5))
+    kept = submit(client, key, model=sd1["versionId"], prompt="kept", seed=1, init_image=source, **SMALL)
+    doomed = submit(client, key, model=sd1["versionId"], prompt="doomed", quantity=2, seed=2, init_image=source,
+                    **SMALL)
+    run_jobs(worker)
+    jobs_ = client.get(f"/api/v1/generation/runs/{doomed['id']}", headers=auth(key)).get_json()["jobs"]
+    # alice also uploads one of the outputs as an ordinary image: those bytes are used elsewhere now
+    data = client.get(jobs_[0]["imageUrl"].split("localhost", 1)[-1], headers=auth(key)).data
+    upload = client.post("/api/v1/images", data={"file": (io.BytesIO(data), "mine.png")}, headers=auth(key))
+    assert upload.status_code == 202
+    run_jobs(worker)
+    copy = im.Image.get_by_id(upload.get_json()["id"])
+    elsewhere = {copy.blob, *(v.blob for v in copy.variants)} | blobs_of_run(kept["id"])
+    doomed_blobs = blobs_of_run(doomed["id"])
+    only_doomed = doomed_blobs - elsewhere
+    outputs = [j["imageId"] for j in jobs_]
+    first, second = (im.Image.get_by_id(i).blob for i in outputs)
+    assert first in elsewhere and second in only_doomed and len(only_doomed) >= 2  # the second's variants too
+    assert gen.GenerationJob.get(gen.GenerationJob.run == kept["id"]).inputs["init_image"] in doomed_blobs
+
+    answer = client.delete(f"/api/v1/generation/runs/{doomed['id']}", headers=auth(bob[1]))
+    assert answer.status_code == 404 and answer.get_json()["error"]
+    answer = client.delete(f"/api/v1/generation/runs/{doomed['id']}", headers=auth(key))
+    assert answer.status_code == 202, answer.get_json()
+    assert client.get(f"/api/v1/generation/runs/{doomed['id']}", headers=auth(key)).status_code == 404
+    assert doomed["id"] not in [r["id"] for r in client.get("/api/v1/generation/runs",
+                                                            headers=auth(key)).get_json()["items"]]
+    run_jobs(worker)
+    assert not gen.GenerationRun.select().where(gen.GenerationRun.id == doomed["id"]).exists()
+    assert not gen.GenerationJob.select().where(gen.GenerationJob.run == doomed["id"]).exists()
+    assert not im.Image.select().where(im.Image.id.in_(outputs)).exists()
+    assert not [b for b in only_doomed if get_store().exists(b)]
+    assert all(get_store().exists(b) for b in elsewhere)
+    assert client.get(f"/api/v1/generation/runs/{kept['id']}", headers=auth(key)).get_json()["done"] == 1
+    assert client.delete(f"/api/v1/generation/runs/{doomed['id']}", headers=auth(key)).status_code == 404
+
+
+def test_deleting_an_unfinished_run_cancels_it_first(client, alice, sd1, worker):
+    _, key = alice
+    run = submit(client, key, model=sd1["versionId"], prompt="never", quantity=3, **SMALL)
+    assert client.delete(f"/api/v1/generation/runs/{run['id']}", headers=auth(key)).status_code == 202
+    run_jobs(worker)  # its queued messages find nothing to do
+    assert gen.GenerationRun.select().count() == 0 and im.Image.select().count() == 0
+
+
+def test_clear_finished_deletes_only_your_finished_runs(client, alice, bob, sd1, worker):
+    _, key = alice
+    finished = [submit(client, key, model=sd1["versionId"], prompt=f"f{n}", **SMALL)["id"] for n in range(2)]
+    bobs = submit(client, bob[1], model=sd1["versionId"], prompt="bob", **SMALL)["id"]
+    run_jobs(worker)
+    waiting = submit(client, key, model=sd1["versionId"], prompt="later", **SMALL)["id"]
+    answer = client.post("/api/v1/generation/runs/clear", headers=auth(key))
+    assert answer.status_code == 202 and answer.get_json()["deleted"] == 2
+    listed = [r["id"] for r in client.get("/api/v1/generation/runs", headers=auth(key)).get_json()["items"]]
+    assert listed == [waiting]
+    run_jobs(worker)
+    assert sorted(r.id for r in gen.GenerationRun.select()) == sorted([bobs, waiting])
+    assert im.Image.select().where(im.Image.user == alice[0].id).count() == 1  # the later run's output
+    assert not gen.GenerationRun.select().where(gen.GenerationRun.id.in_(finished)).exists()
