@@ -13,12 +13,12 @@ from models_db import generation as gen
 from models_db import images as im
 from models_db.ids import INT64_MAX
 from models_db.redis_store import give_back_place, take_place
-from web import streams
+from web import run_archive, streams
 from web.api import absolute, body_limit, current_api_user, error, integer, page_url, require_user, send_blob
 from web.catalog import iso
 from web.handoff import hand_off
 from web.images import image_url
-from web.openapi import BOOL, INT, LIMIT, STR, doc, enum, obj, paged, param, ref
+from web.openapi import BINARY, BOOL, INT, LIMIT, STR, doc, enum, obj, paged, param, ref
 
 PNG = {"type": "string", "format": "binary"}
 
@@ -176,6 +176,17 @@ def job_image(job_id: int):
         error(404, "No image for this job")
     own_run(job.run_id)
     return send_blob(job.output_blob, "image/png", f"{job.run_id}-{job.index}.png")
+
+
+@bp.get("/api/v1/generation/runs/<id:run_id>/zip")
+@require_user("read")
+@doc("The run's images as a zip, streamed: each PNG (with its A1111 parameters chunk) named INDEX-SEED.png, "
+     "its XYZ grids, and run.json (the request, and each image's file, prompt and seed)", "generation",
+     response=BINARY, media="application/zip")
+def run_zip(run_id: int):
+    run = own_run(run_id)
+    return Response(run_archive.zip_stream(run_archive.run_files(run)), mimetype="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="run-{run.id}.zip"'})
 
 
 @bp.get("/api/v1/generation/runs/<id:run_id>/grid/<index:n>.png")

@@ -2,7 +2,12 @@
 blobs only they used), the zip download, retrying failed jobs; one user never reaches another's runs."""
 import base64
 import io
+import json
+import zipfile
 
+from PIL import Image
+
+from gpu.png_meta import parse_a1111
 from models_db import generation as gen
 from models_db import images as im
 from models_db.storage import get_store
@@ -148,3 +153,26 @@ def test_clear_finished_deletes_only_your_finished_runs(client, alice, bob, sd1,
     assert sorted(r.id for r in gen.GenerationRun.select()) == sorted([bobs, waiting])
     assert im.Image.select().where(im.Image.user == alice[0].id).count() == 1  # the later run's output
     assert not gen.GenerationRun.select().where(gen.GenerationRun.id.in_(finished)).exists()
+
+
+def test_a_run_downloads_as_a_zip_of_its_pngs_with_their_parameters_and_run_json(client, alice, bob, sd1, worker):
+    _, key = alice
+    run = submit(client, key, model=sd1["versionId"], prompts=["a red kite", "a blue kite"], seed=20,
+                 negative_prompt="blurry", **SMALL)
+    run_jobs(worker)
+    answer = client.get(f"/api/v1/generation/runs/{run['id']}/zip", headers=auth(key))
+    assert answer.status_code == 200 and answer.mimetype == "application/zip"
+    assert f"run-{run['id']}.zip" in answer.headers["Content-Disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(answer.data))
+    assert archive.testzip() is None
+    assert archive.namelist() == ["run.json", "00000-20.png", "00001-21.png"]
+    for name, prompt, seed in (("00000-20.png", "a red kite", 20), ("00001-21.png", "a blue kite", 21)):
+        meta = parse_a1111(Image.open(io.BytesIO(archive.read(name))).info["parameters"])
+        assert (meta["prompt"], meta["negativePrompt"], meta["seed"]) == (prompt, "blurry", seed)
+    described = json.loads(archive.read("run.json"))
+    assert described["id"] == run["id"] and described["status"] == "Done"
+    assert described["request"]["prompts"] == ["a red kite", "a blue kite"] and described["request"]["seed"] == 20
+    assert [(i["file"], i["prompt"], i["seed"]) for i in described["images"]] == [
+        ("00000-20.png", "a red kite", 20), ("00001-21.png", "a blue kite", 21)]
+    other = client.get(f"/api/v1/generation/runs/{run['id']}/zip", headers=auth(bob[1]))
+    assert other.status_code == 404 and other.get_json()["error"]
