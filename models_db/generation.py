@@ -185,7 +185,8 @@ def cancel_run(run: GenerationRun) -> list[int]:
 def reopen_failed(job_id: int) -> int | None:
     """A failed job of a run not cancelled back in the queue, with a fresh attempt budget and no error, and
     its run recounted; returns the run's id, or None when the job is not failed (any more)."""
-    live_runs = GenerationRun.select(GenerationRun.id).where(GenerationRun.cancelled == False)  # noqa: E712
+    live_runs = GenerationRun.select(GenerationRun.id).where(GenerationRun.cancelled == False,  # noqa: E712
+                                                             GenerationRun.deleted_at.is_null())
     reopened = (GenerationJob.update(state="queued", error=None, finished_at=None, claimed_by=None,
                                      heartbeat_at=None, attempts=0)
                 .where(GenerationJob.id == job_id, GenerationJob.state == "failed", GenerationJob.run.in_(live_runs))
