@@ -65,14 +65,18 @@ class Heartbeat:
         self.last_rate: float | None = None  # images per second of the last batch
         self.stop_beating = threading.Event()
         self.thread: threading.Thread | None = None
+        self.backend_error: str | None = None  # why the backend could not be created at boot
 
     # --- what it says ---------------------------------------------------------------------------------
     def record(self) -> dict:
-        from jobs import generation
         import settings
-        backend = generation._backend  # noqa: SLF001  (read as it is: a beat never creates it)
+        from gpu.backends import created_backend
+        name = settings.get().gpu_backend
+        backend = created_backend(name)  # a beat never creates it: that may take a while, or fail
         try:
-            status = backend.status() if backend is not None else {"backend": settings.get().gpu_backend}
+            status = backend.status() if backend is not None else {"backend": name}
+            if backend is None and self.backend_error:
+                status["error"] = self.backend_error
         except Exception as exc:  # noqa: BLE001  (the record says so instead)
             status = {"backend": getattr(backend, "name", "?"), "error": f"{type(exc).__name__}: {exc}"[:300]}
         with self.lock:
@@ -129,8 +133,9 @@ class Heartbeat:
             from jobs import generation
             try:
                 generation.backend()
-            except Exception:  # noqa: BLE001  (the batch will raise it; the record shows the backend name)
+            except Exception as exc:  # noqa: BLE001  (each batch will raise it too)
                 log.exception("GPU backend did not start")
+                self.backend_error = f"{type(exc).__name__}: {exc}"[:300]
             self.write()
             while not self.stop_beating.wait(beat_s()):
                 self.write()

@@ -63,3 +63,9 @@ def get_backend(name: str | None = None) -> Backend:
             module, cls = BACKENDS[name]
             _instances[name] = getattr(importlib.import_module(module), cls)()
         return _instances[name]
+
+
+def created_backend(name: str) -> Backend | None:
+    """The process's backend called `name` if it has been created, else None (never creates it)."""
+    with _lock:
+        return _instances.get(name)

@@ -1,5 +1,6 @@
 """Operators' view of generation: each GPU worker's heartbeat (a real Dramatiq worker on the gpu queue publishes
 it) and the queue per user (counted in the database), on the Operations page and from the operations API."""
+import html
 import os
 import re
 import signal
@@ -89,8 +90,8 @@ def test_a_gpu_worker_shows_its_device_batch_and_speed_and_goes_when_it_stops(cl
     assert "No GPU worker is running." in client.get("/operations").get_data(as_text=True)
 
 
-def test_a_killed_gpu_worker_is_shown_stale_then_dropped(client, admin, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]), GPU_HEARTBEAT_S="1")
+def test_a_gpu_worker_says_why_its_backend_failed_and_once_killed_goes_stale_then_away(client, admin, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]), GPU_HEARTBEAT_S="1", GPU_BACKEND="tensorrt")
     with open(tmp_path / "gpu.log", "wb") as log:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "dramatiq"), "jobs", "--processes", "1",
                                  "--threads", "1", "--queues", "gpu"], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -98,6 +99,8 @@ def test_a_killed_gpu_worker_is_shown_stale_then_dropped(client, admin, tmp_path
     try:
         seen = wait_for(lambda: api_workers(client, admin), 120, "the worker process's heartbeat")
         assert len(seen) == 1 and seen[0]["host"] == os.uname().nodename and seen[0]["pid"] != os.getpid()
+        assert seen[0]["backend"] == "tensorrt" and "TensorRT" in seen[0]["error"]  # not installed, or not written
+        assert seen[0]["error"] in html.unescape(row(client.get("/operations").get_data(as_text=True), seen[0]["id"]))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         stale = wait_for(lambda: [w for w in api_workers(client, admin) if w["stale"]], 10, "stale")[0]
