@@ -1,7 +1,8 @@
 """Search on a seeded catalog: indexing throughput, and p50/p95 of keyword and hybrid queries through
 GET /api/v1/search, on the embedded default (SQLite FTS5) and on PostgreSQL, side by side.
 
-Targets at 100k models on the embedded default: keyword p95 <= 20 ms, hybrid p95 <= 50 ms.
+Targets at 100k models: keyword p95 <= 20 ms, hybrid p95 <= 50 ms on the embedded default; keyword
+p95 <= 30 ms, hybrid p95 <= 60 ms on PostgreSQL.
 
     .venv/bin/python bench/search.py                      # 100k models, both backends
     .venv/bin/python bench/search.py --models 20000 --backend sqlite --queries 100
@@ -34,7 +35,7 @@ sys.path[0] = str(ROOT)
 
 from bench.api import WORDS, configure_env, percentile, pg_admin, seed  # noqa: E402
 
-KEYWORD_TARGET, HYBRID_TARGET = 20.0, 50.0
+TARGETS = {"sqlite": (20.0, 50.0), "postgres": (30.0, 60.0)}  # p95 ms: keyword, hybrid
 PHRASES = ["portrait of a woman in armor", "cinematic fantasy landscape", "anime character style",
            "photorealistic detailed lighting", "rainy neon city at night", "cute animal illustration",
            "vintage film photo", "sci-fi spaceship concept art"]
@@ -69,7 +70,7 @@ def parent(args) -> int:
             print(f"{backend:<10} failed")
             continue
         for i, (kind, (p50, p95)) in enumerate(r["latency"].items()):
-            target = KEYWORD_TARGET if kind.startswith("keyword") else HYBRID_TARGET
+            target = TARGETS[backend][0 if kind.startswith("keyword") else 1]
             head = (f"{backend:<10}{r['models']:>8}{r['index_docs_s']:>14.0f}{r['embed_docs_s']:>14.1f}" if i == 0
                     else " " * 46)
             verdict = "ok" if p95 <= target else "MISSED"
