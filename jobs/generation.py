@@ -176,6 +176,20 @@ def delete_runs(run_ids: list[int]) -> str:
     return f"{len(run_ids)} runs deleted, {blobs} blobs to check"
 
 
+@dramatiq.actor(queue_name="default", max_retries=3)
+@logs_result
+def retry_run(run_id: int) -> str:
+    """A run's failed jobs back in the queue: their dead messages sent again (as an operator's retry does),
+    then those with no dead message left (purged, expired) reopened and sent."""
+    from jobs.queues import retry_failed_run
+    sent = retry_failed_run(run_id)
+    failed = [j for (j,) in gen.GenerationJob.select(gen.GenerationJob.id).where(
+        gen.GenerationJob.run == run_id, gen.GenerationJob.state == "failed").tuples()]
+    reopened = [j for j in failed if requeue_failed(j)]
+    send_jobs(reopened)
+    return f"{sent} dead messages sent again, {len(reopened)} failed jobs queued again"
+
+
 # ---- the GPU actor ---------------------------------------------------------------------------------
 _backend = None
 GPU_LOCK = threading.Lock()

@@ -156,6 +156,19 @@ def delete(run_id: int):
     return jsonify(id=run.id, deleted=True), 202
 
 
+@bp.post("/api/v1/generation/runs/<id:run_id>/retry")
+@require_user("write")
+@doc("Queue a run's failed jobs again (a worker does it; the run reopens)", "generation", status=202,
+     response=obj(("id", "failed"), id=INT, failed=INT))
+def retry(run_id: int):
+    run = own_run(run_id)
+    failed = gen.GenerationJob.select().where(gen.GenerationJob.run == run.id, gen.GenerationJob.state == "failed")
+    count = failed.count()
+    if count:
+        jobs.retry_run.send(run.id)
+    return jsonify(id=run.id, failed=count), 202
+
+
 @bp.post("/api/v1/generation/runs/clear")
 @require_user("write")
 @doc("Delete all your finished runs (Done, Failed, Cancelled), as DELETE does each", "generation", status=202,

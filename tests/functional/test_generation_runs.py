@@ -176,3 +176,27 @@ def test_a_run_downloads_as_a_zip_of_its_pngs_with_their_parameters_and_run_json
         ("00000-20.png", "a red kite", 20), ("00001-21.png", "a blue kite", 21)]
     other = client.get(f"/api/v1/generation/runs/{run['id']}/zip", headers=auth(bob[1]))
     assert other.status_code == 404 and other.get_json()["error"]
+
+
+def test_retrying_a_runs_failed_jobs_makes_their_images(client, alice, bob, sd1, request):
+    _, key = alice
+    run = submit(client, key, model=sd1["versionId"], prompt="again", quantity=2, seed=4, denoising_strength=0.5,
+                 init_image=b64_png(picture(64, 64, seed=5)), **SMALL)
+    blob = gen.GenerationJob.get(gen.GenerationJob.run == run["id"], gen.GenerationJob.index == 0).inputs["init_image"]
+    with get_store().open(blob) as f:
+        data = f.read()
+    get_store().delete(blob)  # lost: both jobs fail at once, for good
+    worker = request.getfixturevalue("worker")  # started only now, after the loss
+    run_jobs(worker)
+    body = client.get(f"/api/v1/generation/runs/{run['id']}", headers=auth(key)).get_json()
+    assert (body["status"], body["failed"]) == ("Failed", 2)
+    get_store().put_stream(io.BytesIO(data))  # the file is back
+    other = client.post(f"/api/v1/generation/runs/{run['id']}/retry", headers=auth(bob[1]))
+    assert other.status_code == 404 and other.get_json()["error"]
+    answer = client.post(f"/api/v1/generation/runs/{run['id']}/retry", headers=auth(key))
+    assert answer.status_code == 202 and answer.get_json()["failed"] == 2
+    run_jobs(worker)
+    body = client.get(f"/api/v1/generation/runs/{run['id']}", headers=auth(key)).get_json()
+    assert (body["status"], body["done"], body["failed"]) == ("Done", 2, 0), body
+    assert all(j["error"] is None and j["imageUrl"] for j in body["jobs"])
+    assert im.Image.select().count() == 2
