@@ -79,3 +79,24 @@ def test_a_300_image_run_loads_in_few_requests_with_small_variants(page, live_se
     page.locator(f"#run-{older[0].id} .slot img").wait_for()
     assert page.locator("#older-runs").is_hidden()
     assert elapsed <= 1000
+
+
+def test_runs_are_deleted_and_finished_ones_cleared_from_the_page(page, live_server):
+    sign_up(page, "ines")
+    user = User.get(User.username == "ines")
+    version = catalog_model(user, "Harbor XL").versions.get()
+    first, second, third = (finished_run(user, version, 2, prompt=f"run {n}") for n in range(3))
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto("/generate")
+    assert page.locator(f"#run-{third.id} [data-role=zip]").get_attribute("href").endswith(f"/runs/{third.id}/zip")
+    page.locator(f"#run-{second.id} [data-role=delete]").click()
+    expect(page.locator(f"#run-{second.id}")).to_have_count(0)
+    page.reload()
+    expect(page.locator("#runs article")).to_have_count(2)
+    assert page.locator(f"#run-{second.id}").count() == 0
+    page.click("#clear-finished")
+    expect(page.locator("#runs article")).to_have_count(0)
+    assert page.locator("#no-runs").is_visible()
+    page.reload()
+    assert page.locator("#runs article").count() == 0
+    assert gen.GenerationRun.select().where(gen.GenerationRun.deleted_at.is_null()).count() == 0

@@ -142,7 +142,7 @@ function initShowcaseUploads() {
 // The queue is paged (runs, and each run's images) and shows the workers' small image variants, so that a
 // page with big runs asks for a few dozen things, not one full PNG per image.
 const RUN_DONE = ["Done", "Failed", "Cancelled"];
-const EVENTS = ["queued", "started", "loading", "step", "image", "failed", "done", "cancelled", "grid", "reset"];
+const EVENTS = ["queued", "started", "loading", "step", "image", "failed", "done", "cancelled", "grid", "deleted", "reset"];
 const runsShown = new Map();  // run id -> {node, total, done, failed, seen: Set of finished job ids, bulk, rate}
 const queue = () => $("#runs");
 
@@ -195,8 +195,11 @@ function renderRun(run) {
         el("span", {class: `status ${run.status.toLowerCase()}`, "data-role": "status"}, run.status), " ",
         el("span", {class: "muted", "data-role": "count"}, `${run.done}/${run.total}`),
         run.failed ? el("span", {class: "muted"}, ` · ${run.failed} failed`) : null),
-      RUN_DONE.includes(run.status) ? null :
-        el("button", {type: "button", class: "danger", "data-role": "cancel", onclick: () => cancelRun(run.id)}, "Cancel")),
+      el("div", {class: "hbox"},
+        run.done ? el("a", {class: "button", href: `/api/v1/generation/runs/${run.id}/zip`, "data-role": "zip"}, "Zip") : null,
+        RUN_DONE.includes(run.status) ? null :
+          el("button", {type: "button", class: "danger", "data-role": "cancel", onclick: () => cancelRun(run.id)}, "Cancel"),
+        el("button", {type: "button", class: "danger", "data-role": "delete", onclick: () => deleteRun(run.id)}, "Delete"))),
     el("p", {class: "muted run-prompt"}, bulk ? `${run.total} images from ${prompts.size}+ prompts` : run.jobs[0]?.prompt || ""),
     el("div", {class: "progress"}, el("div", {"data-role": "bar"})),
     el("p", {class: "muted run-step", "data-role": "step"}),
@@ -248,6 +251,7 @@ function onRunEvent(kind, e) {
   if (!run) { if (kind === "queued") reloadRun(e.run, "prepend"); return; }  // queued elsewhere (API, another tab)
   if (kind === "queued") { if (e.jobs) reloadRun(e.run); return; }  // failed jobs retried: the run reopens
   if (kind === "grid") { reloadRun(e.run); return; }  // the XYZ grid image, assembled once the run is done
+  if (kind === "deleted") { forgetRun(e.run); return; }
   const node = run.node;
   if (RUN_DONE.includes(node.dataset.status)) return;  // ended: later events of it change nothing shown
   const set = (role, text) => { $(`[data-role="${role}"]`, node).textContent = text; };
@@ -261,6 +265,9 @@ function onRunEvent(kind, e) {
     $('[data-role="status"]', node).className = `status ${status.toLowerCase()}`;
     if (status !== "Cancelled") $('[data-role="bar"]', node).style.width = "100%";
     $('[data-role="cancel"]', node)?.remove();
+    if (run.done && !$('[data-role="zip"]', node)) {
+      $("header .hbox", node).prepend(el("a", {class: "button", href: `/api/v1/generation/runs/${e.run}/zip`, "data-role": "zip"}, "Zip"));
+    }
     for (const s of $$(".slot", node)) if (["queued", "running"].includes(s.dataset.state)) fillSlot(s, {state: status.toLowerCase()}, false);
   };
   if (kind === "started") { set("status", "Running"); node.dataset.status = "Running"; set("step", "starting…"); }
@@ -322,6 +329,24 @@ function initOlderRuns(box) {
       button.hidden = !box.dataset.older;
     } finally { button.disabled = false; }
   });
+}
+
+function forgetRun(id) {
+  runsShown.get(id)?.node.remove();
+  runsShown.delete(id);
+  $("#no-runs").hidden = runsShown.size > 0;
+}
+
+async function deleteRun(id) {
+  if (!confirm(`Delete run ${id} and its images that are not posted?`)) return;
+  await api("DELETE", `/api/v1/generation/runs/${id}`);
+  forgetRun(id);  // as its "deleted" event will
+}
+
+async function clearFinished() {
+  if (!confirm("Delete all your finished runs and their images that are not posted?")) return;
+  await api("POST", "/api/v1/generation/runs/clear");
+  for (const [id, run] of [...runsShown]) if (RUN_DONE.includes(run.node.dataset.status)) forgetRun(id);
 }
 
 async function cancelRun(id) {
@@ -575,6 +600,7 @@ function initGeneration() {
   for (const run of JSON.parse($("#initial-runs").textContent)) showRun(run);
   followRuns(runs);
   initOlderRuns(runs);
+  $("#clear-finished").addEventListener("click", clearFinished);
 
   // -- the request
   const request = () => {
