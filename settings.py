@@ -67,6 +67,21 @@ VARIABLES = {
     "GPU_OPTIMIZATIONS": ("channels_last", ("Comma-separated speed options: channels_last, compile, tomesd, "
                                             "vae_tiling, attention_slicing, cpu_offload.")),
     "GPU_MAX_BATCH": ("8", "Most images one GPU batch coalesces (lowered further by free memory)."),
+    "GENERATION_MAX_OPEN_JOBS": ("10000", ("Images one user may have queued and running at once (a request that "
+                                           "would pass it: 429 with retryAfter); 0: no cap.")),
+    "GENERATION_DAILY_IMAGES": ("20000", ("Images one user may queue per UTC day (failed and cancelled ones are "
+                                          "given back; over it: 429 until midnight UTC); 0: no limit.")),
+    "GENERATION_DAILY_COST": ("20000", ("Cost units one user may queue per UTC day: an image costs width × height "
+                                        "× steps (plus its hires pass) over 512 × 512 × 20, so a 512² 20-step "
+                                        "image is 1; 0: no limit.")),
+    "GENERATION_QUOTA_EXEMPT_ROLES": (None, ("Comma-separated roles (user, moderator, admin) the three limits "
+                                             "above do not apply to, e.g. `admin` for a single-owner install's CLI "
+                                             "runs; unset: every role has them.")),
+    "GENERATION_ROLE_WEIGHTS": ("user:1,moderator:2,admin:4", (
+        "Fair-share weight of each role on the GPU workers: a user of weight 2 gets twice the GPU time of a user "
+        "of weight 1 while both have images queued.")),
+    "GENERATION_METRICS_TOP_USERS": ("10", ("Users named in the per-user queued/running metrics (by queued "
+                                            "images); the rest are summed as `other`.")),
     "GPU_PIPELINE_CACHE_BYTES": ("0", "Memory the warm-pipeline LRU may hold; 0 = 80% of the device's memory."),
     "GPU_HEARTBEAT_S": ("5", ("How often a GPU worker publishes its heartbeat (the Operations page's GPU workers): "
                               "silent for 3 beats it is shown stale, for 12 it is dropped.")),
@@ -138,6 +153,12 @@ class Settings:
     gpu_max_batch: int
     gpu_pipeline_cache_bytes: int
     gpu_heartbeat_s: int
+    generation_max_open_jobs: int
+    generation_daily_images: int
+    generation_daily_cost: int
+    generation_quota_exempt_roles: tuple
+    generation_role_weights: dict
+    generation_metrics_top_users: int
     t5_tokenizer_dir: str
     flux_components_dir: str
     model_cache_dir: Path
@@ -200,7 +221,8 @@ URL_SCHEMES = {"DATABASE_URL": ("sqlite", "postgresql", "postgres"), "REDIS_URL"
                "STORAGE_URL": ("file", "s3"), "S3_ENDPOINT_URL": ("http", "https"), "PUBLIC_URL": ("http", "https"),
                "SOLR_URL": ("http", "https")}
 MAY_BE_ZERO = {"JOB_MAX_RETRIES", "JOB_MAINTENANCE_CHANCE", "GPU_PIPELINE_CACHE_BYTES", "RATING_TRUSTED_ACCOUNT_DAYS",
-               "RATING_TRUSTED_AGREEMENTS", "ARCHIVE_SCAN_MAX_DEPTH"}
+               "RATING_TRUSTED_AGREEMENTS", "ARCHIVE_SCAN_MAX_DEPTH", "GENERATION_MAX_OPEN_JOBS",
+               "GENERATION_DAILY_IMAGES", "GENERATION_DAILY_COST"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -216,6 +238,33 @@ def refuse_wrong_values(raw: dict) -> None:
         raise SystemExit("SECRET_KEY='generated' is a placeholder, not a key: unset it to have one generated")
     if raw["LOG_LEVEL"] and raw["LOG_LEVEL"].upper() not in LOG_LEVELS:
         raise SystemExit(f"LOG_LEVEL={raw['LOG_LEVEL']!r}: one of {', '.join(LOG_LEVELS)}")
+
+
+ROLES = ("user", "moderator", "admin")  # models_db.accounts.ROLES (settings imports nothing of ours)
+
+
+def roles(text: str) -> set:
+    named = {r.strip() for r in text.split(",") if r.strip()}
+    if named - set(ROLES):
+        raise SystemExit(f"GENERATION_QUOTA_EXEMPT_ROLES: unknown role(s) {', '.join(sorted(named - set(ROLES)))}; "
+                         f"roles are {', '.join(ROLES)}")
+    return named
+
+
+def role_weights(text: str) -> dict:
+    """`user:1,moderator:2,admin:4` -> {role: weight}; a role left out weighs 1."""
+    weights = dict.fromkeys(ROLES, 1.0)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        role, _, value = part.partition(":")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = 0.0
+        if role.strip() not in ROLES or not 0 < weight <= 1000:
+            raise SystemExit(f"GENERATION_ROLE_WEIGHTS: {part!r} is not ROLE:WEIGHT (roles {', '.join(ROLES)}, "
+                             "weights above 0, at most 1000)")
+        weights[role.strip()] = weight
+    return weights
 
 
 def readme_table() -> str:
@@ -289,6 +338,12 @@ def load(env: dict | None = None) -> Settings:
         gpu_max_batch=num("GPU_MAX_BATCH"),
         gpu_pipeline_cache_bytes=num("GPU_PIPELINE_CACHE_BYTES"),
         gpu_heartbeat_s=num("GPU_HEARTBEAT_S"),
+        generation_max_open_jobs=num("GENERATION_MAX_OPEN_JOBS"),
+        generation_daily_images=num("GENERATION_DAILY_IMAGES"),
+        generation_daily_cost=num("GENERATION_DAILY_COST"),
+        generation_quota_exempt_roles=tuple(sorted(roles(raw["GENERATION_QUOTA_EXEMPT_ROLES"]))),
+        generation_role_weights=role_weights(raw["GENERATION_ROLE_WEIGHTS"] or VARIABLES["GENERATION_ROLE_WEIGHTS"][0]),
+        generation_metrics_top_users=num("GENERATION_METRICS_TOP_USERS"),
         t5_tokenizer_dir=raw["T5_TOKENIZER_DIR"],
         flux_components_dir=raw["FLUX_COMPONENTS_DIR"],
         model_cache_dir=Path(raw["MODEL_CACHE_DIR"] or home / "cache").resolve(),

@@ -1,7 +1,7 @@
-"""Generation on GPU workers: a job's message claims it and every queued compatible job (same model,
-resources, size, steps, sampler…) into one batch, runs it with per-step progress and cancel, and stores
-one PNG per job (A1111 "parameters" inside). Outputs are keyed by job id: a redelivered job never makes a
-second image."""
+"""Generation on GPU workers: a job's message claims the fairest job across users (jobs/fairness.py) and
+queued compatible jobs (same model, resources, size, steps, sampler…) into one batch, runs it with per-step
+progress and cancel, and stores one PNG per job (A1111 "parameters" inside). Outputs are keyed by job id: a
+redelivered job never makes a second image."""
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +21,9 @@ from gpu.png_meta import format_a1111
 from jobs import gpu_workers
 from jobs.broker import PermanentError, logs_result
 from jobs.images import process_image
+from jobs import fairness
 from models_db import generation as gen
+from models_db import quotas
 from models_db.db import on_commit, transaction, utcnow
 from models_db.images import Image
 from models_db.redis_store import client, redis_key
@@ -37,7 +39,7 @@ def lease_s() -> float:
     return float(settings.get().job_heartbeat_timeout_s)
 
 
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = gen.MAX_ATTEMPTS
 EVENT_TTL_S = 24 * 3600
 VERSION = "Atelier 0.1.0"
 log = logging.getLogger("atelier.jobs.generation")
@@ -46,8 +48,9 @@ log = logging.getLogger("atelier.jobs.generation")
 # ---- submitting ------------------------------------------------------------------------------------
 def submit(user, req, source: str = "api") -> gen.GenerationRun:
     """Stores the run and, once committed, publishes its "queued" event, then queues one message per job
-    (in that order: a running worker's "started" must not come before "queued")."""
-    with holding(), transaction():  # its input images' pending marks go once the run names them
+    (in that order: a running worker's "started" must not come before "queued"). Raises
+    models_db.quotas.QuotaExceeded (nothing stored) when the run would pass one of the user's limits."""
+    with quotas.held(user), holding(), transaction():  # its input images' pending marks go once the run names them
         run, job_ids = gen.create_run(user, req, source)
         on_commit(lambda: (publish(run, "queued", {"total": run.total}), send_jobs(job_ids)))
     return run
@@ -231,8 +234,10 @@ def generate(job_id: int) -> str:
 
 
 def run_job(job_id: int) -> str:
-    """Runs the job (and the compatible queued ones it can take along) unless it has finished; raises
-    ImageFailed when the job ends failed, also for a redelivered message of a failed job."""
+    """The message of a job is a work token: it runs the batch that is fairest now (jobs/fairness.py), with
+    or without its own job, and is sent again until its own job has finished, so every job is run once and
+    its message ends with it. Raises ImageFailed when its own job ends failed, also for a redelivered
+    message of a failed job."""
     job = gen.GenerationJob.get_or_none(gen.GenerationJob.id == job_id)
     if job is not None and job.state == "failed":
         raise ImageFailed(job.error or "failed")
@@ -242,29 +247,49 @@ def run_job(job_id: int) -> str:
         finish_failed([job.id], None, job.error or "failed too many times")
         raise ImageFailed(job.error or "failed too many times")
     token = uuid.uuid4().hex
-    claimed = gen.claim([job.id], token, lease_s())
-    if not claimed:  # in a live batch elsewhere: look again soon (done by then, or its claim went stale)
+    leader, start, order = claim_fairest(token)
+    if leader is None:  # its job is in a live batch elsewhere: look again soon (done by then, or gone stale)
         generate.send_with_options(args=(job.id,), delay=int(RECHECK_S * 1000))
         return "running in another batch; checking again later"
+    claimed = [leader.id]
     try:  # from here on every way out leaves the claimed jobs finished or queued again, never running
-        model, params = to_gpu(job.params)
-        claimed += gen.claim(gen.compatible_queued(job, batch_room(model, params), lease_s()), token, lease_s())
+        model, params = to_gpu(leader.params)
+        claimed += gen.claim(fairness.fill(leader, batch_room(model, params), lease_s(), order), token, lease_s())
+        fairness.observe_waits(claimed, fairness.charge(start, claimed, quotas.params_cost(leader.params)))
         jobs = list(gen.GenerationJob.select().where(gen.GenerationJob.id.in_(claimed))
                     .order_by(gen.GenerationJob.id))
         summary = run_batch(jobs, token, model, params)
     except PermanentError as exc:  # a file the whole batch needs is gone from the store
         finish_failed(claimed, token, one_line(exc))
-        raise ImageFailed(one_line(exc)) from None
+        if job.id in claimed:
+            raise ImageFailed(one_line(exc)) from None
+        summary = f"failed: {one_line(exc)}"
     except Exception as exc:
         released = gen.release(claimed, token)
         gen.GenerationJob.update(error=f"{type(exc).__name__}: {one_line(exc)}").where(
             gen.GenerationJob.id.in_(released)).execute()
-        send_jobs([j for j in released if j != job.id])  # the leader comes back by the actor's retry
+        send_jobs([j for j in released if j != job.id])  # this message comes back by the actor's retry
         raise
-    leader = gen.GenerationJob.get_by_id(job.id)
-    if leader.state == "failed":
-        raise ImageFailed(leader.error or summary)
+    own = gen.GenerationJob.get_by_id(job.id)
+    if own.state == "failed":
+        raise ImageFailed(own.error or summary)
+    if own.state not in gen.FINISHED:  # it served someone else's turn: its own job waits for a later one
+        if own.state == "queued":
+            generate.send(job.id)
+        else:
+            generate.send_with_options(args=(job.id,), delay=int(RECHECK_S * 1000))
+        summary += f"; job {job.id} still {own.state}"
     return summary
+
+
+def claim_fairest(token: str) -> tuple[gen.GenerationJob | None, float, list[int]]:
+    """Claims the oldest claimable job of the user whose turn it is (the next one when another worker took
+    it first): the leader of this batch, the chosen user's pass, and the users in fair order."""
+    order = fairness.fair_order(lease_s())
+    for _user_id, job_id, start in order:
+        if gen.claim([job_id], token, lease_s()):
+            return gen.GenerationJob.get_by_id(job_id), start, [u for u, _, _ in order]
+    return None, 0.0, []
 
 
 def batch_room(model: ModelRef, params: Params) -> int:

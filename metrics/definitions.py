@@ -1,5 +1,6 @@
 """Every metric Atelier exports. Labels are bounded: endpoints are URL rules, actors and queues are
-declared names, statuses are HTTP codes."""
+declared names, statuses are HTTP codes, priorities are roles. Live collectors: jobs.queues.QueueCollector
+(queue depths) and jobs.fairness.UserQueueCollector (images per user, top N only)."""
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -29,6 +30,8 @@ generation_images = Counter("atelier_generation_images_total", "Images generated
 generation_steps = Counter("atelier_generation_steps_total", "Denoising steps run (x batch size)", ["family"])
 generation_batch = Histogram("atelier_generation_batch_size", "Images per GPU batch", ["family"],
                              buckets=(1, 2, 4, 8, 16, 32, 64))
+generation_wait = Histogram("atelier_generation_wait_seconds", "Time from queued to started per image, by priority "
+                            "(the user's role)", ["priority"], buckets=JOB_SECONDS)
 generation_seconds = Histogram("atelier_generation_batch_duration_seconds", "Time to run one GPU batch", ["family"],
                                buckets=JOB_SECONDS)
 

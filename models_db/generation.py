@@ -11,6 +11,7 @@ from peewee import (
     Case,
     CharField,
     DateTimeField,
+    DoubleField,
     ForeignKeyField,
     IntegerField,
     TextField,
@@ -28,6 +29,7 @@ RUN_STATES = ("Queued", "Running", "Done", "Failed", "Cancelled")
 RUN_FINISHED = RUN_STATES[2:]
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
+MAX_ATTEMPTS = 3  # claims of a job; a queued job claimed this often is failed by its own message
 
 
 class GenerationRun(BaseModel):
@@ -56,6 +58,7 @@ class GenerationParams(BaseModel):
     run = ForeignKeyField(GenerationRun, backref="param_sets", on_delete="CASCADE")
     signature = CharField(max_length=64)
     params_json = TextField()
+    cost = DoubleField(default=0.0)  # of one image (models_db.quotas.params_cost), summed for the daily budget
 
     class Meta:
         indexes = ((("run", "signature"), True),)
@@ -83,7 +86,7 @@ class GenerationJob(BaseModel):
     finished_at = DateTimeField(null=True)
 
     class Meta:
-        indexes = ((("run", "index"), True), (("signature", "state", "id"), False))
+        indexes = ((("run", "index"), True), (("signature", "state", "id"), False), (("state", "run"), False))
 
     @property
     def params(self) -> dict:
@@ -113,6 +116,11 @@ def claimable(lease_s: float):
     return (GenerationJob.state == "queued") | abandoned(lease_s)
 
 
+def spent():
+    """Queued jobs claimed MAX_ATTEMPTS times: only their own message takes them (to fail them)."""
+    return (GenerationJob.state == "queued") & (GenerationJob.attempts >= MAX_ATTEMPTS)
+
+
 def claim(job_ids, token: str, lease_s: float) -> list[int]:
     """Atomically takes what is still claimable of job_ids for this batch; returns the ids it got."""
     now = utcnow()
@@ -122,13 +130,6 @@ def claim(job_ids, token: str, lease_s: float) -> list[int]:
     return [j for (j,) in GenerationJob.select(GenerationJob.id)
             .where(GenerationJob.id.in_(id_set(job_ids)), GenerationJob.claimed_by == token,
                    GenerationJob.state == "running").order_by(GenerationJob.id).tuples()]
-
-
-def compatible_queued(job: GenerationJob, limit: int, lease_s: float) -> list[int]:
-    """Other jobs that can share job's batch, oldest first."""
-    return [j for (j,) in GenerationJob.select(GenerationJob.id)
-            .where(GenerationJob.signature == job.signature, GenerationJob.id != job.id, claimable(lease_s))
-            .order_by(GenerationJob.id).limit(limit).tuples()]
 
 
 def heartbeat(job_ids, token: str) -> None:
@@ -383,10 +384,24 @@ def _gpu_params(fields: dict, lookup, shapes_of) -> dict:
     return params
 
 
+def check_quota(user, specs: list[dict]) -> None:
+    """The user's limits (models_db.quotas) against the planned images, before anything is stored."""
+    from models_db.quotas import check, image_cost
+    costs: dict = {}
+    for spec in specs:
+        fields = spec["params"]
+        if id(fields) not in costs:
+            hires = fields.get("hires") or {}
+            costs[id(fields)] = image_cost(fields["width"], fields["height"], fields["steps"], hires.get("scale"),
+                                           hires.get("steps") or 0)
+    check(user, len(specs), sum(costs[id(spec["params"])] for spec in specs))
+
+
 def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]]:
     """Validates against the catalog, plans one job per image and stores the run. Call inside a
     transaction; raises gpu.request.RequestError for anything the caller must fix."""
     from gpu.request import RequestError, Resolver, plan
+    from models_db.quotas import params_cost
     described: dict = {}
 
     def lookup(ref, field="model", kinds=("checkpoint",)):
@@ -414,6 +429,7 @@ def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]
     specs = plan(req, resolver)
     if not specs:
         raise RequestError("prompts" if req.prompts is not None else "body", "the request makes no images")
+    check_quota(user, specs)
     inputs = {name: _decode_image(field, getattr(req, field)) for name, field in
               (("init_image", "init_image"), ("mask", "mask")) if getattr(req, field)}
     if req.controlnet:
@@ -438,14 +454,14 @@ def create_run(user, req, source: str = "api") -> tuple[GenerationRun, list[int]
         if key not in per_cell:
             params = _gpu_params(spec["params"], lookup, shapes_of)
             per_cell[key] = (signature(params), params["model"]["version_id"])
-            param_sets.setdefault(per_cell[key][0], json.dumps(params, sort_keys=True))
+            param_sets.setdefault(per_cell[key][0], (json.dumps(params, sort_keys=True), params_cost(params)))
         sig, version_id = per_cell[key]
         rows.append({"run": run.id, "index": index, "model_version": version_id, "signature": sig,
                      "prompt": spec["prompt"], "negative_prompt": spec["negative_prompt"], "seed": spec["seed"],
                      "inputs_json": inputs_json, "cell_json": json.dumps(spec["cell"]) if spec["cell"] else None})
     if param_sets:
-        GenerationParams.insert_many([{"run": run.id, "signature": sig, "params_json": text}
-                                      for sig, text in param_sets.items()]).execute()
+        GenerationParams.insert_many([{"run": run.id, "signature": sig, "params_json": text, "cost": cost}
+                                      for sig, (text, cost) in param_sets.items()]).execute()
     for batch in chunked(rows, 500):
         GenerationJob.insert_many(batch).execute()
     ids = [j for (j,) in GenerationJob.select(GenerationJob.id).where(GenerationJob.run == run)

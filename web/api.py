@@ -42,6 +42,13 @@ def error(status: int, reason: str, **extra):
     abort(response)
 
 
+def retry_later(reason: str, seconds: int, **extra):
+    """Stops the request with 429, a Retry-After header and {"error": reason, "retryAfter": seconds, ...}."""
+    response = make_response(jsonify(error=reason, retryAfter=seconds, **extra), 429)
+    response.headers["Retry-After"] = str(seconds)
+    abort(response)
+
+
 def parsed(model):
     """The request's JSON body validated by a pydantic model (web.bodies); 400 naming the first bad field."""
     return validated(model, request.get_json(silent=True))

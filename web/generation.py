@@ -12,13 +12,15 @@ from jobs import generation as jobs
 from models_db import generation as gen
 from models_db import images as im
 from models_db.ids import INT64_MAX
+from models_db.quotas import QuotaExceeded, summary
 from models_db.redis_store import give_back_place, take_place
 from web import run_archive, streams
-from web.api import absolute, body_limit, current_api_user, error, integer, page_url, require_user, send_blob
+from web.api import (absolute, body_limit, current_api_user, error, integer, page_url, require_user, retry_later,
+                     send_blob)
 from web.catalog import iso
 from web.handoff import hand_off
 from web.images import image_url
-from web.openapi import BINARY, BOOL, INT, LIMIT, STR, doc, enum, obj, paged, param, ref
+from web.openapi import BINARY, BOOL, INT, LIMIT, NUM, STR, doc, enum, obj, paged, param, ref
 
 PNG = {"type": "string", "format": "binary"}
 
@@ -77,6 +79,8 @@ def own_run(run_id: int) -> gen.GenerationRun:
 
 
 def request_error(exc: RequestError):
+    if isinstance(exc, QuotaExceeded):
+        retry_later(exc.message, exc.retry_after)
     error(400, exc.message if exc.field in ("", "body") else f"{exc.field}: {exc.message}", field=exc.field or None)
 
 
@@ -84,7 +88,9 @@ def request_error(exc: RequestError):
 @body_limit(lambda s: s.max_generation_request_bytes)
 @require_user("write")
 @doc("Queue a generation run: one prompt × quantity, a prompts list, {a|b}/__wildcard__ templates or an XYZ grid",
-     "generation", status=202, response=ref("GenerationRun"), body=GenerationRequest)
+     "generation", status=202, response=ref("GenerationRun"), body=GenerationRequest,
+     errors={429: "over one of your limits (GET /api/v1/generation/quota): `retryAfter` and Retry-After say when "
+                  "to try again"})
 def create():
     try:
         req = parse(request.get_json(silent=True))
@@ -94,6 +100,21 @@ def create():
     except RequestError as exc:
         request_error(exc)
     return jsonify(run_json(run)), 202
+
+
+LIMIT_OR_NONE = {"type": ["number", "null"]}
+
+
+@bp.get("/api/v1/generation/quota")
+@require_user("read")
+@doc("Your generation limits (null: none) and today's use (UTC day; failed and cancelled images are given "
+     "back), your fair-share weight, and seconds until the daily budget renews", "generation",
+     response=obj(("limits", "usage", "exempt", "weight", "resetsIn"),
+                  limits=obj(openImages=LIMIT_OR_NONE, imagesPerDay=LIMIT_OR_NONE, costPerDay=LIMIT_OR_NONE),
+                  usage=obj(openImages=INT, imagesToday=INT, costToday=NUM), exempt=BOOL, weight=NUM,
+                  resetsIn=INT))
+def quota():
+    return jsonify(summary(current_api_user()))
 
 
 CURSOR = param("cursor", description="opaque; from metadata.nextCursor")

@@ -27,8 +27,9 @@ def scrape():
         return Response("a METRICS_TOKEN is required: Authorization: Bearer <token>\n", status=401,
                         content_type="text/plain", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     import metrics
+    from jobs.fairness import UserQueueCollector
     from jobs.queues import QueueCollector
-    body, content_type = metrics.render(QueueCollector())
+    body, content_type = metrics.render(QueueCollector(), UserQueueCollector())
     return Response(body, content_type=content_type)
 
 

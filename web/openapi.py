@@ -100,7 +100,7 @@ def multipart(required=(), **fields) -> dict:
 # ---- response schemas: the Civitai v1 shapes (shared/reference) and Atelier's own -----------------
 STATS = {"type": "object", "additionalProperties": NUM}
 SCHEMAS = {
-    "Error": obj(("error",), error=STR, message=STR, field=nullable(STR), offset=INT),
+    "Error": obj(("error",), error=STR, message=STR, field=nullable(STR), offset=INT, retryAfter=INT),
     "PageMetadata": obj(totalItems=COUNT, currentPage=INT, pageSize=INT, totalPages=INT, nextPage=URL,
                         prevPage=URL, nextCursor=STR),
     "File": obj(

@@ -24,11 +24,12 @@ from models_db import generation as gen
 from models_db.accounts import User, normal_username, user_for_key
 from models_db.catalog import Model, ModelFile, ModelVersion
 from models_db.catalog_queries import visible_versions
+from models_db.quotas import QuotaExceeded
 from models_db import db as database
 from models_db.redis_store import client, give_back_place, redis_key, take_place
 from models_db.storage import BlobMissing, get_store
 from web import streams
-from web.api import body_limit, current_api_user, log_missing_blob
+from web.api import body_limit, current_api_user, log_missing_blob, retry_later
 from web.handoff import give_back_place_soon, hand_off, private_loop, while_connected, without
 from web.security import SAFE_METHODS, auth_attempt, auth_failed
 
@@ -226,6 +227,8 @@ def generate(img2img: bool):
     try:
         try:
             run = jobs.submit(user, parse(to_request(fields, user, img2img)), source="sdapi")
+        except QuotaExceeded as exc:
+            retry_later(exc.message, exc.retry_after, detail=exc.message)
         except (RequestError, ValueError, TypeError) as exc:
             fail(422, str(exc))
         client().set(redis_key(f"sdapi:current:{user.id}"), run.id, ex=s.sdapi_wait_s)

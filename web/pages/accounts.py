@@ -125,8 +125,9 @@ def settings_html(status: int = 200, **forms):
     forms.setdefault("form", profile_form(formdata=None))
     forms.setdefault("key_form", ApiKeyForm(formdata=None))
     forms.setdefault("password_form", PasswordForm(formdata=None))
+    from models_db.quotas import summary
     keys = list(current_user.api_keys.order_by(a.ApiKey.created_at.desc()))
-    return render_template("accounts/settings.html", keys=keys, **forms), status
+    return render_template("accounts/settings.html", keys=keys, quota=summary(current_user), **forms), status
 
 
 @bp.route("/account", methods=["GET", "POST"])
