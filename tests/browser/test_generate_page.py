@@ -70,6 +70,9 @@ def test_a_300_image_run_loads_in_few_requests_with_small_variants(page, live_se
     assert first.locator("a").get_attribute("href") == f"/images/{first_image}"
     assert first.locator("figcaption").inner_text() == "a lighthouse at dusk #0"  # bulk runs show each prompt
     assert "out of GPU memory" in box.locator(".slot").nth(5).inner_text()  # the failure's reason, after a load
+    with page.expect_response(f"**/api/v1/generation/runs/{run.id}/retry") as retried:
+        box.locator("[data-role=retry]").click()
+    assert retried.value.status == 202 and retried.value.json()["failed"] == 1
     shown = thumbs.count()
     box.locator("[data-role=more]").click()  # the run's next page of images
     expect(thumbs).to_have_count(shown + 40)  # the next 40, all finished

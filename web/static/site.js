@@ -199,6 +199,8 @@ function renderRun(run) {
         run.done ? el("a", {class: "button", href: `/api/v1/generation/runs/${run.id}/zip`, "data-role": "zip"}, "Zip") : null,
         RUN_DONE.includes(run.status) ? null :
           el("button", {type: "button", class: "danger", "data-role": "cancel", onclick: () => cancelRun(run.id)}, "Cancel"),
+        run.failed && RUN_DONE.includes(run.status) && run.status !== "Cancelled" ?
+          el("button", {type: "button", "data-role": "retry", onclick: () => retryRun(run.id)}, "Retry failed") : null,
         el("button", {type: "button", class: "danger", "data-role": "delete", onclick: () => deleteRun(run.id)}, "Delete"))),
     el("p", {class: "muted run-prompt"}, bulk ? `${run.total} images from ${prompts.size}+ prompts` : run.jobs[0]?.prompt || ""),
     el("div", {class: "progress"}, el("div", {"data-role": "bar"})),
@@ -341,6 +343,13 @@ async function deleteRun(id) {
   if (!confirm(`Delete run ${id} and its images that are not posted?`)) return;
   await api("DELETE", `/api/v1/generation/runs/${id}`);
   forgetRun(id);  // as its "deleted" event will
+}
+
+async function retryRun(id) {  // a worker queues the failed jobs again; the run's "queued" event redraws it
+  const button = $(`#run-${id} [data-role="retry"]`);
+  button.disabled = true;
+  try { await api("POST", `/api/v1/generation/runs/${id}/retry`); button.textContent = "Retrying…"; }
+  catch (err) { button.disabled = false; button.textContent = `Retry failed (${err.message})`; }
 }
 
 async function clearFinished() {
