@@ -97,10 +97,10 @@ def redis_serve():
         sys.exit(serve_embedded(s, lambda started: click.echo(
             f"redis-server at unix://{s.redis_socket} ({'started' if started else 'already running'}); "
             "it stops when this does", err=True)))
-    click.echo("REDIS_URL is set: no embedded redis-server to run", err=True)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
+    click.echo("REDIS_URL is set: no embedded redis-server to run; waiting to be stopped", err=True)
     stopping.wait()
 
 

@@ -123,3 +123,21 @@ def test_redis_serve_owns_the_embedded_server(tmp_path, started_by, stop):
         pid = pid or (int(pidfile.read_text()) if pidfile.exists() else None)
         if pid and _alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_redis_serve_with_redis_url_set_only_waits_for_its_signal(tmp_path):
+    """Honcho stops every process when one exits: with REDIS_URL set `atelier redis serve` has nothing to own,
+    so it waits, and a signal ends it cleanly."""
+    env = dict(embedded_env(tmp_path / "home"), REDIS_URL="redis://127.0.0.1:1/0")  # never connected to
+    serve = subprocess.Popen([str(Path(sys.executable).parent / "atelier"), "redis", "serve"], env=env,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert "REDIS_URL is set" in serve.stderr.readline()
+        with pytest.raises(subprocess.TimeoutExpired):
+            serve.wait(timeout=1)
+        os.killpg(serve.pid, signal.SIGTERM)
+        assert serve.wait(timeout=20) == 0
+        assert not (tmp_path / "home" / "redis").exists()
+    finally:
+        if serve.poll() is None:
+            serve.kill()
