@@ -125,7 +125,8 @@ def test_a_queued_run_is_in_view_without_scrolling(page, sd1):
     expect(new.locator("header")).to_be_in_viewport(ratio=1)
 
 
-def test_an_empty_prompt_is_refused_and_the_form_is_remembered(page, sd1, live_server, alice):
+def test_an_empty_prompt_is_refused_and_the_form_is_remembered(page, sd1, live_server, alice, configure):
+    configure(GENERATION_DAILY_IMAGES="3")
     sign_up(page, "kim")
     small_form(page, "   ")
     page.fill("#g-negative", "fog")
@@ -135,6 +136,11 @@ def test_an_empty_prompt_is_refused_and_the_form_is_remembered(page, sd1, live_s
     answer = requests.post(f"{live_server}/api/v1/generation", headers=auth(alice[1]),
                            json={"model": sd1["versionId"], "prompt": " "})
     assert answer.status_code == 400 and answer.json()["field"] == "prompt"
+    page.fill("#g-prompt", "a harbor")
+    page.fill("#g-quantity", "5")  # over the day's 3 images: the answer says when to try again
+    page.click("#g-submit")
+    expect(page.locator("#g-error")).to_contain_text("try again in")
+    assert gen.GenerationRun.select().count() == 0
     page.reload()
     assert page.input_value("#g-negative") == "fog" and page.input_value("#g-steps") == "2"
     assert page.input_value("#g-width") == "64"

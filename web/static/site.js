@@ -664,8 +664,8 @@ function initGeneration() {
       const run = await api("POST", "/api/v1/generation", body);
       const node = runsShown.get(run.id)?.node || showRun(run, "prepend");  // its queued event may have shown it already
       node.scrollIntoView({block: "nearest"});
-    } catch (err) {
-      showError(err.message);
+    } catch (err) {  // a 429 over the user's limits says when to try again
+      showError(err.data?.retryAfter ? `${err.message} (try again in ${duration(err.data.retryAfter)})` : err.message);
     } finally { $("#g-submit").disabled = false; }
   });
 }
