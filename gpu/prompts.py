@@ -382,7 +382,8 @@ def _parse_options_line(line: str) -> dict:
 
 
 def parse_prompts_file(text: str) -> list[dict]:
-    """A1111 prompts file: each non-blank line is a prompt, or `--prompt "..." --steps 20 ...` options.
+    """A1111 prompts file: each non-blank line is a prompt, or `--prompt "..." --steps 20 ...` options;
+    lines starting with '#' are comments.
 
     Returns one dict per prompt with our field names (prompt, negative_prompt, steps, cfg_scale, seed,
     sampler, width, height, ...). Raises ValueError naming the (1-based) line of a bad line.
@@ -390,7 +391,7 @@ def parse_prompts_file(text: str) -> list[dict]:
     entries = []
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
-        if not stripped:
+        if not stripped or stripped.startswith("#"):  # blank lines and comments
             continue
         if not stripped.startswith("--"):
             entries.append({"prompt": stripped})

@@ -237,7 +237,7 @@ def test_cli_generate_queues_follows_and_writes_pngs(alice, sd1_file, worker, tm
     result = cli("generate", "--model", sd1_file, "--prompt", "a {red|blue} kite", "--count", 3, "--steps", 2,
                  "--width", 64, "--height", 64, "--seed", 5, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
-    written = sorted((tmp_path / "out").glob("*.png"))
+    written = sorted((tmp_path / "out" / str(gen.GenerationRun.get().id)).glob("*.png"))  # a folder per run
     assert [p.name for p in written] == ["00000-5.png", "00001-6.png", "00002-7.png"]
     prompts = {parse_a1111(Image.open(p).info["parameters"])["prompt"] for p in written}
     assert prompts <= {"a red kite", "a blue kite"}

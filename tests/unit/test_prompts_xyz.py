@@ -124,8 +124,10 @@ def test_parse_wildcard_file():
 
 def test_parse_prompts_file_plain_and_options():
     text = (
+        "# a comment\n"
         "a plain prompt, with commas\n"
         "\n"
+        "   # an indented comment --bogus option\n"
         '--prompt "a castle" --negative_prompt "blurry, lowres" --steps 20 --cfg_scale 7.5 --seed 5 '
         '--sampler_name "Euler a" --width 512 --height 768\n'
         "--prompt a lighthouse at dusk --steps 12 --tiling false\n"
