@@ -178,6 +178,7 @@ def test_remix_fills_the_form_and_a_lora_page_opens_it_with_a_checkpoint(
 
     page.goto(f"/models/{lora.id}")
     page.click("#generate-with")
+    page.wait_for_url("**/generate")
     assert page.input_value("#g-model") == str(sd1["versionId"])  # a checkpoint the LoRA fits
     assert "Ink Lines" in page.locator("#g-loras").inner_text()
     assert page.locator("#g-lora option", has_text="Ink Lines").count() == 1  # offered: it fits SD 1.5
@@ -192,6 +193,7 @@ def test_the_lora_picker_offers_only_loras_that_fit_and_search_finds_any_checkpo
     sign_up(page, "mona")
     page.goto(f"/models/{sd1['modelId']}")
     page.click("#generate-with")  # a checkpoint's page opens the form with it chosen
+    page.wait_for_url("**/generate")  # loaded: the page's script has filled the form
     assert page.input_value("#g-model") == str(sd1["versionId"])
     options = page.locator("#g-lora option").all_inner_texts()
     assert any("Ink Lines" in o for o in options) and not any("Neon XL" in o for o in options)
