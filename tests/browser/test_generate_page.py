@@ -80,6 +80,7 @@ def test_a_300_image_run_loads_in_few_requests_with_small_variants(page, live_se
     assert page.locator(f"#run-{older[0].id}").count() == 0
     page.click("#older-runs")
     page.locator(f"#run-{older[0].id} .slot img").wait_for()
+    assert "/width=450/" in page.locator(f"#run-{older[0].id} .slot img").get_attribute("src")  # a small run
     assert page.locator("#older-runs").is_hidden()
     assert elapsed <= 1000
 

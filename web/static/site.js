@@ -146,11 +146,14 @@ const EVENTS = ["queued", "started", "loading", "step", "image", "failed", "done
 const runsShown = new Map();  // run id -> {node, total, done, failed, seen: Set of finished job ids, bulk, rate}
 const queue = () => $("#runs");
 
+const SMALL_RUN = 8;  // a run of at most this many images shows them large (450 px variants), others 96 px
+
 function thumbnail(job) {
-  // A finished job's image, linking to the image's page: its 96 px variant once a worker made it (a moment
-  // after the image), else the job's own PNG (only for the few slots a page shows, as they finish).
+  // A finished job's image, linking to the image's page: its 96 px variant (450 px in a small run) once a
+  // worker made it (a moment after the image), else the job's own PNG (only for the few slots a page shows).
   const own = job.imageUrl || `/api/v1/generation/jobs/${job.id}/image.png`;
-  const img = el("img", {alt: job.prompt || "", loading: "lazy", decoding: "async", src: job.thumbUrl || own});
+  const img = el("img", {alt: job.prompt || "", loading: "lazy", decoding: "async",
+                         src: (job.large ? job.previewUrl : job.thumbUrl) || own});
   img.addEventListener("error", () => { if (img.getAttribute("src") !== own) img.src = own; });
   return el("a", {href: `/images/${job.imageId}`}, img);
 }
@@ -189,7 +192,8 @@ function moreButton(run) {
 function renderRun(run) {
   const prompts = new Set(run.jobs.map((j) => j.prompt));
   const bulk = prompts.size > 1 || (run.request?.prompts?.length || 0) > 1;
-  const node = el("article", {class: "run panel", id: `run-${run.id}`, "data-status": run.status},
+  const node = el("article", {class: `run panel${run.total <= SMALL_RUN ? " small" : ""}`, id: `run-${run.id}`,
+                              "data-status": run.status},
     el("header", {},
       el("div", {}, el("b", {}, `Run ${run.id}`), " ",
         el("span", {class: `status ${run.status.toLowerCase()}`, "data-role": "status"}, run.status), " ",
@@ -207,7 +211,7 @@ function renderRun(run) {
     el("p", {class: "muted run-step", "data-role": "step"}),
     el("div", {class: "grids", "data-role": "grids"}, ...(run.grids || []).map((url) =>
       el("a", {href: url}, el("img", {src: url, alt: `XYZ grid of run ${run.id}`, loading: "lazy"})))),
-    el("div", {class: "images"}, ...run.jobs.map((job) => jobSlot(job, bulk))),
+    el("div", {class: "images"}, ...run.jobs.map((job) => jobSlot({...job, large: run.total <= SMALL_RUN}, bulk))),
     moreButton(run));
   $('[data-role="bar"]', node).style.width = `${Math.round(run.progress * 100)}%`;  // CSSOM: allowed by the CSP
   return {node, bulk};
