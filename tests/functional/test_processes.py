@@ -72,7 +72,6 @@ def test_stopping_the_procfile_processes_stops_their_embedded_redis(tmp_path, st
     with open(tmp_path / "honcho.log", "wb") as log:
         honcho = subprocess.Popen([str(bin_dir / "honcho"), "start", "-f", str(ROOT / "Procfile"), "-p", str(port)],
                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    pid = None
     try:
         assert wait_http(f"http://127.0.0.1:{port}/healthz", timeout=120), (tmp_path / "honcho.log").read_text()
         assert sock.exists() and pidfile.exists()
@@ -86,11 +85,27 @@ def test_stopping_the_procfile_processes_stops_their_embedded_redis(tmp_path, st
         assert not _alive(pid), (tmp_path / "honcho.log").read_text()[-3000:]
         assert not sock.exists()
     finally:
-        if honcho.poll() is None:
-            os.killpg(honcho.pid, signal.SIGKILL)
-        pid = pid or (int(pidfile.read_text()) if pidfile.exists() else None)
-        if pid and _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        if honcho.poll() is None:  # the test failed before its signal: honcho stops its processes itself
+            os.killpg(honcho.pid, signal.SIGTERM)
+            try:
+                honcho.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(honcho.pid, signal.SIGKILL)
+        kill_install(home)  # anything of the install left over (what the test is about, if it failed)
+
+
+def kill_install(home: Path) -> None:
+    """Kills every process of the install in home: found by its ATELIER_HOME, or a redis-server by its socket
+    path in its title (it rewrites its environment). Left running, they would start another redis-server
+    there whenever theirs went away."""
+    import psutil
+    mine = str(home)
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("ATELIER_HOME") == mine or f"{mine}/redis/" in " ".join(proc.cmdline()):
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
 
 
 @pytest.mark.parametrize("started_by, stop", [("serve", signal.SIGTERM), ("serve", signal.SIGKILL),
@@ -105,7 +120,6 @@ def test_redis_serve_owns_the_embedded_server(tmp_path, started_by, stop):
         subprocess.run([atelier, "redis", "start"], env=env, check=True, capture_output=True)
     serve = subprocess.Popen([atelier, "redis", "serve"], env=env, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
-    pid = None
     try:
         said = serve.stderr.readline()
         assert ("(started)" if started_by == "serve" else "(already running)") in said
@@ -120,9 +134,7 @@ def test_redis_serve_owns_the_embedded_server(tmp_path, started_by, stop):
     finally:
         if serve.poll() is None:
             serve.kill()
-        pid = pid or (int(pidfile.read_text()) if pidfile.exists() else None)
-        if pid and _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_install(home)
 
 
 def test_redis_serve_with_redis_url_set_only_waits_for_its_signal(tmp_path):
