@@ -200,3 +200,26 @@ def test_retrying_a_runs_failed_jobs_makes_their_images(client, alice, bob, sd1,
     assert (body["status"], body["done"], body["failed"]) == ("Done", 2, 0), body
     assert all(j["error"] is None and j["imageUrl"] for j in body["jobs"])
     assert im.Image.select().count() == 2
+
+
+def test_a_large_runs_zip_streams_in_bounded_memory(client, alice, sd1):
+    import os
+    import tracemalloc
+    _, key = alice
+    run = submit(client, key, model=sd1["versionId"], prompt="big", quantity=12, seed=1, **SMALL)
+    for job in gen.GenerationJob.select().where(gen.GenerationJob.run == run["id"]):  # 4 MiB outputs
+        blob, _ = get_store().put_stream(io.BytesIO(os.urandom(4 << 20)))
+        gen.GenerationJob.update(state="done", output_blob=blob).where(gen.GenerationJob.id == job.id).execute()
+    response = client.get(f"/api/v1/generation/runs/{run['id']}/zip", headers=auth(key), buffered=False)
+    assert response.status_code == 200
+    tracemalloc.start()
+    size = 0
+    try:
+        for piece in response.response:
+            size += len(piece)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        response.close()
+    assert size > 48 << 20  # every output went out
+    assert peak < 8 << 20, f"{peak >> 20} MiB held while streaming {size >> 20} MiB"
