@@ -18,10 +18,9 @@ from peewee import chunked
 
 from gpu.pipelines import Cancelled, Item, ModelRef, Params, Resource, one_line
 from gpu.png_meta import format_a1111
-from jobs import gpu_workers
+from jobs import fairness, gpu_workers
 from jobs.broker import PermanentError, logs_result
 from jobs.images import process_image
-from jobs import fairness
 from models_db import generation as gen
 from models_db import quotas
 from models_db.db import on_commit, transaction, utcnow
