@@ -444,6 +444,17 @@ def after_job(run_id: int) -> None:
                                                             "total": run.total}))
         if run.grid_json and run.done:
             on_commit(lambda: assemble_grid.send(run_id))
+        if run.done and run.user.post_outputs:
+            on_commit(lambda: post_outputs.send(run_id))
+
+
+@dramatiq.actor(queue_name="default", max_retries=5)
+@logs_result
+def post_outputs(run_id: int) -> str:
+    """A finished run of a user whose outputs are public by default: its unposted outputs become one post."""
+    from models_db.posts import post_run_outputs
+    with transaction():
+        return f"posted {post_run_outputs(run_id)} images"
 
 
 # ---- outputs ---------------------------------------------------------------------------------------
@@ -490,6 +501,7 @@ def store_output(job, image, token: str, model: ModelRef, params: Params) -> int
 def _record_output(job, image, token: str, blob: str, size: int) -> int:
     with transaction():
         row = Image.create(user=job.run.user_id, model_version=job.model_version_id, status="Pending", blob=blob,
+                           private=True,  # the owner's until posted (models_db.posts)
                            filename=f"{job.run_id}-{job.index:05d}-{job.seed}.png", mime="image/png",
                            size_bytes=size, width=image.width, height=image.height)
         updated = (gen.GenerationJob.update(state="done", image=row.id, output_blob=blob, finished_at=utcnow(),

@@ -60,7 +60,7 @@ def process(image_id: int) -> str:
             image.blurhash, image.phash = image_files.blurhash(decoded), image_files.perceptual_hash(decoded)
             image.meta_json = json.dumps(meta) if meta else None
             image.status = "Ready"
-            image.save()
+            image.save(only=image.dirty_fields)  # a post made meanwhile (private, post) stays
             for width, variant_blob, mime in variants:
                 (im.ImageVariant.insert(image=image, width=width, blob=variant_blob, mime=mime)
                  .on_conflict_ignore().execute())
@@ -73,7 +73,7 @@ def process(image_id: int) -> str:
 def reject(image: im.Image, reason: str) -> str:
     with transaction():
         image.status, image.error = "Rejected", reason
-        image.save()
+        image.save(only=image.dirty_fields)
     staging_path(image.id).unlink(missing_ok=True)
     return "Rejected"
 
@@ -117,7 +117,7 @@ def score(image_ids: list[int], batch_size: int = 8) -> int:
             row.nsfw_level, row.nsfw_source = level, "detector"
             row.detections_json = json.dumps(found)
             row.needs_review = row.needs_review or uncertain
-            row.save()
+            row.save(only=row.dirty_fields)
         im.refresh_version_levels([r.model_version_id for r in rows])
     return len(rows)
 

@@ -29,6 +29,7 @@ class User(BaseModel):
     image = TextField(null=True)
     is_active = BooleanField(default=True)
     browsing_level = IntegerField(default=3)  # NSFW bit flags the user sees (3 = PG and PG13)
+    post_outputs = BooleanField(default=False)  # new generation outputs: posted when their run ends, or private
     created_at = DateTimeField(default=utcnow)
 
     class Meta:

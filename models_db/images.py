@@ -35,6 +35,8 @@ class Image(BaseModel):
     # True: the version's showcase (added by its owner or staff), which sets its level. False: a community
     # image of the version (listed with it, never in its showcase or level)
     showcase = BooleanField(default=False)
+    # True: a generated output its owner has not posted, seen by them and staff only (see shown_to, may_see)
+    private = BooleanField(default=False, index=True)
     status = CharField(max_length=16, default="Pending")  # Pending | Ready | Rejected | Removed
     error = TextField(null=True)
     filename = CharField(max_length=255, default="")
@@ -135,9 +137,25 @@ def browsing_mask(user) -> int:
     return user.browsing_level if user is not None else ANONYMOUS_BROWSING
 
 
-def listed(mask: int):
-    """Condition: images that may appear in listings for this browsing mask."""
-    return (Image.status == "Ready") & (Image.nsfw_level > 0) & (Image.nsfw_level.bin_and(~mask & 63) == 0)
+def listed(mask: int, viewer=None):
+    """Condition: images that may appear in listings for this browsing mask: posted ones, and the viewer's
+    own unposted outputs (None: posted ones only, as in showcases)."""
+    return (shown_to(viewer) & (Image.status == "Ready") & (Image.nsfw_level > 0)
+            & (Image.nsfw_level.bin_and(~mask & 63) == 0))
+
+
+# ---- privacy: generated outputs are their owner's until posted -----------------------------------
+def shown_to(viewer):
+    """Condition for listings: posted (public) images, and the viewer's own unposted outputs. Staff open
+    anyone's by id (may_see) but listings never mix other users' private outputs in."""
+    if viewer is None:
+        return Image.private == False  # noqa: E712
+    return (Image.private == False) | (Image.user == viewer.id)  # noqa: E712
+
+
+def may_see(private: bool, owner_id: int, viewer) -> bool:
+    """One image looked up by id: public, or the viewer's own, or the viewer is staff. Others get a 404."""
+    return not private or (viewer is not None and (viewer.id == owner_id or viewer.is_staff))
 
 
 def refresh_version_levels(version_ids) -> None:
@@ -150,7 +168,7 @@ def refresh_version_levels(version_ids) -> None:
     for version_id in {v for v in version_ids if v}:
         levels = [lvl for (lvl,) in Image.select(Image.nsfw_level).where(
             Image.model_version == version_id, Image.showcase == True, Image.status == "Ready",  # noqa: E712
-            Image.nsfw_level > 0).tuples()]
+            Image.private == False, Image.nsfw_level > 0).tuples()]  # noqa: E712
         level = reduce(lambda a, b: a | b, levels, 0) & ~BLOCKED
         ModelVersion.update(nsfw_level=level).where(ModelVersion.id == version_id).execute()
         model_id, declared = (ModelVersion.select(ModelVersion.model, Model.creator_nsfw).join(Model)
@@ -171,7 +189,7 @@ def near_duplicates(image: Image, max_distance: int = 6) -> list[int]:
         return []
     mine = int(image.phash, 16)
     return [i for i, h in Image.select(Image.id, Image.phash).where(
-        Image.phash.is_null(False), Image.id != image.id, Image.status == "Ready").tuples()
+        Image.phash.is_null(False), Image.id != image.id, Image.status == "Ready", shown_to(None)).tuples()
         if bin(mine ^ int(h, 16)).count("1") <= max_distance]
 
 
@@ -214,7 +232,7 @@ def moderate(image: Image, action: str, level: int | None = None) -> None:
     elif action == "approve":
         image.nsfw_source = "moderator"
     image.needs_review, image.proposed_level = False, None
-    image.save()
+    image.save(only=image.dirty_fields)
     Report.update(resolved=True).where(Report.image == image).execute()
     if action in ("approve", "set-level", "block"):
         for vote in RatingVote.select().where(RatingVote.image == image):
@@ -256,10 +274,10 @@ def vote(image: Image, user, level: int) -> bool:
         return False
     if best < image.nsfw_level:
         image.proposed_level = best
-        image.save()
+        image.save(only=image.dirty_fields)
         return False
     image.nsfw_level, image.nsfw_source, image.needs_review = best, "community", False
-    image.save()
+    image.save(only=image.dirty_fields)
     refresh_version_levels([image.model_version_id])
     return True
 
@@ -270,13 +288,14 @@ def game_queue(user):
     mine = (RatingVote.select(RatingVote.image).where(RatingVote.user == user)
             | Report.select(Report.image).where(Report.user == user))
     return (Image.select().where(Image.needs_review == True, Image.status == "Ready",  # noqa: E712
-                                 Image.proposed_level.is_null(), Image.user != user, Image.id.not_in(mine))
+                                 Image.proposed_level.is_null(), Image.user != user, Image.id.not_in(mine),
+                                 shown_to(None))
             .order_by(Image.id))
 
 
 def review_queue(limit: int):
-    """Images waiting for a moderator, oldest first."""
-    return (Image.select().where(Image.needs_review == True, Image.status == "Ready")  # noqa: E712
+    """Images waiting for a moderator, oldest first (posted ones: unposted outputs are shown to no one)."""
+    return (Image.select().where(Image.needs_review == True, Image.status == "Ready", shown_to(None))  # noqa: E712
             .order_by(Image.id).limit(limit))
 
 
@@ -286,7 +305,7 @@ def showcase(version_ids, mask: int, per_version: int = 10) -> dict[int, list[di
     if not version_ids:
         return out
     for row in compiled_dicts(("showcase", mask), lambda ids: Image.select().where(
-            Image.model_version.in_(id_set(ids)), Image.showcase == True, listed(mask))  # noqa: E712
+            Image.model_version.in_(id_set(ids)), Image.showcase == True, listed(mask, None))  # noqa: E712
             .order_by(Image.id), list(version_ids)):
         bucket = out.setdefault(row["model_version"], [])
         if len(bucket) < per_version:

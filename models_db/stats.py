@@ -94,7 +94,8 @@ def counts(since=None, model_ids=None) -> tuple[dict[int, dict], dict[int, dict]
         .join(ModelVersion), Download.created_at, ModelVersion.model).group_by(ModelFile.version, ModelVersion.model)
     per_version_reactions = scoped(
         Reaction.select(Image.model_version, ModelVersion.model, fn.COUNT(Reaction.id)).join(Image)
-        .join(ModelVersion), Reaction.created_at, ModelVersion.model).group_by(Image.model_version, ModelVersion.model)
+        .join(ModelVersion).where(Image.private == False),  # noqa: E712 (unposted outputs count nowhere)
+        Reaction.created_at, ModelVersion.model).group_by(Image.model_version, ModelVersion.model)
     for field, query in (("download_count", per_version_downloads), ("reaction_count", per_version_reactions)):
         for version_id, model_id, n in query.tuples():
             versions[version_id][field] += n

@@ -6,7 +6,7 @@ from flask_login import LoginManager
 
 from models_db.accounts import user_for_session
 from web.api import current_api_user, require_user
-from web.openapi import INT, STR, doc, obj
+from web.openapi import BOOL, INT, STR, doc, obj
 
 bp = Blueprint("accounts", __name__)
 login_manager = LoginManager()
@@ -18,12 +18,17 @@ def load_user(login_token: str):
     return user_for_session(login_token)
 
 
+ME = obj(("id", "username"), id=INT, username=STR, tier=STR, status=STR, role=STR, email={"type": ["string", "null"]},
+         image={"type": ["string", "null"]}, postOutputs=BOOL)
+
+
 @bp.get("/api/v1/me")
 @require_user("read")
-@doc("The user of the API key", "accounts", response=obj(
-    ("id", "username"), id=INT, username=STR, tier=STR, status=STR, role=STR, email={"type": ["string", "null"]},
-    image={"type": ["string", "null"]}))
+@doc("The user of the API key", "accounts", response=ME)
 def me():
-    user = current_api_user()
-    return jsonify(id=user.id, username=user.username, tier="free", status="active", role=user.role,
-                   email=user.email, image=user.image)
+    return jsonify(me_json(current_api_user()))
+
+
+def me_json(user) -> dict:
+    return dict(id=user.id, username=user.username, tier="free", status="active", role=user.role,
+                email=user.email, image=user.image, postOutputs=user.post_outputs)

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, St
 from models_db import catalog as c
 from models_db import images as im
 from models_db import names
+from models_db.posts import MAX_POST_IMAGES
 from models_db.reviews import MAX_TEXT
 
 
@@ -81,6 +82,8 @@ class ReportIn(Body):
 class PostIn(Body):
     title: Annotated[Label, shown("a title")] | None = ""
     modelVersionId: Id | None = None
+    imageIds: list[Id] | None = Field(None, min_length=1, max_length=MAX_POST_IMAGES,
+                                      description="your own images to post (generated outputs become public)")
 
 
 class Decision(Body):
@@ -93,7 +96,9 @@ class Vote(Body):
 
 
 class BrowsingSetting(Body):
-    browsingLevel: Literal[tuple(im.BROWSING)]
+    browsingLevel: Literal[tuple(im.BROWSING)] | None = None
+    postOutputs: StrictBool | None = Field(
+        None, description="new generation outputs: posted when their run ends (true) or private until posted (false)")
 
 
 class Hashes(RootModel[list[Annotated[str, Field(max_length=128)]]]):

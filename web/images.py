@@ -33,7 +33,8 @@ from web.api import (
     send_blob,
 )
 from web.bodies import PostIn, ReportIn
-from web.openapi import BINARY, INT, LIMIT, PAGE, PERIOD, STR, URL, doc, enum, multipart, obj, paged, param, ref
+from web.openapi import (
+    BINARY, INT, LIMIT, PAGE, PERIOD, STR, URL, array, doc, enum, multipart, obj, paged, param, ref)
 
 bp = Blueprint("images", __name__)
 MAX_IMAGE_BYTES = 50 << 20
@@ -104,7 +105,7 @@ def list_images():
     query = (Img.select(Img, User.username, ModelVersion.base_model, key.alias("sort_key"))
              .join(User, on=(Img.user == User.id))
              .switch(Img).join(ModelVersion, JOIN.LEFT_OUTER, on=(Img.model_version == ModelVersion.id))
-             .where(im.listed(requested_mask())))
+             .where(im.listed(requested_mask(), current_api_user())))
     for name, column in (("postId", Img.post), ("modelVersionId", Img.model_version)):
         value = integer(name, None, 1)
         if value:
@@ -132,13 +133,7 @@ def list_images():
     rows = list(query.order_by(key.desc(), Img.id.desc()).limit(limit + 1).dicts())
     more = len(rows) > limit
     rows = rows[:limit]
-    versions = {}
-    for image_id, version_id in im.ImageResource.select(im.ImageResource.image, im.ImageResource.version).where(
-            im.ImageResource.image.in_([r["id"] for r in rows])).tuples():
-        versions.setdefault(image_id, []).append(version_id)
-    for r in rows:
-        r["version_ids"] = sorted({*versions.get(r["id"], []), *([r["model_version"]] if r["model_version"] else [])})
-    hide_unseen_versions(rows)
+    add_version_ids(rows)
     metadata = {"pageSize": limit}
     if more:
         next_cursor = encode_keyset(rows[-1]["sort_key"], rows[-1]["id"])
@@ -201,15 +196,23 @@ def get_image(image_id: int):
            .switch(Img).join(ModelVersion, JOIN.LEFT_OUTER, on=(Img.model_version == ModelVersion.id))
            .where(Img.id == image_id).dicts().first())
     user = current_api_user()
-    mine = user is not None and (row or {}).get("user") == user.id
-    if row is None or (row["status"] in ("Removed", "Rejected", "Pending") and not mine
-                       and not (user and user.is_staff)):
-        error(404, f"No image with id {image_id}")
+    if row is None or not im.may_see(row["private"] or row["status"] != "Ready", row["user"], user):
+        error(404, f"No image with id {image_id}")  # others' unposted outputs answer as missing ones do
     if row["status"] != "Ready":
         return jsonify(id=row["id"], status=row["status"], error=row["error"])
-    row["version_ids"] = [row["model_version"]] if row["model_version"] else []
-    hide_unseen_versions([row])
-    return jsonify(image_json(row) | {"status": row["status"]})
+    add_version_ids([row])
+    return jsonify(image_json(row) | {"status": row["status"], "private": row["private"]})
+
+
+def add_version_ids(rows: list[dict]) -> None:
+    """Each row's modelVersionIds: its version and the resources it names, those the viewer may see."""
+    versions = {}
+    for image_id, version_id in im.ImageResource.select(im.ImageResource.image, im.ImageResource.version).where(
+            im.ImageResource.image.in_([r["id"] for r in rows])).tuples():
+        versions.setdefault(image_id, []).append(version_id)
+    for r in rows:
+        r["version_ids"] = sorted({*versions.get(r["id"], []), *([r["model_version"]] if r["model_version"] else [])})
+    hide_unseen_versions(rows)
 
 
 def seen_versions():
@@ -232,7 +235,7 @@ def hide_unseen_versions(rows: list[dict]) -> None:
 @bp.get("/images/<id:image_id>/width=<index:width>/<name>")
 def image_file(image_id: int, width: int, name: str):
     image = im.Image.get_or_none(im.Image.id == image_id)
-    if image is None or image.status != "Ready":
+    if image is None or image.status != "Ready" or not im.may_see(image.private, image.user_id, current_api_user()):
         error(404, "No such image")
     blob, mime = image.blob, image.mime
     if width < (image.width or 0):
@@ -240,7 +243,11 @@ def image_file(image_id: int, width: int, name: str):
                    .order_by(im.ImageVariant.width).first())
         if variant is not None:
             blob, mime = variant.blob, variant.mime
-    return send_blob(blob, mime, name)
+    response = send_blob(blob, mime, name)
+    if image.private:  # never kept by a shared cache
+        response.cache_control.public = False
+        response.cache_control.private = True
+    return response
 
 
 @bp.route("/api/v1/images/<id:image_id>/reactions/<kind>", methods=["PUT", "DELETE"])
@@ -269,14 +276,28 @@ def report(image_id: int):
 
 @bp.post("/api/v1/posts")
 @require_user("write")
-@doc("Create a post (a group of images, optionally on a model version)", "images", status=201, body=PostIn,
-     response=obj(id=INT, title=STR, modelVersionId={"type": ["integer", "null"]}),
-     errors={404: "no such model version"})
+@doc("Create a post (a group of images, optionally on a model version). imageIds posts your own images, "
+     "generated outputs included: they become public, with the resources their generation used",
+     "images", status=201, body=PostIn,
+     response=obj(id=INT, title=STR, modelVersionId={"type": ["integer", "null"]}, imageIds=array(INT)),
+     errors={404: "no such model version, or not your image", 409: "an image is in a post already"})
 def create_post():
     data = parsed(PostIn)
-    version = visible_version(data.modelVersionId) if data.modelVersionId is not None else None
-    post = im.Post.create(user=current_api_user(), model_version=version, title=data.title or "")
-    return jsonify(id=post.id, title=post.title, modelVersionId=version.id if version else None), 201
+    post = publish(current_api_user(), data.imageIds or [], data.title or "", data.modelVersionId)
+    return jsonify(id=post.id, title=post.title, modelVersionId=post.model_version_id,
+                   imageIds=list(dict.fromkeys(data.imageIds or []))), 201
+
+
+def publish(user, image_ids: list[int], title: str = "", version_id: int | None = None) -> im.Post:
+    """A new post of the user's own images (none: an empty post that uploads name by postId), in one
+    transaction; any refusal is a 4xx JSON error with nothing posted."""
+    from models_db.posts import PostRefused, post_images
+    version = visible_version(version_id) if version_id is not None else None
+    try:
+        with transaction():
+            return post_images(user, image_ids, title, version)
+    except PostRefused as exc:
+        error(exc.status, exc.message)
 
 
 def visible_version(version_id) -> ModelVersion:
@@ -291,6 +312,6 @@ def visible_version(version_id) -> ModelVersion:
 
 def visible_image(image_id: int) -> im.Image:
     image = im.Image.get_or_none(im.Image.id == image_id)
-    if image is None or image.status != "Ready":
+    if image is None or image.status != "Ready" or not im.may_see(image.private, image.user_id, current_api_user()):
         error(404, f"No image with id {image_id}")
     return image

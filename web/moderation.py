@@ -10,7 +10,7 @@ from models_db.db import transaction
 from web.api import current_api_user, error, integer, parsed, require_user
 from web.bodies import BrowsingSetting, Decision, Vote
 from web.images import image_url, level_name
-from web.openapi import BOOL, INT, LIMIT, NUM, STR, URL, array, doc, items_of, obj, ref
+from web.openapi import BOOL, INT, LIMIT, NUM, STR, URL, array, doc, items_of, nullable, obj, ref
 
 bp = Blueprint("moderation", __name__)
 
@@ -82,7 +82,8 @@ def rate(image_id: int):
     if level == im.BLOCKED:
         error(403, "only moderators block images; report it (or vote XXX) instead")
     image = im.Image.get_or_none(im.Image.id == image_id)
-    if image is None or not image.needs_review or image.status != "Ready" or image.proposed_level is not None:
+    if image is None or not image.needs_review or image.status != "Ready" or image.proposed_level is not None \
+            or image.private:
         error(404, f"Image {image_id} is not waiting for ratings")
     user = current_api_user()
     if image.user_id == user.id:
@@ -108,9 +109,17 @@ def rater_leaderboard():
 
 @bp.put("/api/v1/me/settings")
 @require_user("write")
-@doc("Set your browsing level", "accounts", response=obj(browsingLevel=STR, browsingMask=INT), body=BrowsingSetting)
+@doc("Your settings: browsing level, and whether new generation outputs are posted when their run ends",
+     "accounts", response=obj(browsingLevel=nullable(STR), browsingMask=INT, postOutputs=BOOL), body=BrowsingSetting)
 def settings_():
-    level = parsed(BrowsingSetting).browsingLevel
-    user = current_api_user()
-    User.update(browsing_level=im.BROWSING[level]).where(User.id == user.id).execute()
-    return jsonify(browsingLevel=level, browsingMask=im.BROWSING[level])
+    data = parsed(BrowsingSetting)
+    changes = {}
+    if data.browsingLevel is not None:
+        changes[User.browsing_level] = im.BROWSING[data.browsingLevel]
+    if data.postOutputs is not None:
+        changes[User.post_outputs] = data.postOutputs
+    if changes:
+        User.update(changes).where(User.id == current_api_user().id).execute()
+    user = User.get_by_id(current_api_user().id)
+    level = next((name for name, mask in im.BROWSING.items() if mask == user.browsing_level), None)
+    return jsonify(browsingLevel=level, browsingMask=user.browsing_level, postOutputs=user.post_outputs)

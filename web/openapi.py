@@ -140,7 +140,8 @@ SCHEMAS = {
         url=URL, hash=nullable(STR), width=nullable(INT), height=nullable(INT),
         nsfwLevel=enum(("None", "Soft", "Mature", "X")), nsfw=BOOL, browsingLevel=INT, createdAt=DATE,
         postId=nullable(INT), stats={"type": "object", "additionalProperties": INT},
-        meta=nullable({"type": "object"}), username=STR, baseModel=nullable(STR), modelVersionIds=array(INT)),
+        meta=nullable({"type": "object"}), username=STR, baseModel=nullable(STR), modelVersionIds=array(INT),
+        private=BOOL),
     "Review": obj(
         ("id", "modelId", "modelVersionId", "recommended"), id=INT, modelId=INT, modelVersionId=INT, username=STR,
         recommended=BOOL, rating=INT, details=STR, createdAt=DATE, updatedAt=DATE),

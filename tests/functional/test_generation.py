@@ -103,11 +103,13 @@ def test_txt2img_run_stores_one_png_per_image_with_its_recipe(client, alice, sd1
     image = im.Image.get_by_id(run["jobs"][0]["imageId"])
     assert image.status == "Ready" and image.meta["seed"] == 42 and image.nsfw_level > 0
     assert [r.version_id for r in image.resources] == [sd1["versionId"]]
-    # alice does not own the checkpoint: her outputs are community images of it, not its showcase
+    # alice does not own the checkpoint, and has not posted them: her outputs are hers alone (listed for her)
     version = client.get(f"/api/v1/model-versions/{sd1['versionId']}?nsfw=X").get_json()
     assert version["images"] == [] and version["nsfwLevel"] == 0
-    listed = client.get(f"/api/v1/images?nsfw=X&modelVersionId={sd1['versionId']}").get_json()["items"]
+    query = f"/api/v1/images?nsfw=X&modelVersionId={sd1['versionId']}"
+    listed = client.get(query, headers=auth(key)).get_json()["items"]
     assert sorted(i["id"] for i in listed) == sorted(j["imageId"] for j in run["jobs"])
+    assert client.get(query).get_json()["items"] == []
     events = [e["event"] for e in kept_events(run["id"])]
     assert events[0] == "queued" and events[-1] == "done" and events.count("image") == 3
 

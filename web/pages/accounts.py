@@ -55,6 +55,8 @@ class SettingsForm(PageForm):
     browsing_level = SelectField("Browsing level", choices=[SelectChoice(*c) for c in (
         ("None", "Safe (PG)"), ("Soft", "PG-13"), ("Mature", "Mature (R)"), ("X", "Everything (X, XXX)"))])
     email = StringField("Email", [Optional(), Regexp(EMAIL, message="not an email address")])
+    new_outputs = SelectField("New generation outputs", choices=[SelectChoice(*c) for c in (
+        ("private", "Private until I post them"), ("public", "Posted when the run ends"))])
 
 
 class ApiKeyForm(PageForm):
@@ -117,7 +119,8 @@ def logout():
 
 def profile_form(**kwargs) -> SettingsForm:
     level = next((name for name, mask in BROWSING.items() if mask == current_user.browsing_level), "Soft")
-    return SettingsForm(data={"browsing_level": level, "email": current_user.email}, **kwargs)
+    return SettingsForm(data={"browsing_level": level, "email": current_user.email,
+                              "new_outputs": "public" if current_user.post_outputs else "private"}, **kwargs)
 
 
 def settings_html(status: int = 200, **forms):
@@ -140,7 +143,8 @@ def settings_page():
         if taken:
             form.email.errors.append("that email is used by another account")
         else:
-            a.User.update(browsing_level=BROWSING[form.browsing_level.data], email=email).where(
+            a.User.update(browsing_level=BROWSING[form.browsing_level.data], email=email,
+                          post_outputs=form.new_outputs.data == "public").where(
                 a.User.id == current_user.id).execute()
             flash("Settings saved.", "success")
             return redirect(url_for(".settings_page"))

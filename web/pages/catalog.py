@@ -11,7 +11,7 @@ from models_db import catalog as c
 from models_db import catalog_queries as q
 from models_db.accounts import User
 from models_db.ids import parse_id, parse_int
-from models_db.images import Image, ImageResource, showcase
+from models_db.images import Image, ImageResource, may_see, showcase, shown_to
 from models_db.reviews import recent_comments, recent_reviews
 from web import reviews as review_api
 from web.api import multi
@@ -146,15 +146,26 @@ def image_page(image_id: int):
     from gpu.png_meta import meta_to_a1111
     image = Image.get_or_none(Image.id == image_id)
     user = viewer()
-    if image is None or (image.status != "Ready" and not (user and (user.id == image.user_id or user.is_staff))):
-        abort(404)
+    if image is None or not may_see(image.private or image.status != "Ready", image.user_id, user):
+        abort(404)  # others' unposted outputs answer as missing images do
     meta = json.loads(image.meta_json) if image.meta_json else {}
     resources = list(ImageResource.select(ImageResource, c.ModelVersion, c.Model)
                      .join(c.ModelVersion).join(c.Model)
                      .where(ImageResource.image == image, c.Model.status == "Published"))
     return render_template("catalog/image.html", image=image, t=thumb(image.__data__ | {"id": image.id}, 1024),
                            meta=meta, parameters=meta_to_a1111(meta) if meta.get("prompt") else "",
-                           resources=resources, author=image.user.username)
+                           resources=resources, author=image.user.username,
+                           may_post=bool(user and user.id == image.user_id and image.private))
+
+
+@bp.post("/images/<id:image_id>/post")
+@login_required
+def post_image(image_id: int):
+    """The owner's "Post" on an unposted output's page: the same posting as POST /api/v1/posts."""
+    from web.images import publish
+    if api_call(publish, viewer(), [image_id]):
+        flash("Posted: the image is public now.", "success")
+    return redirect(url_for(".image_page", image_id=image_id))
 
 
 @bp.get("/user/<username>")
@@ -169,7 +180,7 @@ def creator(username: str):
         query = query.where(c.Model.status == "Published")
     rows = list(query.order_by(c.Model.updated_at.desc(), c.Model.id.desc()).limit(200).dicts())
     totals = {"models": len(rows), "downloads": sum(r["download_count"] for r in rows)}
-    images = list(Image.select().where(Image.user == person.id, Image.status == "Ready")
+    images = list(Image.select().where(Image.user == person.id, Image.status == "Ready", shown_to(None))
                   .order_by(Image.id.desc()).limit(24).dicts())
     return render_template("catalog/creator.html", person=person, cards=cards(rows), own=own, totals=totals,
                            images=[thumb(i, 450) for i in images])
