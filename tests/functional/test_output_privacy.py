@@ -63,7 +63,7 @@ def viewer(app, account=None):
 
 def searched(client) -> tuple[int, int, list]:
     """Search for bob's model: its id, level and showcase images as the index has them."""
-    (found,) = client.get("/api/v1/search?q=Bob%20Tiny").get_json()["items"]
+    found = client.get("/api/v1/search?q=Bob%20Tiny").get_json()["items"][0]
     return found["id"], found["nsfwLevel"], found["modelVersions"][0]["images"]
 
 
