@@ -116,6 +116,8 @@ def test_outputs_stay_private_until_their_owner_posts_them(app, client, alice, b
     assert client.post(f"/api/v1/images/{kept}/report", headers=auth(carol_key),
                        json={"reason": "spam"}).status_code == 404
     assert searched(client) == (bobs_checkpoint["modelId"], levels[0], [])
+    assert "a quiet harbour" not in as_carol[0].get(f"/generate?remix={kept}").get_data(as_text=True)
+    assert "a quiet harbour" in as_alice[0].get(f"/generate?remix={kept}").get_data(as_text=True)
     # even when the detector is unsure, the rating game and the moderators' queue only see posted images
     im.Image.update(needs_review=True).where(im.Image.id.in_([kept, posted])).execute()
     assert client.get("/api/v1/rating-game/next", headers=auth(carol_key)).get_json()["item"] is None

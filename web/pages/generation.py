@@ -18,7 +18,7 @@ from models_db import catalog as c
 from models_db import generation as gen
 from models_db.catalog_queries import version_ids_by_hash
 from models_db.ids import parse_id
-from models_db.images import Image, ImageResource
+from models_db.images import Image, ImageResource, may_see
 from web.generation import runs_page
 from web.images import image_url
 
@@ -122,9 +122,9 @@ def remix(image_id: int | None) -> dict | None:
     """The form's values from an image's generation data: parameters, and its checkpoint and LoRAs (the
     versions its hashes name, as linked to the image or looked up by hash)."""
     image = Image.get_or_none(Image.id == (image_id or 0))
-    if image is None or not image.meta_json or (image.status != "Ready" and image.user_id != current_user.id
-                                                and not current_user.is_staff):
-        return None
+    if image is None or not image.meta_json or not may_see(image.private or image.status != "Ready",
+                                                           image.user_id, current_user):
+        return None  # someone else's unposted output or unfinished image is not theirs to remix
     meta = json.loads(image.meta_json)
     weights = {name: float(w) for name, w in LORA_TAG.findall(str(meta.get("prompt", ""))) if w}
     out = {"prompt": LORA_TAG.sub("", str(meta.get("prompt", ""))).strip(" ,"),
