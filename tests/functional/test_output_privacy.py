@@ -204,3 +204,11 @@ def test_a_public_default_posts_finished_outputs(app, client, alice, bobs_checkp
     assert client.put("/api/v1/me/settings", headers=auth(key), json={"postOutputs": "maybe"}).status_code == 400
     (later,) = generate(client, key, worker, bobs_checkpoint, seed=9)
     assert client.get(f"/api/v1/images/{later}").status_code == 404
+    # upgrading an install whose outputs were public: those in no post become private, posted ones stay
+    import importlib
+
+    from models_db.db import db
+    im.Image.update(private=False).execute()
+    importlib.import_module("models_db.migrations.0019_private_outputs").up(db)
+    assert client.get(f"/api/v1/images/{later}").status_code == 404
+    assert listed_ids(client, modelVersionId=bobs_checkpoint["versionId"]) == set(ids)
