@@ -19,18 +19,6 @@ class PostRefused(Exception):
         self.status, self.message = status, message
 
 
-def is_posted(image: Image) -> bool:
-    """Whether an image is public (posted, or an upload): a run's deletion must keep it."""
-    return not image.private
-
-
-def unposted_outputs(run_id: int):
-    """Query: the run's outputs that are still private (what deleting the run may delete with it)."""
-    jobs = gen.GenerationJob.select(gen.GenerationJob.image).where(
-        gen.GenerationJob.run == run_id, gen.GenerationJob.image.is_null(False))
-    return Image.select().where(Image.id.in_(jobs), Image.private == True)  # noqa: E712
-
-
 def post_images(user, image_ids: list[int], title: str = "", version: ModelVersion | None = None) -> Post:
     """Call inside a transaction. The user's own images (not in a post yet) become one public post, or
     PostRefused is raised and the caller's transaction rolls back: nothing is half-posted. With a version, the
@@ -89,10 +77,10 @@ def post_run_outputs(run_id: int) -> int:
     """Call inside a transaction: the run's unposted outputs become one post of its owner (their default
     is public). Idempotent: posted ones are skipped. Returns how many it posted."""
     run = gen.GenerationRun.get_or_none(gen.GenerationRun.id == run_id)
-    if run is None or not run.user.post_outputs:
+    if run is None or run.deleted_at is not None or not run.user.post_outputs:
         return 0
-    ids = [i for (i,) in unposted_outputs(run_id).where(Image.post.is_null(), Image.status.not_in(UNPOSTABLE))
-           .select(Image.id).order_by(Image.id).tuples()]
+    ids = [i for (i,) in Image.select(Image.id).where(Image.id.in_(gen.private_outputs(run_id)),
+                                                      Image.status.not_in(UNPOSTABLE)).order_by(Image.id).tuples()]
     if not ids:
         return 0
     post_images(run.user, ids, title=f"Generation run {run_id}")
