@@ -22,8 +22,9 @@ def blob_of(data: bytes) -> str:
 
 
 def finished_run(user, version, total: int, failed: set[int] = frozenset(), prompt="a lighthouse at dusk #{n}"):
-    """A run of `total` finished jobs as the GPU worker leaves them: a Ready catalog image per done job (its
-    PNG and its 96 and 450 px variants, as jobs/images.py stores them), a reason per failed job."""
+    """A run of `total` finished jobs as the GPU worker leaves them: a Ready, private (unposted) catalog image
+    per done job (its PNG and its 96 and 450 px variants, as jobs/images.py stores them), a reason per failed
+    job."""
     full, small, medium = blob_of(png_bytes(width=512, height=512)), blob_of(png_bytes(width=96, height=96)), \
         blob_of(png_bytes(width=450, height=450))
     with transaction():
@@ -33,8 +34,9 @@ def finished_run(user, version, total: int, failed: set[int] = frozenset(), prom
         for n in range(total):
             image = None
             if n not in failed:
-                image = im.Image.create(user=user, model_version=version, status="Ready", blob=full, mime="image/png",
-                                        width=512, height=512, filename=f"{run.id}-{n}.png", size_bytes=100)
+                image = im.Image.create(user=user, model_version=version, status="Ready", private=True, blob=full,
+                                        mime="image/png", width=512, height=512, filename=f"{run.id}-{n}.png",
+                                        size_bytes=100)
                 im.ImageVariant.insert_many([{"image": image, "width": 96, "blob": small, "mime": "image/png"},
                                              {"image": image, "width": 450, "blob": medium,
                                               "mime": "image/png"}]).execute()

@@ -30,13 +30,16 @@ def test_remix_reads_only_images_the_viewer_may_see(client):
     other, _ = make_user("quin")
     meta = json.dumps({"prompt": "a secret garden", "seed": 7, "steps": 20})
     pending = im.Image.create(user=owner, status="Pending", meta_json=meta)
+    private = im.Image.create(user=owner, status="Ready", private=True, meta_json=meta, mime="image/png")
     ready = im.Image.create(user=owner, status="Ready", meta_json=meta, width=64, height=48, mime="image/png")
     log_in(client, other)
     assert form_config(client, f"remix={pending.id}")["prefill"] is None
+    assert form_config(client, f"remix={private.id}")["prefill"] is None  # an unposted output
     assert "secret garden" not in client.get(f"/generate?remix={pending.id}").get_data(as_text=True)
     assert form_config(client, f"remix={ready.id}")["prefill"]["prompt"] == "a secret garden"
     log_in(client, owner)
     assert form_config(client, f"remix={pending.id}")["prefill"]["seed"] == 7
+    assert form_config(client, f"remix={private.id}")["prefill"]["seed"] == 7
 
 
 def test_remix_splits_a1111_lora_tags_and_schedule_types(client):
