@@ -180,9 +180,11 @@ def delete(run_id: int):
 @bp.post("/api/v1/generation/runs/<id:run_id>/retry")
 @require_user("write")
 @doc("Queue a run's failed jobs again (a worker does it; the run reopens)", "generation", status=202,
-     response=obj(("id", "failed"), id=INT, failed=INT))
+     response=obj(("id", "failed"), id=INT, failed=INT), errors={409: "the run was cancelled"})
 def retry(run_id: int):
     run = own_run(run_id)
+    if run.cancelled:
+        error(409, "the run was cancelled: its failed jobs are not retried")
     failed = gen.GenerationJob.select().where(gen.GenerationJob.run == run.id, gen.GenerationJob.state == "failed")
     count = failed.count()
     if count:

@@ -200,6 +200,10 @@ def test_retrying_a_runs_failed_jobs_makes_their_images(client, alice, bob, sd1,
     assert (body["status"], body["done"], body["failed"]) == ("Done", 2, 0), body
     assert all(j["error"] is None and j["imageUrl"] for j in body["jobs"])
     assert im.Image.select().count() == 2
+    cancelled = submit(client, key, model=sd1["versionId"], prompt="stop", **SMALL)
+    assert client.post(f"/api/v1/generation/runs/{cancelled['id']}/cancel", headers=auth(key)).status_code == 200
+    refused = client.post(f"/api/v1/generation/runs/{cancelled['id']}/retry", headers=auth(key))
+    assert refused.status_code == 409 and "cancelled" in refused.get_json()["error"]
 
 
 def test_a_large_runs_zip_streams_in_bounded_memory(client, alice, sd1):
