@@ -30,6 +30,7 @@ from models_db.storage import BlobMissing, LocalBlobStore, get_store, holding
 
 HEARTBEAT_S = 2.0
 RECHECK_S = 2 * HEARTBEAT_S
+CLAIM_TRIES = 20  # fair choices made again when other workers claimed the chosen jobs first
 
 
 def lease_s() -> float:
@@ -247,7 +248,7 @@ def run_job(job_id: int) -> str:
         raise ImageFailed(job.error or "failed too many times")
     token = uuid.uuid4().hex
     leader, start, order = claim_fairest(token)
-    if leader is None:  # its job is in a live batch elsewhere: look again soon (done by then, or gone stale)
+    if leader is None:  # nothing to claim, its job is in a live batch: look again soon (done, or gone stale)
         generate.send_with_options(args=(job.id,), delay=int(RECHECK_S * 1000))
         return "running in another batch; checking again later"
     claimed = [leader.id]
@@ -283,11 +284,15 @@ def run_job(job_id: int) -> str:
 
 def claim_fairest(token: str) -> tuple[gen.GenerationJob | None, float, list[int]]:
     """Claims the oldest claimable job of the user whose turn it is (the next one when another worker took
-    it first): the leader of this batch, the chosen user's pass, and the users in fair order."""
-    order = fairness.fair_order(lease_s())
-    for _user_id, job_id, start in order:
-        if gen.claim([job_id], token, lease_s()):
-            return gen.GenerationJob.get_by_id(job_id), start, [u for u, _, _ in order]
+    it first; the choice is made again while jobs are left to claim): the leader of this batch, the chosen
+    user's pass, and the users in fair order. None when nothing is claimable."""
+    for _ in range(CLAIM_TRIES):
+        order = fairness.fair_order(lease_s())
+        for _user_id, job_id, start in order:
+            if gen.claim([job_id], token, lease_s()):
+                return gen.GenerationJob.get_by_id(job_id), start, [u for u, _, _ in order]
+        if not order:
+            break
     return None, 0.0, []
 
 
