@@ -508,9 +508,9 @@ def mark_deleted(query) -> list[int]:
 
 
 def private_outputs(run_id: int):
-    """The Image ids of a run's outputs that go with it: those its owner has not posted."""
+    """The Image ids of a run's outputs that go with it: those its owner has not posted (still private)."""
     return (GenerationJob.select(GenerationJob.image).join(Image, on=(GenerationJob.image == Image.id))
-            .where(GenerationJob.run == run_id, Image.post.is_null()))
+            .where(GenerationJob.run == run_id, Image.private == True))  # noqa: E712
 
 
 def delete_run(run_id: int) -> set[str]:

@@ -144,6 +144,8 @@ def test_clear_finished_deletes_only_your_finished_runs(client, alice, bob, sd1,
     finished = [submit(client, key, model=sd1["versionId"], prompt=f"f{n}", **SMALL)["id"] for n in range(2)]
     bobs = submit(client, bob[1], model=sd1["versionId"], prompt="bob", **SMALL)["id"]
     run_jobs(worker)
+    posted = gen.GenerationJob.get(gen.GenerationJob.run == finished[0]).image_id  # posted: it stays
+    assert client.post("/api/v1/posts", headers=auth(key), json={"imageIds": [posted]}).status_code < 300
     waiting = submit(client, key, model=sd1["versionId"], prompt="later", **SMALL)["id"]
     answer = client.post("/api/v1/generation/runs/clear", headers=auth(key))
     assert answer.status_code == 202 and answer.get_json()["deleted"] == 2
@@ -151,7 +153,10 @@ def test_clear_finished_deletes_only_your_finished_runs(client, alice, bob, sd1,
     assert listed == [waiting]
     run_jobs(worker)
     assert sorted(r.id for r in gen.GenerationRun.select()) == sorted([bobs, waiting])
-    assert im.Image.select().where(im.Image.user == alice[0].id).count() == 1  # the later run's output
+    left = im.Image.select().where(im.Image.user == alice[0].id)
+    later = gen.GenerationJob.get(gen.GenerationJob.run == waiting).image_id
+    assert sorted(i.id for i in left) == sorted([posted, later])
+    assert get_store().exists(im.Image.get_by_id(posted).blob)
     assert not gen.GenerationRun.select().where(gen.GenerationRun.id.in_(finished)).exists()
 
 
