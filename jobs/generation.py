@@ -435,7 +435,8 @@ def finish_failed(job_ids, token: str | None, reason: str) -> None:
     with transaction():
         query.where(*where).execute()
         runs = gen.GenerationRun.select().where(gen.GenerationRun.id.in_(
-            gen.GenerationJob.select(gen.GenerationJob.run).where(gen.GenerationJob.id.in_(job_ids))))
+            gen.GenerationJob.select(gen.GenerationJob.run).where(gen.GenerationJob.id.in_(job_ids)))
+        ).order_by(gen.GenerationRun.id)  # runs are locked in one order (refresh_run)
         for run in runs:  # the jobs' event first, then (if it is over) the run's end
             on_commit(lambda run=run: publish(run, "failed", {"jobs": list(job_ids), "error": reason}))
             after_job(run.id)

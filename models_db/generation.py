@@ -14,6 +14,7 @@ from peewee import (
     DoubleField,
     ForeignKeyField,
     IntegerField,
+    SqliteDatabase,
     TextField,
     chunked,
     fn,
@@ -21,7 +22,7 @@ from peewee import (
 
 from models_db.accounts import User
 from models_db.catalog import ModelVersion
-from models_db.db import BaseModel, id_set, utcnow
+from models_db.db import BaseModel, db, id_set, utcnow
 from models_db.ids import parse_id
 from models_db.images import Image
 
@@ -148,7 +149,11 @@ def release(job_ids, token: str) -> list[int]:
 
 
 def refresh_run(run_id: int) -> GenerationRun:
-    """Recounts a run's jobs and derives its status."""
+    """Recounts a run's jobs and derives its status. On PostgreSQL the run's row is locked first, so that
+    jobs finishing at once in other transactions are counted after those commit (two finishers would each
+    count the other's job still running); SQLite's transaction() holds the write lock already."""
+    if not isinstance(db.obj, SqliteDatabase):
+        list(GenerationRun.select(GenerationRun.id).where(GenerationRun.id == run_id).for_update())
     counts = dict(GenerationJob.select(GenerationJob.state, fn.COUNT(GenerationJob.id))
                   .where(GenerationJob.run == run_id).group_by(GenerationJob.state).tuples())
     run = GenerationRun.get_by_id(run_id)
