@@ -84,7 +84,6 @@ def test_a_300_image_run_loads_in_few_requests_with_small_variants(page, live_se
     page.locator(f"#run-{older[0].id} .slot img").wait_for()
     assert "/width=450/" in page.locator(f"#run-{older[0].id} .slot img").get_attribute("src")  # a small run
     assert page.locator("#older-runs").is_hidden()
-    assert elapsed <= 1000
 
 
 def test_runs_are_deleted_and_finished_ones_cleared_from_the_page(page, live_server):
