@@ -16,22 +16,6 @@ from models_db.search.tables import SearchDoc
 EXACT = {"tokenize": "unicode61 remove_diacritics 2", "prefix": "2 3"}
 
 
-class SearchFts(FTS5Model):
-    rowid = RowIDField()
-    name = SearchField()
-    tags = SearchField()
-    triggers = SearchField()
-    files = SearchField()
-    creator = SearchField()
-    versions = SearchField()
-    description = SearchField()
-
-    class Meta:
-        database = db
-        table_name = "search_fts"
-        options = EXACT
-
-
 class SearchFtsPrimary(FTS5Model):
     rowid = RowIDField()
     name = SearchField()
@@ -47,18 +31,16 @@ class SearchFtsPrimary(FTS5Model):
         options = EXACT
 
 
-class SearchFtsStem(FTS5Model):
-    rowid = RowIDField()
-    name = SearchField()
-    tags = SearchField()
-    triggers = SearchField()
-    files = SearchField()
-    creator = SearchField()
-    versions = SearchField()
-    description = SearchField()
+class SearchFts(SearchFtsPrimary):
+    description = SearchField()  # after the primary fields, as the table's columns are
 
     class Meta:
-        database = db
+        table_name = "search_fts"
+        options = EXACT
+
+
+class SearchFtsStem(SearchFts):
+    class Meta:
         table_name = "search_fts_stem"
         options = {"tokenize": "porter unicode61 remove_diacritics 2"}
 
