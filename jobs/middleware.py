@@ -182,6 +182,7 @@ class Metrics(dramatiq.Middleware):
         self.buffer = buffer
         self.started = threading.local()
         self.series: dict = {}
+        self.gpu_samplers: dict = {}  # id(worker) -> its GPU sampler, for each gpu worker booted here
 
     @staticmethod
     def _m():
@@ -223,30 +224,38 @@ class Metrics(dramatiq.Middleware):
         import metrics
         atexit.register(metrics.process_exited, os.getpid())  # its live gauges go with the process
         self.buffer.start()
-        self.gpu_worker = "gpu" in (worker.consumer_whitelist or ())
-        if self.gpu_worker:
+        if is_gpu_worker(worker):
             from metrics import gpu
             self._m().gpu_workers.inc()
-            self.gpu_sampler = gpu.start_sampler()
+            self.gpu_samplers[id(worker)] = gpu.start_sampler()
 
     def after_worker_shutdown(self, broker, worker):
         self.buffer.stop()  # writes what this worker counted
-        if getattr(self, "gpu_worker", False):
+        if id(worker) in self.gpu_samplers:  # this worker's own boot counted it (one process may run several)
             self._m().gpu_workers.dec()
-            if self.gpu_sampler is not None:
-                self.gpu_sampler.set()
+            sampler = self.gpu_samplers.pop(id(worker))
+            if sampler is not None:
+                sampler.set()
+
+
+def is_gpu_worker(worker) -> bool:
+    return "gpu" in (worker.consumer_whitelist or ())
 
 
 class GpuHeartbeat(dramatiq.Middleware):
     """A worker on the gpu queue publishes its heartbeat (jobs.gpu_workers) while it runs."""
 
+    def __init__(self):
+        self.beating: set[int] = set()  # ids of the gpu workers booted in this process
+
     def after_worker_boot(self, broker, worker):
-        self.beating = "gpu" in (worker.consumer_whitelist or ())
-        if self.beating:
+        if is_gpu_worker(worker):
+            self.beating.add(id(worker))
             from jobs.gpu_workers import heartbeat
             heartbeat.start()
 
     def after_worker_shutdown(self, broker, worker):
-        if getattr(self, "beating", False):
+        if id(worker) in self.beating:
+            self.beating.discard(id(worker))
             from jobs.gpu_workers import heartbeat
             heartbeat.stop()

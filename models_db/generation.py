@@ -171,14 +171,15 @@ def refresh_run(run_id: int) -> GenerationRun:
             run.finished_at = None  # reopened by an operator's retry
         elif run.finished_at is None:
             run.finished_at = utcnow()
-    run.save()
+    # only what it derived: a cancel or a deletion saved meanwhile by another process stays
+    run.save(only=[GenerationRun.done, GenerationRun.failed, GenerationRun.status, GenerationRun.finished_at])
     return run
 
 
 def cancel_run(run: GenerationRun) -> list[int]:
     """Marks the run cancelled and drops its queued jobs; returns the ids of its running jobs."""
     run.cancelled = True
-    run.save()
+    run.save(only=[GenerationRun.cancelled])
     now = utcnow()
     GenerationJob.update(state="cancelled", finished_at=now).where(
         GenerationJob.run == run, GenerationJob.state == "queued").execute()
@@ -525,6 +526,8 @@ def delete_run(run_id: int) -> set[str]:
     run = GenerationRun.get_or_none(GenerationRun.id == run_id, GenerationRun.deleted_at.is_null(False))
     if run is None:
         return set()
+    if not isinstance(db.obj, SqliteDatabase):  # an output stored meanwhile commits first, and is seen below
+        list(GenerationJob.select(GenerationJob.id).where(GenerationJob.run == run_id).for_update())
     blobs = set(json.loads(run.grid_blobs or "[]"))
     jobs = GenerationJob.select(GenerationJob.output_blob, GenerationJob.inputs_json).where(GenerationJob.run == run_id)
     for output, inputs in jobs.tuples():

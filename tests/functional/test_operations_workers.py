@@ -81,7 +81,7 @@ def test_a_gpu_worker_shows_its_device_batch_and_speed_and_goes_when_it_stops(cl
     made = gen.GenerationJob.select().where(gen.GenerationJob.state == "done").count()  # 2, and any the cancel missed
     assert done["batch"] is None and done["images"] == made >= 2 and done["batches"] == 2
     assert done["imagesPerSecond"] > 0 and done["busySeconds"] > 0
-    assert [p["family"] for p in done["warm"]] == ["SD1"]
+    assert "SD1" in [p["family"] for p in done["warm"]]  # pipelines warmed by earlier tests may be there too
     page = row(client.get("/operations").get_data(as_text=True), me)
     assert "idle" in page and f"{made} in 2 batches" in page and "stale" not in page
 
